@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything `confusion` needs on a fresh machine; safe to run again (it skips what is done).
+#   scripts/setup.sh          Debian packages (Fashion-MNIST, tcmalloc), .venv, the package
+#   scripts/setup.sh test     the same plus the test tools and Debian's chromium (browser test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+
+packages=(dataset-fashion-mnist libtcmalloc-minimal4)
+[ "$mode" = test ] && packages+=(chromium)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then apt_get=(apt-get)
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then apt_get=(sudo apt-get)
+  else
+    echo "setup: please install the Debian packages ${missing[*]} (as root: apt-get install ${missing[*]}), then run this again" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  "${apt_get[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+extras=""; [ "$mode" = test ] && extras="[test]"
+stamp=".venv/.confusion-setup"
+want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
+  echo "setup: installing the package and its pinned dependencies (torch is large; a few minutes)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,61 @@
+"""Progress bars and plain-text tables for the command line (rich, on stderr / stdout)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, unit: str = "") -> Iterator[Callable[[int], None]]:
+    """Yield advance(n). Draws a bar on a terminal; stays silent when stderr is not one."""
+    if not stderr.is_terminal:
+        yield lambda n=1: None
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+def info(message: str) -> None:
+    """A status line for the user, on stderr so stdout stays clean for tables and data."""
+    stderr.print(message, markup=False)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *, console: Console | None = None) -> None:
+    """Print a plain-text table; floats are shown with 4 significant decimals."""
+    grid = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for name in columns:
+        grid.add_column(name, justify="right" if name not in ("split", "model", "method", "band", "run", "name", "arch") else "left")
+    for row in rows:
+        grid.add_row(*[_cell(value) for value in row])
+    (console or stdout).print(grid)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()

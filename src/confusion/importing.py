@@ -1,0 +1,209 @@
+"""Import: predictions made anywhere (PyTorch, JAX, Keras, XGBoost...) become a run store.
+
+Accepted: an .npy or .npz array shaped (members, epochs, samples, classes) or (samples,
+classes), of probabilities or logits; or one .npy file per member and epoch, named by a
+pattern such as ``preds/m{member}_e{epoch}.npy``. Everything is validated block by block as
+it is written, and a failed import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .scores import describe_invalid, as_four_d, softmax
+from .store import RunStore, SplitData, hold_lock, is_run_store
+
+
+def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                for key in (what, "probs", "logits", "labels"):
+                    if key in keys and (len(keys) > 1):
+                        return archive[key]
+                if len(keys) == 1:
+                    return archive[keys[0]]
+                raise InputError(f"{path} holds arrays {keys}; name one of them {what!r}")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except InputError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"{path} is not a readable .npy/.npz array: {error}") from None
+
+
+class StackedFiles:
+    """Reads one (samples, classes) .npy file per member and epoch as one 4-D array."""
+
+    def __init__(self, pattern: str):
+        if "{member}" not in pattern or "{epoch}" not in pattern:
+            raise InputError("a per-file pattern needs both {member} and {epoch}, e.g. preds/m{member}_e{epoch}.npy")
+        regex = re.compile(
+            "^" + re.escape(pattern).replace(r"\{member\}", r"(?P<member>\d+)").replace(r"\{epoch\}", r"(?P<epoch>\d+)") + "$"
+        )
+        found: dict[tuple[int, int], Path] = {}
+        for name in glob.glob(pattern.replace("{member}", "*").replace("{epoch}", "*")):
+            match = regex.match(name)
+            if match:
+                found[int(match["member"]), int(match["epoch"])] = Path(name)
+        if not found:
+            raise InputError(f"no files match {pattern}")
+        self.member_numbers = sorted({m for m, _ in found})
+        self.epoch_numbers = sorted({t for _, t in found})
+        missing = [(m, t) for m in self.member_numbers for t in self.epoch_numbers if (m, t) not in found]
+        if missing:
+            raise InputError(f"{pattern}: missing files for (member, epoch) {missing[:5]}")
+        self.files = [[found[m, t] for t in self.epoch_numbers] for m in self.member_numbers]
+        first = _load_npy(self.files[0][0], "probs")
+        if first.ndim != 2:
+            raise InputError(f"{self.files[0][0]} must be (samples, classes), got shape {first.shape}")
+        self.dtype = first.dtype
+        self.shape = (len(self.member_numbers), len(self.epoch_numbers), *first.shape)
+
+    def __getitem__(self, index):
+        """Supports what the scorer and importer ask: [members, epochs, samples], each an int or a slice."""
+        members, epochs, samples = index[:3]
+        squeeze = tuple(axis for axis, key in enumerate((members, epochs)) if isinstance(key, int))
+        as_slice = lambda key: slice(key, key + 1) if isinstance(key, int) else key  # noqa: E731
+        rows = []
+        for files in self.files[as_slice(members)]:
+            cells = []
+            for path in files[as_slice(epochs)]:
+                array = _load_npy(path, "probs")
+                if array.shape != self.shape[2:]:
+                    raise InputError(f"{path} has shape {array.shape}, expected {self.shape[2:]}")
+                cells.append(np.asarray(array[samples]))
+            rows.append(cells)
+        return np.asarray(rows).squeeze(axis=squeeze) if squeeze else np.asarray(rows)
+
+
+def load_predictions(source: str | Path | np.ndarray):
+    """An array-like (members, epochs, samples, classes) or (samples, classes) from a path or array."""
+    if isinstance(source, np.ndarray):
+        return source
+    text = str(source)
+    if "{member}" in text or "{epoch}" in text:
+        return StackedFiles(text)
+    return _load_npy(Path(text), "probs")
+
+
+def load_labels(source, n_samples: int, n_classes: int) -> np.ndarray:
+    """Labels (samples,) as int64 in -1..C-1, from a path or an array."""
+    labels = np.asarray(_load_npy(Path(source), "labels", mmap=False) if not isinstance(source, np.ndarray) else source)
+    if labels.ndim != 1 or len(labels) != n_samples:
+        raise InputError(f"labels must be (samples,) = ({n_samples},), got shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise InputError("labels must be whole numbers (class indices, -1 for unknown)")
+    elif labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if ((labels < -1) | (labels >= n_classes)).any():
+        raise InputError(f"labels must lie in 0..{n_classes - 1} (or -1 for unknown)")
+    return labels
+
+
+def import_predictions(
+    source,
+    out: str | Path,
+    *,
+    logits: bool = False,
+    labels=None,
+    split: str = "val",
+    sample_ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunStore:
+    """Write predictions into run store `out` as split `split`, creating the run if needed.
+
+    Parameters
+    ----------
+    source : array-like or path
+        (members, epochs, samples, classes) or (samples, classes); probabilities, or logits
+        with ``logits=True`` (softmax over classes is applied before storing).
+    out : run directory. If it is already a run store with the same members, epochs and
+        classes, the split is added to it.
+    labels : (samples,) ints or path, optional; -1 = unknown. Never used for scoring.
+    progress : called with the number of (member, epoch) slices written.
+    """
+    array = load_predictions(source)
+    n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
+    dtype = np.dtype(array.dtype)
+    if dtype.kind != "f":
+        raise InputError(f"probs must be floating point, got dtype {dtype}")
+    label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes)
+    ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
+    if len(ids) != n_samples:
+        raise InputError(f"{len(ids)} sample ids for {n_samples} samples")
+    split_data = SplitData(ids=ids, labels=label_array)
+    out = Path(out)
+    existed = out.exists()
+    if existed and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    adding = existed and is_run_store(out)
+    with hold_lock(out):
+        if adding:
+            store = RunStore.open(out, mode="a")
+            if (store.n_members, len(store.recorded_epochs), store.n_classes) != (n_members, n_epochs, n_classes):
+                raise InputError(
+                    f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
+                    f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
+                )
+            store.add_split(split, split_data)
+        else:
+            store = RunStore.create(
+                out,
+                n_classes=n_classes,
+                members=[{"index": m, "seed": None} for m in range(n_members)],
+                epoch_capacity=n_epochs,
+                splits={split: split_data},
+                classes=classes,
+                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
+            )
+        try:
+            _copy_validated(array, store, split, logits, dtype, progress)
+            if not adding:
+                for epoch in range(1, n_epochs + 1):
+                    store.meta["recorded_epochs"].append(epoch)
+                store.save_meta()
+        except BaseException:
+            if adding:
+                store.meta["splits"].pop(split, None)
+                store.save_meta()
+                shutil.rmtree(store.path / "predictions.zarr" / split, ignore_errors=True)
+            else:
+                shutil.rmtree(out, ignore_errors=True) if not existed else _empty_dir(out)
+            raise
+    return store
+
+
+def _empty_dir(path: Path) -> None:
+    for child in path.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+def _copy_validated(array, store: RunStore, split: str, logits: bool, dtype: np.dtype, progress) -> None:
+    n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
+    two_d = len(array.shape) == 2
+    block = max(1, (16 * 2**20) // (8 * n_classes))
+    for member in range(n_members):
+        for epoch in range(n_epochs):
+            for start in range(0, n_samples, block):
+                stop = min(start + block, n_samples)
+                part = np.asarray(array[start:stop] if two_d else array[member, epoch, start:stop], dtype=np.float64)
+                problem = describe_invalid(part[None, None], dtype, start, logits, [member], [epoch])
+                if problem:
+                    raise InputError(problem)
+                store.write(split, member, epoch, softmax(part) if logits else part, start=start)
+            if progress is not None:
+                progress(1)

@@ -1,0 +1,74 @@
+"""Shared fixtures: small arrays, the CLI runner, and the data the tests may use."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from confusion.cli import app
+
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def probs_file(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(10, 0.3), size=(3, 4, 200)).astype(np.float32)
+    labels = rng.integers(0, 10, 200)
+    np.save(tmp_path / "probs.npy", probs)
+    np.save(tmp_path / "labels.npy", labels)
+    return tmp_path / "probs.npy", tmp_path / "labels.npy", probs, labels
+
+
+class Result:
+    def __init__(self, exit_code, stdout, stderr):
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+
+@pytest.fixture
+def cli():
+    """Run `confusion ARGS...` in-process; returns exit_code, stdout, stderr."""
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def cli_process():
+    """Run the installed `confusion` command in a real subprocess."""
+
+    def run(*args, timeout=600, env=None):
+        command = [sys.executable, "-m", "confusion.cli", *[str(a) for a in args]]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that holds a run directory's writer lock; yields its pid."""
+    started = []
+
+    def hold(path):
+        code = (
+            "import sys, time\nfrom confusion.store import hold_lock\n"
+            "with hold_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process.pid
+
+    yield hold
+    for process in started:
+        process.kill()
+        process.wait()

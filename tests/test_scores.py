@@ -1,0 +1,213 @@
+"""The score against hand-computed cases and the properties eqs. 1-3 imply."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from confusion.errors import InputError
+from confusion.scores import confusion_scores, entropy, softmax
+
+ENGINES = ["numpy", "numba"]
+
+
+def _reference(probs: np.ndarray, base: float = 2.0) -> np.ndarray:
+    """Eqs. 1-3 written out with Python floats, for the hand checks."""
+    members, epochs, samples, classes = probs.shape
+    out = []
+    for n in range(samples):
+        total = 0.0
+        for t in range(epochs):
+            average = [sum(float(probs[i, t, n, j]) for i in range(members)) / members for j in range(classes)]
+            total += -sum(p * math.log(p, base) for p in average if p > 0)
+        out.append(total / epochs)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_members_that_disagree_on_two_classes_give_one_bit(engine):
+    probs = np.array([[[[1.0, 0.0]]], [[[0.0, 1.0]]]], dtype=np.float32)
+    scores = confusion_scores(probs, engine=engine)
+    assert scores.confusion[0] == pytest.approx(1.0, abs=1e-6)
+    assert scores.expected_entropy[0] == pytest.approx(0.0, abs=1e-6)
+    assert scores.disagreement[0] == pytest.approx(1.0, abs=1e-6)
+    assert scores.confusion_normalized[0] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("classes", [2, 3, 10, 100, 1000])
+def test_uniform_average_gives_log2_of_classes(engine, classes):
+    probs = np.full((3, 2, 4, classes), 1.0 / classes, dtype=np.float32)
+    scores = confusion_scores(probs, engine=engine)
+    np.testing.assert_allclose(scores.confusion, math.log2(classes), rtol=1e-5)
+    np.testing.assert_allclose(scores.disagreement, 0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_members_agreeing_one_hot_give_zero(engine):
+    probs = np.zeros((3, 4, 5, 10), dtype=np.float16)
+    probs[..., 7] = 1.0
+    scores = confusion_scores(probs, engine=engine)
+    np.testing.assert_allclose(scores.confusion, 0.0, atol=1e-6)
+    np.testing.assert_allclose(scores.expected_entropy, 0.0, atol=1e-6)
+
+
+def test_hand_computed_two_epoch_case():
+    # epoch 1: members [0.9, 0.1] and [0.5, 0.5] average to [0.7, 0.3]; epoch 2 agree on [1, 0].
+    probs = np.array([[[[0.9, 0.1]], [[1.0, 0.0]]], [[[0.5, 0.5]], [[1.0, 0.0]]]])
+    h = -(0.7 * math.log2(0.7) + 0.3 * math.log2(0.3))  # 0.881290899...
+    scores = confusion_scores(probs)
+    assert scores.confusion[0] == pytest.approx(h / 2, abs=1e-12)
+    member_entropy = (-(0.9 * math.log2(0.9) + 0.1 * math.log2(0.1)) + 1.0) / 2
+    assert scores.expected_entropy[0] == pytest.approx(member_entropy / 2, abs=1e-12)
+    np.testing.assert_allclose(scores.per_epoch[:, 0], [h, 0.0], atol=1e-12)
+    nats = confusion_scores(probs, base="e")
+    assert nats.confusion[0] == pytest.approx(h / 2 * math.log(2), abs=1e-12)
+    assert nats.unit == "nats" and scores.unit == "bits"
+
+
+def test_two_dimensional_input_is_one_model_at_one_epoch():
+    probs = np.array([[0.25, 0.25, 0.5], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(confusion_scores(probs).confusion, [1.5, 0.0], atol=1e-12)
+
+
+def test_entropy_helper():
+    assert float(entropy(np.array([0.5, 0.5]))) == pytest.approx(1.0)
+    assert float(entropy(np.array([1.0, 0.0]))) == 0.0
+
+
+def random_probs(draw_shape=(st.integers(1, 4), st.integers(1, 4), st.integers(1, 6), st.integers(2, 12))):
+    @st.composite
+    def build(draw):
+        shape = tuple(draw(s) for s in draw_shape)
+        raw = draw(hnp.arrays(np.float64, shape, elements=st.floats(0.0, 1.0, allow_nan=False)))
+        sharp = draw(st.sampled_from([1.0, 4.0, 16.0]))
+        raw = raw**sharp + 1e-12
+        return raw / raw.sum(axis=-1, keepdims=True)
+
+    return build()
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_probs())
+def test_properties_of_the_score(probs):
+    classes = probs.shape[-1]
+    scores = confusion_scores(probs)
+    # range: 0 <= s <= log2 C; the decomposition adds up and the disagreement is >= 0
+    assert (scores.confusion >= -1e-9).all() and (scores.confusion <= math.log2(classes) + 1e-9).all()
+    assert (scores.disagreement >= 0).all()
+    np.testing.assert_allclose(scores.expected_entropy + scores.disagreement, scores.confusion, atol=1e-9)
+    np.testing.assert_allclose(scores.confusion, _reference(probs), atol=1e-9)
+    # invariance to the order of members and of classes
+    rng = np.random.default_rng(0)
+    shuffled = probs[rng.permutation(probs.shape[0])][..., rng.permutation(classes)]
+    np.testing.assert_allclose(confusion_scores(shuffled).confusion, scores.confusion, atol=1e-9)
+    # bits = nats / ln 2
+    np.testing.assert_allclose(confusion_scores(probs, base=math.e).confusion / math.log(2), scores.confusion, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_probs(), st.data())
+def test_subset_arguments_equal_slicing(probs, data):
+    members = data.draw(st.lists(st.integers(0, probs.shape[0] - 1), min_size=1, unique=True))
+    epochs = data.draw(st.lists(st.integers(0, probs.shape[1] - 1), min_size=1, unique=True))
+    for engine in ENGINES:
+        for dtype in (np.float32, np.float16):
+            array = probs.astype(dtype)
+            chosen = confusion_scores(array, members=members, epochs=epochs, engine=engine)
+            sliced = confusion_scores(np.ascontiguousarray(array[members][:, epochs]), engine=engine)
+            np.testing.assert_allclose(chosen.confusion, sliced.confusion, atol=1e-6)
+            np.testing.assert_allclose(chosen.expected_entropy, sliced.expected_entropy, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_probs())
+def test_fused_kernel_matches_float64_reference(probs):
+    for dtype in (np.float16, np.float32):
+        array = probs.astype(dtype)
+        exact = confusion_scores(array.astype(np.float64), engine="numpy")
+        fused = confusion_scores(array, engine="numba")
+        np.testing.assert_allclose(fused.confusion, exact.confusion, atol=2e-5)
+        np.testing.assert_allclose(fused.expected_entropy, exact.expected_entropy, atol=2e-5)
+        # float16 storage stays within the 2e-3 bits the toolkit promises
+        np.testing.assert_allclose(fused.confusion, confusion_scores(probs).confusion, atol=2e-3)
+
+
+def test_epoch_subsets_from_per_epoch_rows():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(5), size=(3, 6, 20))
+    scores = confusion_scores(probs)
+    np.testing.assert_allclose(scores.for_epochs([0, 2, 4]).confusion, confusion_scores(probs, epochs=[0, 2, 4]).confusion)
+    np.testing.assert_allclose(scores.for_epochs(slice(None, None, 3)).confusion, confusion_scores(probs[:, ::3]).confusion)
+
+
+def test_logits_equal_softmax_then_probabilities():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(scale=5, size=(2, 3, 10, 7))
+    np.testing.assert_allclose(
+        confusion_scores(logits, logits=True).confusion, confusion_scores(softmax(logits)).confusion, atol=1e-12
+    )
+
+
+def test_streaming_blocks_agree_with_one_block(monkeypatch):
+    import confusion.scores as module
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=(2, 2, 1000)).astype(np.float32)
+    whole = confusion_scores(probs, engine="numpy").confusion
+    monkeypatch.setattr(module, "_BLOCK_BYTES", 2048)  # forces dozens of blocks
+    calls = []
+    blocked = confusion_scores(probs, engine="numpy", progress=calls.append).confusion
+    assert len(calls) > 10 and sum(calls) == 1000
+    np.testing.assert_allclose(blocked, whole)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda a: a.__setitem__((1, 0, 3, 2), np.nan), "NaN or inf at member 1, epoch 0, sample 3"),
+        (lambda a: a.__setitem__((0, 1, 5, 0), np.inf), "NaN or inf at member 0, epoch 1, sample 5"),
+        (lambda a: a.__setitem__((0, 0, 2, 1), -0.25), "negative probability"),
+        (lambda a: a.__imul__(1.2), "do not sum to 1"),
+    ],
+)
+def test_invalid_probabilities_are_named(engine, damage, message):
+    probs = np.full((2, 2, 8, 4), 0.25, dtype=np.float32)
+    damage(probs)
+    with pytest.raises(InputError, match=message):
+        confusion_scores(probs, engine=engine)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((2, 3, 4)), "4-D .* or 2-D"),
+        (np.zeros((1, 1, 1, 2, 3)), "4-D .* or 2-D"),
+        (np.zeros((0, 3)), "empty"),
+        (np.zeros((2, 0, 3, 4)), "empty"),
+    ],
+)
+def test_bad_shapes(array, message):
+    with pytest.raises(InputError, match=message):
+        confusion_scores(array)
+
+
+def test_float16_tolerance_is_looser_than_float32():
+    row = np.array([[0.5, 0.495]])  # sums to 0.995
+    confusion_scores(row.astype(np.float16))
+    with pytest.raises(InputError, match="tolerance 0.001"):
+        confusion_scores(row.astype(np.float32))
+
+
+def test_bad_subset_arguments():
+    probs = np.full((2, 2, 3, 2), 0.5)
+    with pytest.raises(InputError, match="out of range"):
+        confusion_scores(probs, members=[2])
+    with pytest.raises(InputError, match="repeat"):
+        confusion_scores(probs, epochs=[0, 0])
+    with pytest.raises(InputError, match="base"):
+        confusion_scores(probs, base=10)

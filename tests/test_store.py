@@ -1,0 +1,94 @@
+"""The run store: round trips, committed epochs, the writer lock, import."""
+
+import json
+import numpy as np
+import pytest
+
+from confusion.errors import InputError, RunLockedError, RunStoreError
+from confusion.importing import import_predictions
+from confusion.scores import confusion_scores
+from confusion.store import RunStore, SplitData, hold_lock
+
+
+def test_import_round_trip(tmp_path, probs_file):
+    path, labels_path, probs, labels = probs_file
+    store = import_predictions(path, tmp_path / "run", labels=labels_path, split="val")
+    again = RunStore.open(tmp_path / "run")
+    assert again.splits == ["val"] and again.recorded_epochs == [1, 2, 3, 4]
+    stored = again.probs("val")
+    assert stored.dtype == np.float16 and stored.shape == probs.shape
+    assert stored.chunks[0] == 1 and stored.chunks[1] == 1  # one member, one epoch per chunk
+    np.testing.assert_array_equal(stored[:], probs.astype(np.float16))
+    np.testing.assert_array_equal(again.labels("val"), labels)
+    assert again.sample_ids("val")[:3].tolist() == ["0", "1", "2"]
+    scored = again.scores("val").confusion
+    np.testing.assert_allclose(scored, confusion_scores(probs.astype(np.float16).astype(np.float64)).confusion, atol=1e-5)
+    np.testing.assert_allclose(scored, confusion_scores(probs).confusion, atol=2e-3)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["source"] == "import" and meta["n_classes"] == 10 and "zarr" in meta["versions"]
+    assert store.path == tmp_path / "run"
+
+
+def test_adding_an_unlabeled_split(tmp_path, probs_file):
+    path, labels_path, probs, _ = probs_file
+    import_predictions(path, tmp_path / "run", labels=labels_path, split="val")
+    import_predictions(probs[:, :, :50], tmp_path / "run", split="pool")
+    store = RunStore.open(tmp_path / "run")
+    assert store.splits == ["val", "pool"]
+    assert (store.labels("pool") == -1).all()
+    with pytest.raises(InputError, match="3 members x 4 epochs x 10 classes"):
+        import_predictions(probs[:2], tmp_path / "run", split="other")
+    with pytest.raises(RunStoreError, match="already has a split"):
+        import_predictions(probs, tmp_path / "run", split="val")
+
+
+def test_failed_import_leaves_nothing(tmp_path):
+    probs = np.full((2, 2, 10, 4), 0.25, np.float32)
+    probs[1, 1, 9, 0] = np.nan
+    with pytest.raises(InputError, match="member 1, epoch 1, sample 9"):
+        import_predictions(probs, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_scoring_reads_only_committed_epochs(tmp_path):
+    ids = np.array(["a", "b", "c"])
+    store = RunStore.create(
+        tmp_path / "run",
+        n_classes=2,
+        members=[{"index": 0, "seed": 0}, {"index": 1, "seed": 1}],
+        epoch_capacity=3,
+        splits={"val": SplitData(ids=ids, labels=[0, 1, -1])},
+    )
+    with pytest.raises(RunStoreError, match="no committed epoch"):
+        store.scores("val")
+    store.write("val", 0, 0, np.array([[1, 0], [1, 0], [0.5, 0.5]]))
+    store.write("val", 1, 0, np.array([[0, 1], [1, 0], [0.5, 0.5]]))
+    store.write("val", 0, 1, np.array([[0.5, 0.5]] * 3))  # half-written epoch 2: not committed
+    store.commit_epoch(1)
+    reopened = RunStore.open(tmp_path / "run")
+    np.testing.assert_allclose(reopened.scores("val").confusion, [1.0, 0.0, 1.0], atol=1e-6)
+    assert reopened.recorded_epochs == [1]
+    store.ensure_capacity(5)
+    assert RunStore.open(tmp_path / "run").probs("val").shape == (2, 5, 3, 2)
+
+
+def test_not_a_run_store(tmp_path):
+    with pytest.raises(RunStoreError, match="does not exist"):
+        RunStore.open(tmp_path / "missing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RunStoreError, match="not a run store"):
+        RunStore.open(tmp_path / "plain")
+
+
+def test_split_data_checks():
+    with pytest.raises(InputError, match="unique"):
+        SplitData(ids=["a", "a"], labels=[0, 1])
+    with pytest.raises(InputError, match="alike"):
+        SplitData(ids=["a", "b"], labels=[0])
+
+
+def test_second_writer_is_refused(tmp_path, lock_holder):
+    pid = lock_holder(tmp_path / "run")
+    with pytest.raises(RunLockedError, match=f"in use by process {pid}"):
+        with hold_lock(tmp_path / "run"):
+            pass
