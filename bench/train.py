@@ -27,11 +27,10 @@ import numpy as np
 PLAIN = r'''
 import json, sys, time, numpy as np, torch
 from torch.nn import functional as F
-from confusion.datasets import load_dataset
+from confusion.datasets import load_dataset, select_subsets
 from confusion.models import build_model
-from confusion.training import TrainConfig, select_subsets
 arch, members, epochs, limit, seed0 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-data = select_subsets(load_dataset("fashion-mnist"), TrainConfig(limit_train=limit))
+data = select_subsets(load_dataset("fashion-mnist"), limit, None, 0)
 xtr = torch.from_numpy(data.splits["train"].images).float().div(255)
 ytr = torch.from_numpy(data.splits["train"].labels)
 xva = torch.from_numpy(data.splits["val"].images).float().div(255)

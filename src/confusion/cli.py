@@ -14,9 +14,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import numpy as np
 import typer
 
 from . import _terminal as term
+from ._files import write_table_atomic
 from .errors import ConfusionError, InputError
 
 app = typer.Typer(
@@ -85,7 +87,6 @@ def score(
     engine: Annotated[str, typer.Option(help="auto (fused numba kernel when it applies), numpy, or numba.")] = "auto",
 ):
     """Confusion score of every sample (paper eqs. 1-3): higher = harder, in [0, log C] bits (or nats)."""
-    from ._files import write_table_atomic
     from .importing import load_labels, load_predictions
     from .scores import as_four_d, confusion_scores
     from .store import RunStore
@@ -192,6 +193,138 @@ def train(
         f"in {time.perf_counter() - started:.0f} s; ensemble val accuracy at the last epoch {accuracy:.4f}. "
         f"Next: confusion score {out} --out scores.csv"
     )
+
+
+# --------------------------------------------------------------------------- report
+@app.command()
+@handles_errors
+def report(
+    run: Annotated[Path, typer.Argument(help="The run to report on (its val split is the reference where there is one).")],
+    out: Annotated[Path, typer.Option(help="Directory for index.html, figures (PNG, SVG), tables/ (CSV) and metrics.json.")],
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Another ensemble run on the same samples (repeatable): Kendall tau and 2-D histogram (figure 3).")] = None,
+    models: Annotated[Optional[list[Path]], typer.Option(help="Other model runs (repeatable, e.g. a zoo's): their error per confusion bin (figure 4).")] = None,
+    mitigation: Annotated[Optional[Path], typer.Option(help="Directory written by `confusion mitigate`: adds figure 7.")] = None,
+    bins: Annotated[int, typer.Option(help="Fixed-width score bins over [0, log2 C] bits.")] = 20,
+    min_count: Annotated[int, typer.Option(help="Bins with fewer samples than this are left out of error curves and correlations.")] = 20,
+    gallery: Annotated[int, typer.Option(help="Easiest and hardest samples shown per class.")] = 6,
+):
+    """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
+    from .report import build_report, check_inputs
+
+    if bins < 2 or min_count < 1 or gallery < 1:
+        raise InputError("--bins must be at least 2, --min-count and --gallery at least 1")
+    check_inputs(run, compare or [], models or [], mitigation)
+    metrics = build_report(
+        run, out, compare=compare or [], models=models or [], mitigation=mitigation, bins=bins, min_count=min_count,
+        gallery_per_class=gallery, progress=lambda message: term.info(f"report: {message}"),
+    )
+    rows = []
+    for split, entry in metrics.items():
+        if isinstance(entry, dict) and "mean_confusion" in entry and "n" in entry:
+            baselines = entry.get("baselines", {})
+            rows.append([split, entry["n"], entry["mean_confusion"], entry.get("error_rate", float("nan")),
+                         entry.get("pearson_error_by_bin", float("nan")), entry.get("auroc_error", float("nan")),
+                         baselines.get("auroc_single_entropy", float("nan")), baselines.get("auroc_msp", float("nan"))])
+    term.table("report", ["split", "samples", "mean confusion (bits)", "error", "Pearson (bins)", "AUROC", "AUROC entropy", "AUROC MSP"], rows)
+    for name, entry in metrics.get("transfer", {}).items():
+        term.info(f"Kendall tau with {name}: {entry['kendall_tau']:.4f} on {entry['n']} {entry['split']} samples")
+    term.info(f"wrote {Path(out) / 'index.html'}")
+
+
+# --------------------------------------------------------------------------- hardset
+@app.command()
+@handles_errors
+def hardset(
+    run: Annotated[Path, typer.Argument(help="Run directory whose confusion chooses the samples (no labels needed).")],
+    out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet): sample, split, confusion (bits), confusion_normalized, rank, label (-1 = unknown), predicted, source.")],
+    split: Annotated[str, typer.Option(help="Split to choose from (any split, labelled or not).")] = "val",
+    top: Annotated[Optional[float], typer.Option(help="Keep this fraction of the split with the highest confusion, in (0, 1].")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Keep every sample with confusion >= this many bits.")] = None,
+    per_class: Annotated[bool, typer.Option(help="With --top: keep the fraction within each class (the label, or the ensemble's prediction where labels are unknown).")] = False,
+    materialize: Annotated[Optional[Path], typer.Option(help="Also write the chosen images here, for other tools.")] = None,
+    format: Annotated[str, typer.Option(help="With --materialize: folders (one folder of PNGs per class) or npz (x, y, ids, confusion, classes).")] = "folders",
+):
+    """Choose the most confusing samples of a split as a hard benchmark set (a manifest)."""
+    from .datasets import load_for_run
+    from .hardset import images_for, manifest
+    from .hardset import materialize as write_images
+    from .store import RunStore
+
+    _table_path(out)
+    if format not in ("folders", "npz"):
+        raise InputError(f"--format must be folders or npz, got {format!r}")
+    store = RunStore.open(run)
+    table = manifest(store, split, top=top, threshold=threshold, per_class=per_class)
+    write_table_atomic(table, out)
+    n = store.n_samples(split)
+    term.info(f"hard set: {len(table)} of {n} {split} samples ({len(table) / n:.1%}), confusion >= {table['confusion'].min() if len(table) else float('nan'):.3f} bits; wrote {out}")
+    if materialize is not None:
+        config = store.meta.get("config")
+        if not config:
+            raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train`")
+        written = write_images(table, images_for(table, load_for_run(config)), store.classes, materialize, format=format)
+        term.info(f"wrote {len(table)} images ({format}) and manifest.csv into {materialize}")
+
+
+# --------------------------------------------------------------------------- evaluate
+@app.command()
+@handles_errors
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A run directory (its members' final weights; or its recorded predictions when it has no weights), or an architecture name (torchvision:NAME, timm:NAME, cnn-m, ...) with --weights.")],
+    hardset: Annotated[Path, typer.Option(help="Hard-set manifest from `confusion hardset`.")],
+    data: Annotated[Optional[str], typer.Option(help="Dataset the hard set was chosen from (default: the run's own).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Directory holding the dataset's files.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Weights file for an architecture name (a state dict, loaded with weights_only=True).")] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="A `confusion score` table (.csv/.parquet) or a run directory: adds the error per confusion band, and limits the complement to the samples it scored.")] = None,
+    bins: Annotated[int, typer.Option(help="Number of fixed-width confusion bands over [0, log2 C] bits, with --scores.")] = 10,
+    per_member: Annotated[bool, typer.Option(help="With a run directory: one row per member instead of the members' averaged prediction.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out: Annotated[Optional[Path], typer.Option(help="Write the results table (.csv or .parquet); per-band rows go to a file beside it with _bands in its name.")] = None,
+):
+    """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
+    import pandas as pd
+
+    from .datasets import load_dataset, load_for_run
+    from .evaluate import evaluate_on_hardset, load_predictors
+    from .hardset import read_manifest
+    from .store import RunStore, is_run_store
+
+    _table_path(out)
+    hard = read_manifest(hardset)
+    if data is not None:
+        dataset = load_dataset(data, root=root)
+    elif is_run_store(model) and RunStore.open(model).meta.get("config"):
+        dataset = load_for_run(RunStore.open(model).meta["config"])
+    else:
+        raise InputError("--data is needed: the model is not a run that remembers its dataset")
+    score_table = None
+    if scores is not None:
+        if is_run_store(scores):
+            score_table = RunStore.open(scores).score_table()
+        elif scores.is_file():
+            score_table = pd.read_parquet(scores) if scores.suffix == ".parquet" else pd.read_csv(scores, dtype={"sample": str})
+        else:
+            raise InputError(f"--scores {scores} is neither a run directory nor a scores file")
+        split = hard["split"].iloc[0] if len(hard) else "val"
+        universe = set(score_table.loc[score_table["split"].astype(str) == split, "sample"].astype(str))
+        if split in dataset.splits and universe:
+            keep = np.flatnonzero(np.isin(dataset.splits[split].ids, list(universe)))
+            dataset.splits[split] = dataset.splits[split].subset(keep)
+    predictors = load_predictors(model, dataset, weights=str(weights) if weights else None, per_member=per_member, device=device)
+    results, bands = evaluate_on_hardset(predictors, dataset, hard, scores=score_table, bins=bins)
+    term.table(
+        f"top-1 error on the hard set ({int(results['hard_n'].iloc[0])} samples) vs the rest",
+        ["model", "hard", "rest", "overall", "hard / rest"],
+        [[r.model, r.hard_error, r.rest_error, r.overall_error, r.hard_to_rest] for r in results.itertuples()],
+    )
+    if bands is not None:
+        term.table("top-1 error per confusion band (bits)", ["model", "band", "samples", "error"],
+                   [[r.model, f"{r.band_low:.2f}-{r.band_high:.2f}", r.n, r.error] for r in bands.itertuples()])
+    if out is not None:
+        write_table_atomic(results, out)
+        if bands is not None:
+            write_table_atomic(bands, out.with_name(out.stem + "_bands" + out.suffix))
+        term.info(f"wrote {out}")
 
 
 def main() -> None:

@@ -355,3 +355,35 @@ def load_dataset(
     if unlabeled is not None:
         dataset.splits["unlabeled"] = load_unlabeled(unlabeled, dataset.image_shape)
     return dataset
+
+
+def normalization_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+    pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    mean = [float(channel.mean(dtype=np.float64) / 255.0) for channel in pixels]
+    std = [float(channel.std(dtype=np.float64) / 255.0 + 1e-6) for channel in pixels]
+    return mean, std
+
+
+def select_subsets(dataset: Dataset, limit_train: int | None, limit_val: int | None, seed: int) -> Dataset:
+    """Keep seeded random subsets of the train and val splits (sample ids unchanged)."""
+    rng = np.random.default_rng(seed + 7)
+    for split, limit in (("train", limit_train), ("val", limit_val)):
+        if limit is not None and limit < len(dataset.splits[split]):
+            if limit < 1:
+                raise InputError(f"--limit-{split} must be at least 1")
+            keep = np.sort(rng.choice(len(dataset.splits[split]), size=limit, replace=False))
+            dataset.splits[split] = dataset.splits[split].subset(keep)
+    return dataset
+
+
+def load_for_run(config: dict) -> Dataset:
+    """The dataset exactly as a run saw it, from its settings (run.json "config")."""
+    dataset = load_dataset(
+        config["data"],
+        root=config.get("root"),
+        seed=config.get("split_seed", 0),
+        unlabeled=config.get("unlabeled"),
+        image_size=config.get("image_size"),
+    )
+    return select_subsets(dataset, config.get("limit_train"), config.get("limit_val"), config.get("split_seed", 0))

@@ -92,41 +92,27 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- data
-def select_subsets(dataset, config: TrainConfig):
-    """Apply --limit-train / --limit-val: seeded, stratified by nothing, ids kept."""
-    rng = np.random.default_rng(config.split_seed + 7)
-    for split, limit in (("train", config.limit_train), ("val", config.limit_val)):
-        if limit is not None and limit < len(dataset.splits[split]):
-            if limit < 1:
-                raise InputError(f"--limit-{split} must be at least 1")
-            keep = np.sort(rng.choice(len(dataset.splits[split]), size=limit, replace=False))
-            dataset.splits[split] = dataset.splits[split].subset(keep)
-    return dataset
-
-
 def load_training_data(config: TrainConfig):
-    from .datasets import load_dataset
+    from .datasets import load_for_run
 
-    dataset = load_dataset(
-        config.data, root=config.root, seed=config.split_seed, unlabeled=config.unlabeled, image_size=config.image_size
-    )
-    return select_subsets(dataset, config)
+    return load_for_run(asdict(config))
 
 
 class DeviceData:
     """A dataset's splits as uint8 tensors on the device, normalised per batch."""
 
-    def __init__(self, dataset, device):
+    def __init__(self, dataset, device, normalization: tuple[list[float], list[float]] | None = None):
         import torch
+
+        from .datasets import normalization_stats
 
         self.device = device
         self.images = {name: torch.from_numpy(split.images).to(device) for name, split in dataset.splits.items()}
         self.labels = {name: torch.from_numpy(split.labels).to(device) for name, split in dataset.splits.items()}
-        train = dataset.splits["train"].images
-        # Per-channel mean and std of the training pixels, in [0, 1] units.
-        pixels = train.transpose(1, 0, 2, 3).reshape(train.shape[1], -1).astype(np.float64) / 255.0
-        self.mean = torch.tensor(pixels.mean(axis=1), dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(pixels.std(axis=1) + 1e-6, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        # Per-channel mean and std of the training pixels, in [0, 1] units (or the model's own).
+        mean, std = normalization or normalization_stats(dataset.splits["train"].images)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.flip = dataset.flip_preserves_label
 
     def batch(self, split: str, index, channels_last: bool):
@@ -412,6 +398,7 @@ def describe_dataset_for_run(dataset) -> dict:
 
 
 def _open_or_create(out: Path, config: TrainConfig, dataset):
+    from .datasets import normalization_stats
     from .store import RunStore, is_run_store
 
     record_epochs = config.record_epochs()
@@ -437,8 +424,9 @@ def _open_or_create(out: Path, config: TrainConfig, dataset):
             "source": "train",
             "dataset": {"name": config.data, "image_shape": list(dataset.image_shape), **dataset.info},
             "arch": config.arch,
-            "config": config.identity(),
+            "config": asdict(config),
             "planned_epochs": record_epochs,
+            "normalization": dict(zip(("mean", "std"), normalization_stats(dataset.splits["train"].images))),
             "history": {},
         },
     )

@@ -1,0 +1,235 @@
+"""What the paper measures, as plain functions over arrays (numpy and scipy only).
+
+    error identification (3.1, fig. 2)   error_by_bin, auroc, aurc, detection_report
+    aggregate confusion vs accuracy      aggregate
+    transfer (3.2, figs. 3-4)            align, kendall_tau, joint_histogram, error_by_bin per model
+    robustness (3.3, figs. 5-6)          epoch_subsets, robustness
+    galleries (fig. 1)                   gallery
+
+Scores are confusion in bits unless stated; "error" is top-1 error (1 = wrong) and needs
+labels; nothing here needs them to compute a score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .errors import InputError
+
+
+# ----------------------------------------------------------------------------- detection
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` ranking `positives` (True) above the rest.
+
+    Mann-Whitney form with ties counted half; 1.0 = perfect separation, 0.5 = chance.
+    NaN when only one class is present.
+
+    >>> auroc(np.array([0.1, 0.9, 0.4]), np.array([False, True, False]))
+    1.0
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    positives = np.asarray(positives, dtype=bool).ravel()
+    if scores.shape != positives.shape:
+        raise InputError(f"scores {scores.shape} and positives {positives.shape} differ in length")
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def aurc(scores: np.ndarray, errors: np.ndarray) -> float:
+    """Area under the risk-coverage curve (lower is better): keep samples from the least
+    uncertain score up; at each coverage the risk is the error rate among those kept."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    errors = np.asarray(errors, dtype=np.float64).ravel()
+    order = np.argsort(scores, kind="stable")
+    risk = np.cumsum(errors[order]) / np.arange(1, len(order) + 1)
+    return float(risk.mean()) if len(risk) else float("nan")
+
+
+def entropy_bits(probs: np.ndarray) -> np.ndarray:
+    """Entropy in bits of (…, classes) probabilities, 0 log 0 = 0."""
+    from scipy.special import entr
+
+    return entr(np.asarray(probs, dtype=np.float64)).sum(axis=-1) / math.log(2)
+
+
+def member_errors(final_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(members, samples) top-1 errors of each member's final-epoch prediction."""
+    return (np.asarray(final_probs).argmax(axis=-1) != np.asarray(labels)[None]).astype(np.float64)
+
+
+def detection_report(confusion: np.ndarray, final_probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The score as a detector of errors, next to two single-model baselines.
+
+    The errors are each member's top-1 errors at its last recorded epoch, one event per
+    (member, sample). Confusion ranks all members' events of a sample alike; the baselines
+    use each member's own final prediction: its entropy and 1 - its max probability.
+
+    final_probs: (members, samples, classes); labels: (samples,), all known.
+    """
+    errors = member_errors(final_probs, labels)  # (members, samples)
+    repeated = np.broadcast_to(confusion, errors.shape)
+    single_entropy = entropy_bits(final_probs)
+    msp = 1.0 - np.asarray(final_probs, dtype=np.float64).max(axis=-1)
+    return {
+        "error_rate": float(errors.mean()),
+        "auroc_error": auroc(repeated, errors > 0),
+        "aurc_error": aurc(repeated, errors),
+        "baselines": {
+            "auroc_single_entropy": auroc(single_entropy, errors > 0),
+            "auroc_msp": auroc(msp, errors > 0),
+            "aurc_single_entropy": aurc(single_entropy, errors),
+            "aurc_msp": aurc(msp, errors),
+        },
+        "error_definition": "top-1 error of each ensemble member at its last recorded epoch, one event per member and sample",
+    }
+
+
+# ----------------------------------------------------------------------------- error by bin
+@dataclass
+class BinnedError:
+    """Top-1 error per fixed-width score bin; bins with fewer than `min_count` samples are skipped."""
+
+    edges: np.ndarray  # (bins + 1,)
+    counts: np.ndarray  # (bins,)
+    error: np.ndarray  # (bins,), NaN where skipped
+    used: np.ndarray  # (bins,) bool
+    pearson: float
+    spearman: float
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    def to_rows(self) -> list[dict]:
+        return [
+            {"bin_low": float(a), "bin_high": float(b), "count": int(n), "error": float(e) if u else None}
+            for a, b, n, e, u in zip(self.edges[:-1], self.edges[1:], self.counts, self.error, self.used)
+        ]
+
+
+def error_by_bin(
+    scores: np.ndarray, errors: np.ndarray, *, max_score: float, bins: int = 20, min_count: int = 20
+) -> BinnedError:
+    """Mean error per bin of `scores` over [0, max_score] (fig. 2 right, fig. 4).
+
+    errors: (samples,) in [0, 1] (a member-averaged error is fine). Pearson's rho and
+    Spearman's rho are computed over the bins that are used: bin centre against error rate.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    if scores.shape != errors.shape:
+        raise InputError(f"scores {scores.shape} and errors {errors.shape} differ in shape")
+    edges = np.linspace(0.0, max_score, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    sums = np.bincount(index, weights=errors, minlength=bins)
+    used = counts >= max(1, min_count)
+    error = np.where(used, sums / np.maximum(counts, 1), np.nan)
+    centers = (edges[:-1] + edges[1:]) / 2
+    pearson = spearman = float("nan")
+    if used.sum() >= 3 and np.ptp(error[used]) > 0:
+        pearson = float(stats.pearsonr(centers[used], error[used]).statistic)
+        spearman = float(stats.spearmanr(centers[used], error[used]).statistic)
+    return BinnedError(edges, counts, error, used, pearson, spearman)
+
+
+# ----------------------------------------------------------------------------- transfer
+def align(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (in a, in b) of the sample ids the two have in common, in a's order."""
+    ids_a, ids_b = np.asarray(ids_a).astype(str), np.asarray(ids_b).astype(str)
+    position_b = {sample: i for i, sample in enumerate(ids_b)}
+    in_a = np.array([i for i, sample in enumerate(ids_a) if sample in position_b], dtype=np.intp)
+    in_b = np.array([position_b[ids_a[i]] for i in in_a], dtype=np.intp)
+    return in_a, in_b
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b between two score vectors over the same samples (1 = same order)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"score vectors differ in length: {a.shape} vs {b.shape}")
+    if len(a) < 2:
+        return float("nan")
+    return float(stats.kendalltau(a, b).statistic)
+
+
+def joint_histogram(a: np.ndarray, b: np.ndarray, *, max_score: float, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """(bins, bins) counts of (a, b) score pairs over [0, max_score]^2, and the edges (fig. 3)."""
+    edges = np.linspace(0.0, max_score, bins + 1)
+    counts, _, _ = np.histogram2d(np.clip(a, 0, max_score), np.clip(b, 0, max_score), bins=[edges, edges])
+    return counts, edges
+
+
+def aggregate(mean_confusion: np.ndarray, accuracy: np.ndarray) -> dict:
+    """Contribution 2: across runs, mean confusion against accuracy (Pearson and Spearman)."""
+    mean_confusion = np.asarray(mean_confusion, dtype=np.float64)
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    result = {"n_runs": int(len(accuracy)), "pearson": float("nan"), "spearman": float("nan")}
+    if len(accuracy) >= 3 and np.ptp(accuracy) > 0 and np.ptp(mean_confusion) > 0:
+        result["pearson"] = float(stats.pearsonr(mean_confusion, accuracy).statistic)
+        result["spearman"] = float(stats.spearmanr(mean_confusion, accuracy).statistic)
+    return result
+
+
+# ----------------------------------------------------------------------------- robustness
+def epoch_subsets(n_epochs: int, counts=(5, 10, 20, 33)) -> dict[str, np.ndarray]:
+    """Evenly spaced epoch positions, as the paper's every 20th/10th/5th/3rd of 100 epochs.
+
+    k epochs out of T are the last epoch of each of k equal stretches: round((j + 1) T / k) - 1.
+    Only counts below T are kept, then "all".
+    """
+    subsets = {}
+    for k in counts:
+        if k < n_epochs:
+            positions = np.unique(np.round(np.arange(1, k + 1) * n_epochs / k).astype(int) - 1)
+            subsets[str(k)] = positions
+    subsets["all"] = np.arange(n_epochs)
+    return subsets
+
+
+def robustness(scores_all, scores_one_seed, reference_errors: np.ndarray | None, *, max_score: float, bins: int = 20, min_count: int = 20) -> dict:
+    """Epoch and seed subsets of a run's scores: their Kendall tau with the full score and
+    how they track a reference model's error (figs. 5-6).
+
+    scores_all / scores_one_seed: `Scores` from all members and from member 0 alone.
+    reference_errors: (samples,) errors of a reference model, or None.
+    """
+    full = scores_all.confusion
+    out: dict = {"epochs": {}, "seeds": {}}
+    for seeds_name, scores in (("all", scores_all), ("1", scores_one_seed)):
+        for name, positions in epoch_subsets(len(scores.epochs)).items():
+            subset = scores.for_epochs(positions).confusion
+            entry = {
+                "epochs_used": [int(scores.epochs[p]) for p in positions],
+                "kendall_tau_with_full": kendall_tau(subset, full),
+                "mean_confusion": float(subset.mean()),
+            }
+            if reference_errors is not None:
+                binned = error_by_bin(subset, reference_errors, max_score=max_score, bins=bins, min_count=min_count)
+                entry["pearson_reference_error_by_bin"] = binned.pearson
+            out["epochs"].setdefault(seeds_name, {})[name] = entry
+        out["seeds"][seeds_name] = {"kendall_tau_with_full": kendall_tau(scores.confusion, full)}
+    return out
+
+
+# ----------------------------------------------------------------------------- galleries
+def gallery(scores: np.ndarray, classes: np.ndarray, *, per_class: int = 6) -> dict[int, dict[str, np.ndarray]]:
+    """Per class, sample positions of the `per_class` easiest and hardest by score alone.
+
+    classes: (samples,) the label, or, without labels, the ensemble's predicted class.
+    """
+    scores = np.asarray(scores)
+    result = {}
+    for label in np.unique(classes):
+        members = np.flatnonzero(classes == label)
+        order = members[np.argsort(scores[members], kind="stable")]
+        result[int(label)] = {"easiest": order[:per_class], "hardest": order[::-1][:per_class]}
+    return result

@@ -1,0 +1,197 @@
+"""Evaluate any model on a hard set against its complement (and per confusion band).
+
+A model is one of
+  - a run directory: each member's final weights (from its checkpoint), or, for runs without
+    weights (scikit-learn zoo models, imported predictions), the predictions the run recorded
+    at its last epoch;
+  - an architecture name with --weights FILE: torchvision:NAME, timm:NAME, or one of ours
+    (cnn-m, resnet-s, ...), built for the data's channels and classes. Weights are loaded with
+    torch.load(weights_only=True); a file may hold a state dict or {"model": state_dict}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .store import RunStore, is_run_store
+
+
+@dataclass
+class Predictor:
+    """A named source of class probabilities for samples of a dataset split."""
+
+    name: str
+    probabilities: callable  # (split: str, ids: np.ndarray) -> (len(ids), classes)
+
+
+def _stored_predictions(store: RunStore, member: int | None):
+    def probabilities(split: str, ids: np.ndarray) -> np.ndarray:
+        if split not in store.splits:
+            raise InputError(f"{store.path} recorded no predictions for split {split!r}")
+        position = {sample: i for i, sample in enumerate(store.sample_ids(split))}
+        missing = [s for s in ids if s not in position]
+        if missing:
+            raise InputError(f"{store.path} has no predictions for {len(missing)} of these samples (e.g. {missing[0]!r})")
+        final = store.probs(split)[:, len(store.recorded_epochs) - 1].astype(np.float32)
+        chosen = final if member is None else final[member : member + 1]
+        return chosen.mean(axis=0)[[position[s] for s in ids]]
+
+    return probabilities
+
+
+def _load_state(path: str | Path) -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused or a damaged file: say so in one line
+        raise InputError(f"{path} is not a weights file that loads with weights_only=True: {str(error).splitlines()[0]}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"{path} does not hold a state dict")
+    return state
+
+
+def build_named_model(name: str, channels: int, image_size: int, n_classes: int):
+    if name.startswith("timm:"):
+        try:
+            import timm
+        except ImportError:
+            raise InputError("timm models need timm: pip install timm") from None
+        try:
+            return timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=n_classes, in_chans=channels)
+        except RuntimeError as error:
+            raise InputError(f"timm could not build {name}: {error}") from None
+    from .models import build_model
+
+    return build_model(name, channels, image_size, n_classes)
+
+
+def _weights_predictions(models: list, dataset, normalization, device: str = "cpu", batch_size: int = 256):
+    """Average probabilities of torch models over the requested samples."""
+    import torch
+
+    from .training import DeviceData, predict
+
+    data = DeviceData(dataset, torch.device(device), normalization)
+    lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
+    cache: dict[str, np.ndarray] = {}
+
+    def probabilities(split: str, ids: np.ndarray) -> np.ndarray:
+        if split not in cache:
+            cache[split] = np.mean([predict(m, data, split, batch_size, "fp32") for m in models], axis=0)
+        missing = [s for s in ids if s not in lookup[split]]
+        if missing:
+            raise InputError(f"{len(missing)} samples of the hard set are not in the dataset (e.g. {missing[0]!r})")
+        return cache[split][[lookup[split][s] for s in ids]]
+
+    return probabilities
+
+
+def load_predictors(model: str, dataset, *, weights: str | None = None, per_member: bool = False, device: str = "cpu") -> list[Predictor]:
+    """Predictors for MODEL (see the module docstring): one per member with per_member, else one."""
+    import torch
+
+    from .models import is_convolutional
+    from .training import checkpoint_path
+
+    channels, size, _ = dataset.image_shape
+    if is_run_store(model):
+        if weights is not None:
+            raise InputError("--weights goes with an architecture name, not a run directory")
+        store = RunStore.open(model)
+        label = Path(model).name
+        config = store.meta.get("config") or {}
+        arch = store.meta.get("arch")
+        checkpoints = [checkpoint_path(Path(model), m) for m in range(store.n_members)]
+        if not (arch and all(p.exists() for p in checkpoints) and config.get("arch")):
+            members = range(store.n_members) if per_member else [None]
+            return [Predictor(label if m is None else f"{label} member {m}", _stored_predictions(store, m)) for m in members]
+        if store.n_classes != dataset.n_classes:
+            raise InputError(f"{model} predicts {store.n_classes} classes; the dataset has {dataset.n_classes}")
+        normalization = store.meta.get("normalization")
+        normalization = (normalization["mean"], normalization["std"]) if normalization else None
+        networks = []
+        for path in checkpoints:
+            network = build_named_model(arch, channels, size, store.n_classes)
+            network.load_state_dict(_load_state(path))
+            if is_convolutional(network):
+                network = network.to(memory_format=torch.channels_last)
+            networks.append(network.to(device))
+        if per_member:
+            return [Predictor(f"{label} member {m}", _weights_predictions([n], dataset, normalization, device)) for m, n in enumerate(networks)]
+        return [Predictor(label, _weights_predictions(networks, dataset, normalization, device))]
+    if Path(model).exists() and Path(model).is_dir():
+        raise InputError(f"{model} is a directory but not a run store")
+    if weights is None:
+        raise InputError(f"{model!r} is not a run directory; give an architecture name with --weights FILE")
+    network = build_named_model(model, channels, size, dataset.n_classes)
+    try:
+        network.load_state_dict(_load_state(weights))
+    except RuntimeError as error:
+        raise InputError(f"{weights} does not fit {model} for {channels}-channel {size}px images and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
+    return [Predictor(model, _weights_predictions([network.to(device)], dataset, None, device))]
+
+
+def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Top-1 error on the hard set, on its complement and overall (same split), per model;
+    with `scores` (a `confusion score` table of that split) also per fixed-width confusion band."""
+    splits = hard["split"].unique().tolist()
+    if len(splits) != 1:
+        raise InputError(f"a hard set should come from one split; this one spans {splits}")
+    split = splits[0]
+    if split not in dataset.splits:
+        raise InputError(f"the dataset has no split {split!r}")
+    every = dataset.splits[split]
+    if (every.labels < 0).any():
+        raise InputError(f"split {split!r} has no labels, so errors cannot be counted there (the hard set itself needed none)")
+    in_hard = np.isin(every.ids, hard["sample"].to_numpy(str))
+    if in_hard.sum() != len(hard):
+        raise InputError("some hard-set samples are not in the dataset's split; was it made from this dataset?")
+    rows, band_rows = [], []
+    band_of = None
+    if scores is not None:
+        part = scores[scores["split"].astype(str) == split] if "split" in scores else scores
+        by_id = dict(zip(part["sample"].astype(str), part["confusion"]))
+        if not all(s in by_id for s in every.ids):
+            raise InputError("--scores does not cover every sample of the split")
+        values = np.array([by_id[s] for s in every.ids])
+        top = math.log2(dataset.n_classes)
+        edges = np.linspace(0, top, bins + 1)
+        band_of = np.clip(np.digitize(values, edges[1:-1]), 0, bins - 1)
+    for predictor in predictors:
+        probs = predictor.probabilities(split, every.ids)
+        wrong = probs.argmax(axis=1) != every.labels
+        hard_error, rest_error = float(wrong[in_hard].mean()), float(wrong[~in_hard].mean()) if (~in_hard).any() else float("nan")
+        rows.append(
+            {
+                "model": predictor.name,
+                "split": split,
+                "hard_n": int(in_hard.sum()),
+                "hard_error": hard_error,
+                "rest_n": int((~in_hard).sum()),
+                "rest_error": rest_error,
+                "overall_error": float(wrong.mean()),
+                "hard_to_rest": hard_error / rest_error if rest_error > 0 else float("inf"),
+            }
+        )
+        if band_of is not None:
+            for band in range(bins):
+                members = band_of == band
+                if members.any():
+                    band_rows.append(
+                        {"model": predictor.name, "band_low": float(edges[band]), "band_high": float(edges[band + 1]), "n": int(members.sum()), "error": float(wrong[members].mean())}
+                    )
+    return pd.DataFrame(rows), (pd.DataFrame(band_rows) if band_of is not None else None)

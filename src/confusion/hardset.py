@@ -1,0 +1,142 @@
+"""Hard sets: the most confusing samples of a split, chosen without labels, as a manifest.
+
+A manifest is a table with one row per chosen sample: `sample` (id), `split`, `confusion`
+(bits), `confusion_normalized`, `rank` (1 = most confusing), `label` (-1 when unknown),
+`predicted` (the ensemble's class at the last epoch), `source` (file path, when the data came
+from files). `materialize` writes the chosen images as class folders or one .npz that other
+tools read. numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._files import write_table_atomic
+from .errors import InputError
+from .store import RunStore
+
+MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source"]
+
+
+def select(scores: np.ndarray, *, top: float | None = None, threshold: float | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the chosen samples, most confusing first.
+
+    top: fraction in (0, 1]: the ceil(top * n) highest scores (within each group when
+    `groups` is given, e.g. classes, so every class keeps its share).
+    threshold: every sample with score >= threshold (same unit as `scores`).
+    Ties are broken by sample order, so the choice is reproducible.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if (top is None) == (threshold is None):
+        raise InputError("give exactly one of --top FRACTION or --threshold BITS")
+    if top is not None and not 0.0 < top <= 1.0:
+        raise InputError(f"--top must be a fraction in (0, 1], got {top}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"--threshold must be a number of bits, got {threshold}")
+    if threshold is not None:
+        chosen = np.flatnonzero(scores >= threshold)
+    else:
+        partitions = [np.arange(len(scores))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        chosen_parts = []
+        for members in partitions:
+            order = members[np.argsort(-scores[members], kind="stable")]
+            chosen_parts.append(order[: math.ceil(top * len(members))])
+        chosen = np.concatenate(chosen_parts) if chosen_parts else np.array([], dtype=np.intp)
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
+
+
+def manifest(store: RunStore, split: str, *, top: float | None = None, threshold: float | None = None, per_class: bool = False) -> pd.DataFrame:
+    """The hard-set manifest of one split of a run (see the module docstring)."""
+    scores = store.scores(split)
+    labels = store.labels(split)
+    final = store.probs(split)[:, len(store.recorded_epochs) - 1].astype(np.float32).mean(axis=0)
+    predicted = final.argmax(axis=1)
+    # Per class by the label where every sample has one, else by the ensemble's prediction.
+    groups = (labels if (labels >= 0).all() else predicted) if per_class else None
+    chosen = select(scores.confusion, top=top, threshold=threshold, groups=groups)
+    sources = store.sources(split)
+    return pd.DataFrame(
+        {
+            "sample": store.sample_ids(split)[chosen],
+            "split": split,
+            "confusion": scores.confusion[chosen],
+            "confusion_normalized": scores.confusion_normalized[chosen],
+            "rank": np.arange(1, len(chosen) + 1),
+            "label": labels[chosen],
+            "predicted": predicted[chosen],
+            "source": sources[chosen] if sources is not None else "",
+        },
+        columns=MANIFEST_COLUMNS,
+    )
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"hard-set manifest {path} does not exist")
+    try:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"sample": str}, keep_default_na=False)
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path} is not a readable manifest: {error}") from None
+    missing = [c for c in ("sample", "split") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path} is not a hard-set manifest: it lacks columns {missing}")
+    table["sample"] = table["sample"].astype(str)
+    return table
+
+
+def _safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return cleaned or "sample"
+
+
+def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out: str | Path, *, format: str = "folders") -> list[Path]:
+    """Write the chosen images: class folders of PNGs (label, or "unlabeled"), or one .npz.
+
+    images: (len(table), channels, height, width) uint8, in the table's row order.
+    Returns the files written (a manifest.csv copy included).
+    """
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if format == "npz":
+        target = out / "hardset.npz"
+        np.savez(target, x=images, y=table["label"].to_numpy(np.int64), ids=table["sample"].to_numpy(str), confusion=table["confusion"].to_numpy(np.float64), classes=np.array(classes))
+        written.append(target)
+    elif format == "folders":
+        for row, picture in zip(table.itertuples(index=False), images):
+            folder = _safe_name(classes[row.label]) if row.label >= 0 else "unlabeled"
+            target = out / folder / f"{row.rank:05d}_{_safe_name(row.sample)}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            array = picture[0] if picture.shape[0] == 1 else picture.transpose(1, 2, 0)
+            Image.fromarray(array).save(target)
+            written.append(target)
+    else:
+        raise InputError(f"--format must be folders or npz, got {format!r}")
+    write_table_atomic(table, out / "manifest.csv")
+    written.append(out / "manifest.csv")
+    return written
+
+
+def images_for(table: pd.DataFrame, dataset) -> np.ndarray:
+    """The dataset's images for the manifest's rows (by split and sample id), in row order."""
+    pictures = []
+    for split, part in table.groupby("split", sort=False):
+        if split not in dataset.splits:
+            raise InputError(f"the dataset has no split {split!r} (it has {', '.join(dataset.splits)})")
+    lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
+    for split, sample in zip(table["split"], table["sample"]):
+        position = lookup[split].get(sample)
+        if position is None:
+            raise InputError(f"sample {sample!r} of split {split!r} is not in the dataset; was the manifest made from it?")
+        pictures.append(dataset.splits[split].images[position])
+    if not pictures:
+        return np.zeros((0, *dataset.image_shape), np.uint8)
+    return np.stack(pictures)

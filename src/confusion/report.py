@@ -1,0 +1,431 @@
+"""`confusion report`: the paper's analyses of one run (and others to compare), as a static
+HTML page with PNG/SVG figures, CSV tables and metrics.json, readable offline.
+
+No torch here: everything is read from run stores (and, for galleries, the dataset files).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from . import analyses, figures
+from ._files import write_json_atomic, write_table_atomic, write_text_atomic
+from .errors import InputError
+from .store import RunStore
+
+SCORE_UNIT = "bits"
+
+
+@dataclass
+class RunView:
+    """What the report needs of one run: per split, scores, labels and final predictions."""
+
+    store: RunStore
+    name: str
+    scores: dict = field(default_factory=dict)  # split -> Scores (all members)
+    final: dict = field(default_factory=dict)  # split -> (members, samples, classes) float32
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None, splits: Sequence[str] | None = None) -> "RunView":
+        store = RunStore.open(path)
+        view = cls(store, name or run_label(store))
+        for split in splits or store.splits:
+            if split not in store.splits:
+                continue
+            view.scores[split] = store.scores(split)
+            slot = len(store.recorded_epochs) - 1
+            view.final[split] = store.probs(split)[:, slot].astype(np.float32)
+        return view
+
+    @property
+    def max_score(self) -> float:
+        return math.log2(self.store.n_classes)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.store.labels(split)
+
+    def ids(self, split: str) -> np.ndarray:
+        return self.store.sample_ids(split)
+
+    def member_error(self, split: str) -> np.ndarray:
+        """(samples,) top-1 error at the last epoch, averaged over members (NaN where unlabelled)."""
+        labels = self.labels(split)
+        errors = analyses.member_errors(self.final[split], labels).mean(axis=0)
+        return np.where(labels >= 0, errors, np.nan)
+
+    def accuracy(self, split: str) -> float:
+        known = self.labels(split) >= 0
+        return float(1.0 - np.nanmean(self.member_error(split)[known])) if known.any() else float("nan")
+
+
+def run_label(store: RunStore) -> str:
+    arch = store.meta.get("arch") or store.meta.get("source", "run")
+    return f"{Path(store.path).name} ({arch}, {store.n_members} member{'s' if store.n_members != 1 else ''})"
+
+
+def _pick_split(view: RunView, preferred: str = "val") -> str:
+    return preferred if preferred in view.scores else next(iter(view.scores))
+
+
+def build_report(
+    run: str | Path,
+    out: str | Path,
+    *,
+    compare: Sequence[str | Path] = (),
+    models: Sequence[str | Path] = (),
+    mitigation: str | Path | None = None,
+    bins: int = 20,
+    min_count: int = 20,
+    gallery_per_class: int = 6,
+    progress=None,
+) -> dict:
+    """Write OUT/index.html, figures, tables and metrics.json; returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = out / "tables"
+    reference = RunView.load(run)
+    step = progress or (lambda message: None)
+    C = reference.store.n_classes
+    max_score = reference.max_score
+    metrics: dict = {
+        "run": {
+            "path": str(reference.store.path),
+            "name": reference.name,
+            "n_classes": C,
+            "max_score_bits": max_score,
+            "members": reference.store.n_members,
+            "recorded_epochs": reference.store.recorded_epochs,
+            "config": reference.store.meta.get("config"),
+            "unit": SCORE_UNIT,
+            "bins": bins,
+            "min_count_per_bin": min_count,
+            "report_made": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "confusion_version": __version__,
+        }
+    }
+    sections: list[str] = []
+
+    # ------------------------------------------------------------------ 3.1 error identification
+    step("error identification")
+    files = figures.score_histograms(
+        {s: sc.confusion for s, sc in reference.scores.items()}, max_score=max_score, unit=SCORE_UNIT, directory=out
+    )
+    curves = {}
+    rows = []
+    for split, scores in reference.scores.items():
+        labels = reference.labels(split)
+        entry = {"n": int(len(labels)), "mean_confusion": float(scores.confusion.mean()), "labelled": bool((labels >= 0).any())}
+        write_table_atomic(
+            scores.to_frame(reference.ids(split), labels, split), tables / f"scores_{split}.csv"
+        )
+        known = labels >= 0
+        if known.all() and known.any():
+            errors = reference.member_error(split)
+            binned = analyses.error_by_bin(scores.confusion, errors, max_score=max_score, bins=bins, min_count=min_count)
+            curves[split] = binned
+            write_table_atomic(pd.DataFrame(binned.to_rows()), tables / f"error_by_bin_{split}.csv")
+            detection = analyses.detection_report(scores.confusion, reference.final[split], labels)
+            entry.update(
+                error_rate=detection["error_rate"],
+                pearson_error_by_bin=binned.pearson,
+                spearman_error_by_bin=binned.spearman,
+                auroc_error=detection["auroc_error"],
+                aurc_error=detection["aurc_error"],
+                baselines=detection["baselines"],
+                error_definition=detection["error_definition"],
+            )
+            rows.append(
+                [split, entry["n"], entry["mean_confusion"], entry["error_rate"], binned.pearson, binned.spearman,
+                 entry["auroc_error"], detection["baselines"]["auroc_single_entropy"], detection["baselines"]["auroc_msp"],
+                 entry["aurc_error"], detection["baselines"]["aurc_msp"]]
+            )
+        else:
+            rows.append([split, entry["n"], entry["mean_confusion"]] + [None] * 8)
+        metrics[split] = entry
+    if curves:
+        files += figures.error_curves(
+            curves, unit=SCORE_UNIT, title="Top-1 error per confusion bin (own members, last epoch)", directory=out, stem="fig2_error_by_bin"
+        )
+    sections.append(
+        _section(
+            "Error identification without labels (paper 3.1, figure 2)",
+            "Left: how many samples get each confusion score (log scale); most are easy. "
+            "Right: top-1 error of the run's own members at their last recorded epoch, averaged over members, "
+            f"in fixed-width bins of the score over [0, log2 C = {max_score:.2f} bits]; bins with fewer than {min_count} "
+            "samples are left out. ρ is Pearson's correlation of bin centre and error. The AUROC columns treat the score as a "
+            "detector of each member's final-epoch errors; the baselines are one member's own final-epoch entropy and "
+            "1 − max probability (MSP). AURC: area under the risk-coverage curve, lower is better.",
+            [f for f in files if f.endswith(".png")],
+            _table(
+                ["split", "samples", "mean confusion (bits)", "top-1 error", "Pearson ρ (bins)", "Spearman (bins)",
+                 "AUROC confusion", "AUROC single entropy", "AUROC MSP", "AURC confusion", "AURC MSP"],
+                rows,
+            ),
+        )
+    )
+
+    # ------------------------------------------------------------------ 3.2 transfer
+    others = [RunView.load(p) for p in compare]
+    zoo = [RunView.load(p) for p in models]
+    if others or zoo:
+        step("transfer")
+    transfer: dict = {}
+    transfer_files: list[str] = []
+    transfer_rows = []
+    for index, other in enumerate(others):
+        split = _pick_split(reference)
+        if split not in other.scores:
+            continue
+        in_ref, in_other = analyses.align(reference.ids(split), other.ids(split))
+        a, b = reference.scores[split].confusion[in_ref], other.scores[split].confusion[in_other]
+        tau = analyses.kendall_tau(a, b)
+        counts, edges = analyses.joint_histogram(a, b, max_score=max_score)
+        transfer[other.name] = {"kendall_tau": tau, "split": split, "n": int(len(in_ref))}
+        transfer_files += figures.joint_histogram(
+            counts, edges, tau=tau, names=(reference.name, other.name), unit=SCORE_UNIT, directory=out, stem=f"fig3_transfer_{index}"
+        )
+        transfer_rows.append([other.name, split, len(in_ref), tau])
+    metrics["transfer"] = transfer
+
+    model_curves: dict = {}
+    model_metrics: dict = {}
+    split = _pick_split(reference)
+    for view in {str(v.store.path.resolve()): v for v in [*others, *zoo]}.values():
+        if split not in view.scores or not (view.labels(split) >= 0).all():
+            continue
+        in_ref, in_view = analyses.align(reference.ids(split), view.ids(split))
+        errors = view.member_error(split)[in_view]
+        binned = analyses.error_by_bin(reference.scores[split].confusion[in_ref], errors, max_score=max_score, bins=bins, min_count=min_count)
+        model_curves[view.name] = binned
+        model_metrics[view.name] = {"pearson_error_by_bin": binned.pearson, "error_rate": float(errors.mean()), "n": int(len(in_ref))}
+    metrics["models"] = model_metrics
+    if model_curves:
+        transfer_files += figures.error_curves(
+            model_curves, unit=SCORE_UNIT, title=f"Other models' top-1 error per bin of {reference.name}'s confusion",
+            directory=out, stem="fig4_models_error_by_bin",
+        )
+    if transfer_rows or model_metrics:
+        sections.append(
+            _section(
+                "Confusion transfers across sizes and architectures (paper 3.2, figures 3-4)",
+                "Kendall's τ between this run's scores and each compared run's, on the samples they share, with the "
+                "2-D histogram of the pairs. Then, for each other model, its top-1 error (members at their last epoch) "
+                f"in bins of this run's {split} confusion: if confusion transfers, every curve rises.",
+                [f for f in transfer_files if f.endswith(".png")],
+                _table(["compared run", "split", "samples", "Kendall τ"], transfer_rows)
+                + _table(["model", "samples", "top-1 error", "Pearson ρ (bins)"],
+                         [[n, m["n"], m["error_rate"], m["pearson_error_by_bin"]] for n, m in model_metrics.items()]),
+            )
+        )
+
+    # ------------------------------------------------------------------ aggregate
+    runs_for_aggregate = list({str(v.store.path.resolve()): v for v in [reference, *others, *zoo]}.values())
+    labelled = [v for v in runs_for_aggregate if split in v.scores and (v.labels(split) >= 0).all()]
+    if len(labelled) >= 3:
+        mean_confusion = [float(v.scores[split].confusion.mean()) for v in labelled]
+        accuracy = [v.accuracy(split) for v in labelled]
+        summary = analyses.aggregate(np.array(mean_confusion), np.array(accuracy))
+        summary["runs"] = {v.name: {"mean_confusion": m, "accuracy": a} for v, m, a in zip(labelled, mean_confusion, accuracy)}
+        metrics["aggregate"] = summary
+        aggregate_files = figures.aggregate_scatter(mean_confusion, accuracy, [v.name for v in labelled], pearson=summary["pearson"], unit=SCORE_UNIT, directory=out)
+        sections.append(
+            _section(
+                "Confused models fare worse (contribution 2)",
+                f"Each run's mean confusion on {split} (from its own members and epochs) against its top-1 accuracy. "
+                f"Pearson ρ = {summary['pearson']:.3f} over {len(labelled)} runs.",
+                [f for f in aggregate_files if f.endswith(".png")],
+                "",
+            )
+        )
+
+    # ------------------------------------------------------------------ 3.3 robustness
+    step("robustness")
+    split = _pick_split(reference)
+    scores_all = reference.scores[split]
+    one_seed = reference.store.scores(split, members=[0])
+    reference_model, reference_errors = reference.name, None
+    candidates = [v for v in zoo + others if split in v.scores and (v.labels(split) >= 0).all()]
+    if candidates:
+        best = max(candidates, key=lambda v: v.accuracy(split))
+        in_ref, in_best = analyses.align(reference.ids(split), best.ids(split))
+        if len(in_ref) == len(reference.ids(split)):
+            reference_model, reference_errors = best.name, best.member_error(split)[in_best]
+    if reference_errors is None and (reference.labels(split) >= 0).all():
+        reference_errors = reference.member_error(split)
+    robust = analyses.robustness(scores_all, one_seed, reference_errors, max_score=max_score, bins=bins, min_count=min_count)
+    robust["reference_model"] = reference_model
+    robust["split"] = split
+    metrics["robustness"] = robust
+    subsets = analyses.epoch_subsets(len(scores_all.epochs))
+    distribution_panels = {
+        f"{n} seed{'s' if n != '1' else ''}": {k: sc.for_epochs(p).confusion for k, p in subsets.items()}
+        for n, sc in (("1", one_seed), (str(reference.store.n_members), scores_all))
+    }
+    robust_files = figures.subset_distributions(distribution_panels, max_score=max_score, unit=SCORE_UNIT, directory=out)
+    if reference_errors is not None:
+        error_panels = {
+            panel: {k: analyses.error_by_bin(v, reference_errors, max_score=max_score, bins=bins, min_count=min_count) for k, v in curves_.items()}
+            for panel, curves_ in distribution_panels.items()
+        }
+        robust_files += figures.subset_error_panels(error_panels, unit=SCORE_UNIT, reference=reference_model, directory=out)
+    robust_rows = []
+    for seeds_name, subsets_metrics in robust["epochs"].items():
+        for name, entry in subsets_metrics.items():
+            robust_rows.append([seeds_name, name, entry["mean_confusion"], entry["kendall_tau_with_full"], entry.get("pearson_reference_error_by_bin")])
+    sections.append(
+        _section(
+            "How many epochs and seeds (paper 3.3, figures 5-6)",
+            f"Scores from k epochs spaced evenly across the {len(scores_all.epochs)} recorded ones (the last of each "
+            "of k equal stretches, as the paper's every 20th/10th/5th/3rd of 100), from member 0 alone and from all "
+            f"members; their distributions, Kendall τ with the full score, and the top-1 error of {reference_model} "
+            "per bin of each.",
+            [f for f in robust_files if f.endswith(".png")],
+            _table(["seeds", "epochs", "mean confusion (bits)", "Kendall τ with full", f"Pearson ρ, error of {reference_model}"], robust_rows),
+        )
+    )
+
+    # ------------------------------------------------------------------ galleries
+    gallery_files = _galleries(reference, out, gallery_per_class)
+    if gallery_files:
+        sections.insert(
+            0,
+            _section(
+                "Easiest and hardest samples (paper figure 1)",
+                "Per class (the label where known), the samples with the lowest and the highest confusion, chosen "
+                "by the score alone, captioned with it in bits.",
+                gallery_files,
+                "",
+            ),
+        )
+
+    # ------------------------------------------------------------------ 3.4 mitigation
+    if mitigation is not None:
+        mitigation_metrics = json.loads((Path(mitigation) / "metrics.json").read_text(encoding="utf-8"))
+        metrics["mitigation"] = mitigation_metrics
+        methods = mitigation_metrics["methods"]
+        bands = mitigation_metrics["bands"]
+        mitigation_files = figures.mitigation_bars(methods, bands, out)
+        rows = [[m, g, methods[m][g]["n"], methods[m][g]["error_mean"], methods[m][g]["error_std"]] for m in methods for g in [*bands, "overall"]]
+        sections.append(
+            _section(
+                "Confusion bands as groups (paper 3.4, figure 7)",
+                f"Validation samples banded by their own confusion ({html.escape(mitigation_metrics.get('band_definition', ''))}); "
+                f"top-1 error per band, mean ± std over {mitigation_metrics.get('seeds', '?')} seeds.",
+                [f for f in mitigation_files if f.endswith(".png")],
+                _table(["method", "band", "samples", "mean error", "std"], rows),
+            )
+        )
+
+    write_json_atomic(out / "metrics.json", _finite(metrics))
+    write_text_atomic(out / "index.html", _page(reference, metrics, sections))
+    return metrics
+
+
+def _galleries(view: RunView, out: Path, per_class: int) -> list[str]:
+    """Fig. 1 for image datasets whose files are on this machine; [] otherwise."""
+    config = view.store.meta.get("config")
+    if not config:
+        return []
+    from .datasets import load_for_run
+
+    try:
+        dataset = load_for_run(config)
+    except Exception:  # the data may live on another machine: the report goes on without pictures
+        return []
+    split = _pick_split(view)
+    if split not in dataset.splits:
+        return []
+    data_split = dataset.splits[split]
+    position = {sample: i for i, sample in enumerate(data_split.ids)}
+    ids = view.ids(split)
+    if not all(sample in position for sample in ids):
+        return []
+    images = data_split.images[[position[s] for s in ids]]
+    labels = view.labels(split)
+    classes = labels if (labels >= 0).all() else view.final[split].mean(axis=0).argmax(axis=1)
+    scores = view.scores[split].confusion
+    picks = analyses.gallery(scores, classes, per_class=per_class)
+    rows = [(view.store.classes[c], list(p["easiest"]), list(p["hardest"])) for c, p in picks.items()]
+    return figures.gallery(images, rows, scores, unit=SCORE_UNIT, directory=out)
+
+
+def _finite(value):
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def _format(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return "–" if not math.isfinite(float(value)) else f"{float(value):.4f}"
+    return str(value)
+
+
+def _table(columns: list[str], rows: list[list]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _section(title: str, text: str, images: list[str], table_html: str) -> str:
+    pictures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in images)
+    return f"<section><h2>{html.escape(title)}</h2><p>{html.escape(text)}</p><div class=figs>{pictures}</div>{table_html}</section>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.figs img{max-width:100%;margin:.4em .4em .4em 0;vertical-align:top}
+.settings{font-size:.8em;background:#fafafa;border:1px solid #eee;padding:.6em;white-space:pre-wrap;font-family:monospace}
+"""
+
+
+def _page(view: RunView, metrics: dict, sections: list[str]) -> str:
+    run = metrics["run"]
+    settings = json.dumps(
+        {"run": run["path"], "config": run["config"], "recorded_epochs": run["recorded_epochs"], "versions": view.store.meta.get("versions")},
+        indent=2,
+    )
+    summary = (
+        f"{view.store.n_members} members, {len(run['recorded_epochs'])} recorded epochs, {run['n_classes']} classes "
+        f"({', '.join(view.store.classes)}); scores in bits, range 0 to {run['max_score_bits']:.3f}."
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>confusion report: {html.escape(view.name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>confusion report: {html.escape(view.name)}</h1><p>{html.escape(summary)}</p>"
+        + "".join(sections)
+        + "<h2>What produced this page</h2>"
+        f"<div class=settings>{html.escape(settings)}</div>"
+        f"<p>confusion {html.escape(__version__)}, {html.escape(run['report_made'])}. Tables as CSV in tables/, numbers in metrics.json.</p>"
+        "</body></html>\n"
+    )
+
+
+def check_inputs(run, compare, models, mitigation) -> None:
+    for path in [run, *compare, *models]:
+        RunStore.open(path)  # raises a one-line RunStoreError for anything that is not a run
+    if mitigation is not None and not (Path(mitigation) / "metrics.json").is_file():
+        raise InputError(f"--mitigation {mitigation} has no metrics.json (make it with `confusion mitigate`)")

@@ -1,0 +1,112 @@
+"""`confusion report` on tiny real runs: every linked file exists, strings are escaped, and a
+real headless browser shows every image with no script error."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confusion.importing import import_predictions
+from confusion.training import TrainConfig, train
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    base = dict(data="digits", members=2, epochs=5, batch_size=32, lr=3e-3, workers=0)
+    small = train(TrainConfig(arch="mlp-s", **base), root / "small")
+    large = train(TrainConfig(arch="mlp-m", **base), root / "large")
+    cnn = train(TrainConfig(arch="cnn-s", **{**base, "members": 1}), root / "cnn")
+    return root, small, large, cnn
+
+
+@pytest.fixture(scope="module")
+def report_dir(runs, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from confusion.cli import app
+
+    root, _, _, _ = runs
+    out = tmp_path_factory.mktemp("report")
+    result = CliRunner().invoke(
+        app,
+        ["report", str(root / "small"), "--out", str(out), "--compare", str(root / "large"),
+         "--models", str(root / "large"), "--models", str(root / "cnn"), "--min-count", "5"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_report_links_only_files_it_wrote(report_dir):
+    page = (report_dir / "index.html").read_text()
+    linked = re.findall(r'src="([^"]+)"', page)
+    assert {"fig1_gallery.png", "fig2_distribution.png", "fig2_error_by_bin.png", "fig3_transfer_0.png",
+            "fig4_models_error_by_bin.png", "fig5_epochs_seeds.png", "fig6_epochs_seeds_error.png", "aggregate.png"} <= set(linked)
+    for name in linked:
+        assert (report_dir / name).stat().st_size > 1000, name
+    assert "http://" not in page and "https://" not in page  # works offline
+    assert (report_dir / "tables" / "error_by_bin_val.csv").exists()
+
+
+def test_metrics_json_has_the_agreed_names(report_dir):
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for split in ("train", "val"):
+        entry = metrics[split]
+        for key in ("n", "mean_confusion", "error_rate", "pearson_error_by_bin", "spearman_error_by_bin", "auroc_error"):
+            assert key in entry, key
+        assert set(entry["baselines"]) >= {"auroc_single_entropy", "auroc_msp"}
+        assert 0.0 <= entry["auroc_error"] <= 1.0
+    transfer = metrics["transfer"]
+    assert len(transfer) == 1 and -1 <= next(iter(transfer.values()))["kendall_tau"] <= 1
+    robustness = metrics["robustness"]
+    assert set(robustness["epochs"]["all"]) == {"all"} or "all" in robustness["epochs"]["all"]
+    assert robustness["seeds"]["1"]["kendall_tau_with_full"] <= 1.0
+    assert metrics["aggregate"]["n_runs"] == 3
+
+
+def test_every_string_is_escaped(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(2, 3, 60))
+    import_predictions(probs, tmp_path / "run", labels=rng.integers(0, 3, 60), classes=["<script>alert(1)</script>", "a&b", "c"])
+    (tmp_path / "run").rename(tmp_path / "run<b>")
+    result = cli("report", tmp_path / "run<b>", "--out", tmp_path / "out", "--min-count", "2")
+    assert result.exit_code == 0, result.stderr
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "run<b>" not in page and "run&lt;b&gt;" in page
+
+
+def test_report_errors(cli, tmp_path):
+    result = cli("report", tmp_path / "nothing", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = cli("report", tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "not a run store" in result.stderr
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh test installs it)")
+def test_page_in_a_real_headless_browser(report_dir):
+    from playwright.sync_api import sync_playwright
+
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )
+        page = browser.new_page()
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.goto((report_dir / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all("img", "all => all.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        page.screenshot(path=str(report_dir / "screenshot.png"), full_page=True)
+        browser.close()
+    assert len(images) >= 8
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert problems == []
