@@ -367,8 +367,8 @@ def normalization_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 def select_subsets(dataset: Dataset, limit_train: int | None, limit_val: int | None, seed: int) -> Dataset:
     """Keep seeded random subsets of the train and val splits (sample ids unchanged)."""
-    rng = np.random.default_rng(seed + 7)
-    for split, limit in (("train", limit_train), ("val", limit_val)):
+    for number, (split, limit) in enumerate((("train", limit_train), ("val", limit_val))):
+        rng = np.random.default_rng([seed, number])  # one stream per split: val's subset ignores limit_train
         if limit is not None and limit < len(dataset.splits[split]):
             if limit < 1:
                 raise InputError(f"--limit-{split} must be at least 1")

@@ -100,8 +100,10 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     return probabilities
 
 
-def load_predictors(model: str, dataset, *, weights: str | None = None, per_member: bool = False, device: str = "cpu") -> list[Predictor]:
-    """Predictors for MODEL (see the module docstring): one per member with per_member, else one."""
+def load_predictors(model: str, dataset, *, weights: str | None = None, per_member: bool = False, device: str = "cpu", name: str | None = None) -> list[Predictor]:
+    """Predictors for MODEL (see the module docstring): one per member with per_member, else one.
+
+    name: how the model is called in results (default: the run directory's name or MODEL)."""
     import torch
 
     from .models import is_convolutional
@@ -112,7 +114,7 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
         if weights is not None:
             raise InputError("--weights goes with an architecture name, not a run directory")
         store = RunStore.open(model)
-        label = Path(model).name
+        label = name or Path(model).name
         config = store.meta.get("config") or {}
         arch = store.meta.get("arch")
         checkpoints = [checkpoint_path(Path(model), m) for m in range(store.n_members)]
@@ -142,7 +144,7 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
         network.load_state_dict(_load_state(weights))
     except RuntimeError as error:
         raise InputError(f"{weights} does not fit {model} for {channels}-channel {size}px images and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
-    return [Predictor(model, _weights_predictions([network.to(device)], dataset, None, device))]
+    return [Predictor(name or model, _weights_predictions([network.to(device)], dataset, None, device))]
 
 
 def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -1,0 +1,81 @@
+"""`confusion evaluate`: a trained run, a torchvision model with a weights file, and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from confusion.datasets import load_dataset
+from confusion.evaluate import evaluate_on_hardset, load_predictors
+from confusion.hardset import manifest
+from confusion.store import RunStore
+from confusion.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    store = train(TrainConfig(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=32, lr=3e-3, workers=0), root / "run")
+    table = manifest(store, "val", top=0.2)
+    table.to_csv(root / "hard.csv", index=False)
+    return root, store, table
+
+
+def test_a_run_from_its_weights_matches_its_recorded_predictions(trained):
+    root, store, hard = trained
+    dataset = load_dataset("digits")
+    from_weights = load_predictors(str(root / "run"), dataset)[0]
+    ids = dataset.splits["val"].ids
+    recorded = store.probs("val")[:, -1].astype(np.float32).mean(0)
+    np.testing.assert_allclose(from_weights.probabilities("val", ids), recorded, atol=2e-3)
+    results, bands = evaluate_on_hardset([from_weights], dataset, hard, scores=store.score_table(["val"]), bins=5)
+    row = results.iloc[0]
+    wrong = recorded.argmax(1) != dataset.splits["val"].labels
+    in_hard = np.isin(ids, hard["sample"])
+    assert row.hard_n == in_hard.sum() and row.hard_error == pytest.approx(wrong[in_hard].mean(), abs=0.01)
+    assert row.rest_error == pytest.approx(wrong[~in_hard].mean(), abs=0.01)
+    assert bands["n"].sum() == len(ids)
+
+
+def test_command_on_a_run_and_per_member(trained, cli):
+    root, _, _ = trained
+    result = cli("evaluate", root / "run", "--hardset", root / "hard.csv", "--per-member", "--scores", root / "run", "--out", root / "res.csv")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(root / "res.csv")
+    assert table["model"].tolist() == ["run member 0", "run member 1"]
+    assert (root / "res_bands.csv").exists() and "hard / rest" in result.stdout
+
+
+def test_a_torchvision_model_with_a_weights_file(trained, cli, tmp_path):
+    root, _, _ = trained
+    from confusion.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("torchvision:resnet18", 1, 8, 10)
+    torch.save(model.state_dict(), tmp_path / "resnet18.pt")
+    result = cli("evaluate", "torchvision:resnet18", "--weights", tmp_path / "resnet18.pt", "--data", "digits", "--hardset", root / "hard.csv", "--out", tmp_path / "r.csv")
+    assert result.exit_code == 0, result.stderr
+    row = pd.read_csv(tmp_path / "r.csv").iloc[0]
+    assert row.hard_n == 72 and 0 <= row.hard_error <= 1 and row.rest_n == 359 - 72
+    # a pickle that weights_only refuses is reported, never executed
+    torch.save({"model": model.state_dict(), "evil": object()}, tmp_path / "pickled.pt")
+    result = cli("evaluate", "torchvision:resnet18", "--weights", tmp_path / "pickled.pt", "--data", "digits", "--hardset", root / "hard.csv")
+    assert result.exit_code == 2 and "weights_only=True" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["torchvision:resnet18", "--data", "digits"], "--weights FILE"),
+        (["cnn-s", "--data", "digits", "--weights", "missing.pt"], "does not exist"),
+        (["torchvision:resnet18", "--data", "digits", "--weights", "WRONG"], "does not fit"),
+    ],
+)
+def test_bad_evaluate_input(trained, cli, tmp_path, args, message):
+    root, _, _ = trained
+    from confusion.models import build_model
+
+    torch.save(build_model("cnn-s", 1, 8, 10).state_dict(), tmp_path / "cnn.pt")
+    args = [str(tmp_path / "cnn.pt") if a == "WRONG" else a for a in args]
+    result = cli("evaluate", *args, "--hardset", root / "hard.csv")
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
