@@ -262,7 +262,7 @@ def hardset(
         config = store.meta.get("config")
         if not config:
             raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train`")
-        written = write_images(table, images_for(table, load_for_run(config)), store.classes, materialize, format=format)
+        write_images(table, images_for(table, load_for_run(config)), store.classes, materialize, format=format)
         term.info(f"wrote {len(table)} images ({format}) and manifest.csv into {materialize}")
 
 

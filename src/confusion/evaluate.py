@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ class Predictor:
     """A named source of class probabilities for samples of a dataset split."""
 
     name: str
-    probabilities: callable  # (split: str, ids: np.ndarray) -> (len(ids), classes)
+    probabilities: Callable[[str, np.ndarray], np.ndarray]  # (split, sample ids) -> (len(ids), classes)
 
 
 def _stored_predictions(store: RunStore, member: int | None):
