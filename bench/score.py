@@ -107,7 +107,6 @@ def main() -> None:
                 store.write("val", member, epoch, array[member, epoch])
         for epoch in range(args.epochs):
             store.commit_epoch(epoch + 1)
-        del words
         child = subprocess.run([sys.executable, "-c", STORE_CHILD, str(store.path)], capture_output=True, text=True, check=True)
         measured = json.loads(child.stdout.strip().splitlines()[-1])
         rows.append(

@@ -103,6 +103,8 @@ def main() -> None:
     print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, {os.cpu_count()} CPUs")
     print(f"\n{'loop':<44} {'member-samples/s':>17} {'ratio':>7}")
     print(f"{'plain fp32 loop (members one after another)':<44} {plain_rate:>17.0f} {1.0:>7.2f}")
+    plain_b_rate = plain_b["samples"] / plain_b["train_seconds"]
+    print(f"{'  the same, other seeds (run-to-run noise)':<44} {plain_b_rate:>17.0f} {plain_b_rate / plain_rate:>7.2f}")
     print(f"{'confusion train':<44} {fast_rate:>17.0f} {fast_rate / plain_rate:>7.2f}")
     print(f"\neval pass (train + val splits, every epoch): {eval_wall / train_wall:.0%} of training time, "
           f"{eval_wall / (train_wall + eval_wall):.0%} of the epoch; whole trainer wall time {wall:.0f} s")

@@ -8,7 +8,6 @@ import torch
 from confusion.datasets import load_dataset
 from confusion.evaluate import evaluate_on_hardset, load_predictors
 from confusion.hardset import manifest
-from confusion.store import RunStore
 from confusion.training import TrainConfig, train
 
 

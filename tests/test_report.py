@@ -3,7 +3,6 @@ real headless browser shows every image with no script error."""
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np

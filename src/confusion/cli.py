@@ -7,7 +7,6 @@ stderr and exit with code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
-import math
 import sys
 import time
 from enum import Enum

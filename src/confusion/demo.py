@@ -63,7 +63,6 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     from .hardset import manifest
     from .mitigation import MitigationConfig, mitigate
     from .report import build_report
-    from .store import RunStore
     from .training import TrainConfig, load_training_data, train
     from .zoo import run_name, train_zoo
 

@@ -181,8 +181,10 @@ def import_predictions(
                 store.meta["splits"].pop(split, None)
                 store.save_meta()
                 shutil.rmtree(store.path / "predictions.zarr" / split, ignore_errors=True)
+            elif existed:
+                _empty_dir(out)
             else:
-                shutil.rmtree(out, ignore_errors=True) if not existed else _empty_dir(out)
+                shutil.rmtree(out, ignore_errors=True)
             raise
     return store
 

@@ -175,8 +175,9 @@ def build_report(
     )
 
     # ------------------------------------------------------------------ 3.2 transfer
-    others = [RunView.load(p) for p in compare]
-    zoo = [RunView.load(p) for p in models]
+    # Other runs are only ever compared on the reference split: score just that one.
+    others = [RunView.load(p, splits=[_pick_split(reference)]) for p in compare]
+    zoo = [RunView.load(p, splits=[_pick_split(reference)]) for p in models]
     if others or zoo:
         step("transfer")
     transfer: dict = {}
