@@ -69,8 +69,12 @@ class RunView:
 
 
 def run_label(store: RunStore) -> str:
+    """'small (cnn-s, 3 members)', or 'cnn-m (1 member)' where the directory is named after the arch."""
     arch = store.meta.get("arch") or store.meta.get("source", "run")
-    return f"{Path(store.path).name} ({arch}, {store.n_members} member{'s' if store.n_members != 1 else ''})"
+    name = Path(store.path).name
+    members = f"{store.n_members} member{'s' if store.n_members != 1 else ''}"
+    same = name in (arch, arch.replace(":", "-"))
+    return f"{name} ({members})" if same else f"{name} ({arch}, {members})"
 
 
 def _pick_split(view: RunView, preferred: str = "val") -> str:
@@ -405,8 +409,14 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.figs img{ma
 
 def _page(view: RunView, metrics: dict, sections: list[str]) -> str:
     run = metrics["run"]
+    epochs = run["recorded_epochs"]
     settings = json.dumps(
-        {"run": run["path"], "config": run["config"], "recorded_epochs": run["recorded_epochs"], "versions": view.store.meta.get("versions")},
+        {
+            "run": run["path"],
+            "config": run["config"],
+            "recorded_epochs": f"{len(epochs)}: {epochs[0]}..{epochs[-1]}" if len(epochs) > 3 else epochs,
+            "versions": view.store.meta.get("versions"),
+        },
         indent=2,
     )
     summary = (
