@@ -95,7 +95,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     from ._files import write_table_atomic
 
     write_table_atomic(hard, out / "hardset.csv")
-    dataset = load_training_data(replace(base, arch="cnn-s"))
+    dataset = load_training_data(base)
     predictors = []
     for arch in preset.zoo_archs:
         predictors += load_predictors(str(out / "zoo" / run_name(arch)), dataset)

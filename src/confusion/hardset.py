@@ -128,7 +128,7 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
 def images_for(table: pd.DataFrame, dataset) -> np.ndarray:
     """The dataset's images for the manifest's rows (by split and sample id), in row order."""
     pictures = []
-    for split, part in table.groupby("split", sort=False):
+    for split in table["split"].unique():
         if split not in dataset.splits:
             raise InputError(f"the dataset has no split {split!r} (it has {', '.join(dataset.splits)})")
     lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}

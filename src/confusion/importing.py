@@ -29,11 +29,11 @@ def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
-                for key in (what, "probs", "logits", "labels"):
-                    if key in keys and (len(keys) > 1):
-                        return archive[key]
                 if len(keys) == 1:
                     return archive[keys[0]]
+                for key in (what, "probs", "logits"):
+                    if key in keys:
+                        return archive[key]
                 raise InputError(f"{path} holds arrays {keys}; name one of them {what!r}")
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except InputError:

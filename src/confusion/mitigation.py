@@ -193,7 +193,6 @@ def _train_job(job: dict) -> dict:
 def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_done=None) -> dict:
     """Train every method with every seed (finished jobs are kept on rerun); write DIR/metrics.json."""
     from .datasets import load_for_run
-    from .training import TrainConfig
 
     config.check()
     store = RunStore.open(run)
@@ -203,11 +202,10 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
     for split in ("train", "val"):
         if split not in store.splits:
             raise InputError(f"{run} has no {split} split")
-    TrainConfig(arch=config.arch).check()
-    from .models import build_model  # noqa: F401 - unknown architecture names fail before any job starts
+    from .models import build_model
 
     dataset = load_for_run(run_config)
-    build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)
+    build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail before any job
     scores = {split: store.scores(split).confusion for split in ("train", "val")}
     for split in ("train", "val"):
         if store.sample_ids(split).tolist() != dataset.splits[split].ids.tolist():
@@ -234,7 +232,6 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
             if path.exists() and json.loads(path.read_text()).get("config_key") == _key(config, method, seed):
                 continue
             jobs.append(job)
-    results_by_job = {}
     workers = min(cores, len(jobs)) if config.device == "cpu" else 1
     if jobs:
         for job in jobs:
@@ -248,7 +245,6 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
                 for job, result in zip(jobs, pool.map(_train_job, jobs)):
                     result["config_key"] = _key(config, job["method"], job["seed"])
                     write_json_atomic(job["result_path"], result)
-                    results_by_job[(job["method"], job["seed"])] = result
                     if on_done:
                         on_done(result)
     names = band_names(edges)
