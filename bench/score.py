@@ -103,10 +103,10 @@ def main() -> None:
             splits={"val": SplitData(ids=np.arange(args.samples).astype(str), labels=np.full(args.samples, -1))},
         )
         for member in range(args.members):
-            for epoch in range(args.epochs):
-                store.write("val", member, epoch, array[member, epoch])
-        for epoch in range(args.epochs):
-            store.commit_epoch(epoch + 1)
+            with store.member_writer(member) as writer:
+                for epoch in range(args.epochs):
+                    writer.log("val", epoch + 1, array[member, epoch], validate=False)
+                    writer.end_epoch(epoch + 1)
         child = subprocess.run([sys.executable, "-c", STORE_CHILD, str(store.path)], capture_output=True, text=True, check=True)
         measured = json.loads(child.stdout.strip().splitlines()[-1])
         rows.append(

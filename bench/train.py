@@ -86,7 +86,7 @@ def main() -> None:
         started = time.perf_counter()
         store = train(config, scratch / "run")
         wall = time.perf_counter() - started
-        history = [store.meta["history"][str(m)] for m in range(args.members)]
+        history = [store.history(m) for m in range(args.members)]
         # Members train concurrently: an epoch's wall time is its slowest member's.
         train_wall = sum(max(h[e]["train_seconds"] for h in history) for e in range(args.epochs))
         eval_wall = sum(max(h[e]["eval_seconds"] for h in history) for e in range(args.epochs))

@@ -61,10 +61,12 @@ def test_scoring_reads_only_committed_epochs(tmp_path):
     )
     with pytest.raises(RunStoreError, match="no committed epoch"):
         store.scores("val")
-    store.write("val", 0, 0, np.array([[1, 0], [1, 0], [0.5, 0.5]]))
-    store.write("val", 1, 0, np.array([[0, 1], [1, 0], [0.5, 0.5]]))
-    store.write("val", 0, 1, np.array([[0.5, 0.5]] * 3))  # half-written epoch 2: not committed
-    store.commit_epoch(1)
+    with store.member_writer(0) as first, store.member_writer(1) as second:
+        first.log("val", 1, np.array([[1, 0], [1, 0], [0.5, 0.5]]))
+        assert first.end_epoch(1) == []  # member 1 has not ended epoch 1 yet
+        second.log("val", 1, np.array([[0, 1], [1, 0], [0.5, 0.5]]))
+        assert second.end_epoch(1) == [1]
+        first.log("val", 2, np.array([[0.5, 0.5]] * 3))  # half-written epoch 2: not committed
     reopened = RunStore.open(tmp_path / "run")
     np.testing.assert_allclose(reopened.scores("val").confusion, [1.0, 0.0, 1.0], atol=1e-6)
     assert reopened.recorded_epochs == [1]

@@ -30,7 +30,7 @@ def test_a_run_writes_the_store_and_score_reads_it(tmp_path, cli):
     assert probs.shape == (2, 3, 359, 10)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-2)
     assert not np.array_equal(probs[0], probs[1])  # members differ by seed
-    assert len(store.meta["history"]["0"]) == 3 and store.meta["history"]["1"][-1]["epoch"] == 3
+    assert len(store.history(0)) == 3 and store.history(1)[-1]["epoch"] == 3
     assert (tmp_path / "run" / "checkpoints" / "member-1.pt").exists()
     result = cli("score", tmp_path / "run", "--out", tmp_path / "s.csv")
     assert result.exit_code == 0, result.stderr

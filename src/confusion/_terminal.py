@@ -61,6 +61,17 @@ def flush() -> None:
     sys.stderr.flush()
 
 
+def epoch_ranges(epochs: Sequence[int]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> "1-3, 5, 7-8"."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and runs[-1][1] + 1 == epoch:
+            runs[-1][1] = epoch
+        else:
+            runs.append([epoch, epoch])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 class TrainingDisplay:
     """Progress of an ensemble's training: a bar per member on a terminal, else a line per epoch."""
 

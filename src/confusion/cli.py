@@ -170,6 +170,7 @@ def train(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     precision: Annotated[str, typer.Option(help="auto (bf16 only where the hardware computes in it), fp32, or bf16.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Training processes (default: one per member on the CPU, 1 on CUDA; 0 = in this process).")] = None,
+    member: Annotated[Optional[int], typer.Option(help="Train only member i (0..members-1): one job per seed (a SLURM array, machines sharing the directory). The first job creates the run, the others join it; an epoch is committed once every member's job has ended it. Same settings in every job.")] = None,
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
@@ -181,17 +182,50 @@ def train(
         record_train=record_train, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
         batch_size=batch_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         root=str(root) if root else None, unlabeled=str(unlabeled) if unlabeled else None, image_size=image_size,
-        split_seed=split_seed, device=device, precision=precision, workers=workers,
+        split_seed=split_seed, device=device, precision=precision, workers=workers, member=member,
     ).check()
     started = time.perf_counter()
     with term.TrainingDisplay(members, epochs) as display:
         store = train_ensemble(config, out, on_event=display)
+    if member is not None and len(store.recorded_epochs) < len(config.record_epochs()):
+        term.info(
+            f"{out}: member {member} finished in {time.perf_counter() - started:.0f} s; "
+            f"{len(store.recorded_epochs)} of {len(config.record_epochs())} epochs committed so far "
+            f"(the others wait for the other members' jobs). See: confusion status {out}"
+        )
+        return
     accuracy = final_accuracy(store)
     term.info(
         f"{out}: {store.n_members} members x {len(store.recorded_epochs)} recorded epochs of {arch} on {data} "
         f"in {time.perf_counter() - started:.0f} s; ensemble val accuracy at the last epoch {accuracy:.4f}. "
         f"Next: confusion score {out} --out scores.csv"
     )
+
+
+# --------------------------------------------------------------------------- status
+@app.command()
+@handles_errors
+def status(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the status as JSON instead of a table.")] = False,
+):
+    """Per member, the epochs it has ended and whether a process is writing it now; and which
+    epochs are committed (ended by every member, so scoring reads them)."""
+    import json
+
+    from .store import RunStore
+
+    state = RunStore.open(run).status()
+    if json_output:
+        print(json.dumps(state, indent=2))
+        return
+    rows = [
+        [m["member"], len(m["ended_epochs"]), term.epoch_ranges(m["ended_epochs"]) or "-", m["writer"] or "-"]
+        for m in state["members"]
+    ]
+    term.table(f"{run}: members", ["member", "epochs ended", "which", "writing now"], rows)
+    committed = state["committed_epochs"]
+    term.info(f"committed epochs ({len(committed)}): {term.epoch_ranges(committed) or 'none yet'}")
 
 
 # --------------------------------------------------------------------------- report

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, RunStoreError
 from .scores import describe_invalid, as_four_d, softmax
 from .store import RunStore, SplitData, hold_lock, is_run_store
 
@@ -159,33 +159,43 @@ def import_predictions(
                     f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
                     f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
                 )
-            store.add_split(split, split_data)
-        else:
-            store = RunStore.create(
-                out,
-                n_classes=n_classes,
-                members=[{"index": m, "seed": None} for m in range(n_members)],
-                epoch_capacity=n_epochs,
-                splits={split: split_data},
-                classes=classes,
-                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
-            )
+            if split in store.splits:
+                raise RunStoreError(f"{out} already has a split named {split!r}")
+
+            def fill():
+                _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(split, m, t, rows, start))
+
+            store.add_split(split, split_data, fill)
+            return store
+        store = RunStore.create(
+            out,
+            n_classes=n_classes,
+            members=[{"index": m, "seed": None} for m in range(n_members)],
+            epoch_capacity=n_epochs,
+            splits={split: split_data},
+            classes=classes,
+            info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
+        )
         try:
-            _copy_validated(array, store, split, logits, dtype, progress)
-            if not adding:
-                for epoch in range(1, n_epochs + 1):
-                    store.meta["recorded_epochs"].append(epoch)
-                store.save_meta()
+            # The same path as every other writer: each member ends its epochs, the store commits.
+            writers = [store.member_writer(m) for m in range(n_members)]
+            try:
+                def write(member, epoch, start, rows):
+                    writers[member].log(split, epoch + 1, rows, index=np.arange(start, start + len(rows)), validate=False)
+                    if start + len(rows) == n_samples:
+                        writers[member].end_epoch(epoch + 1)
+
+                _copy_validated(array, logits, dtype, progress, write)
+            finally:
+                for writer in writers:
+                    writer.close()
         except BaseException:
-            if adding:
-                store.meta["splits"].pop(split, None)
-                store.save_meta()
-                shutil.rmtree(store.path / "predictions.zarr" / split, ignore_errors=True)
-            elif existed:
+            if existed:
                 _empty_dir(out)
             else:
                 shutil.rmtree(out, ignore_errors=True)
             raise
+    store.refresh()
     return store
 
 
@@ -194,7 +204,8 @@ def _empty_dir(path: Path) -> None:
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
-def _copy_validated(array, store: RunStore, split: str, logits: bool, dtype: np.dtype, progress) -> None:
+def _copy_validated(array, logits: bool, dtype: np.dtype, progress, write) -> None:
+    """Validate `array` block by block and pass each block, as probabilities, to write(member, epoch, start, rows)."""
     n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
     two_d = len(array.shape) == 2
     block = max(1, (16 * 2**20) // (8 * n_classes))
@@ -206,6 +217,6 @@ def _copy_validated(array, store: RunStore, split: str, logits: bool, dtype: np.
                 problem = describe_invalid(part[None, None], dtype, start, logits, [member], [epoch])
                 if problem:
                     raise InputError(problem)
-                store.write(split, member, epoch, softmax(part) if logits else part, start=start)
+                write(member, epoch, start, softmax(part) if logits else part)
             if progress is not None:
                 progress(1)

@@ -6,12 +6,27 @@
         <split>/labels        (samples,) int64, -1 where unknown
         <split>/ids           (samples,) str, stable sample ids
         <split>/sources       (samples,) str, source file of each sample (optional)
-    RUN/.lock                 held (flock) by the one process allowed to write
+    RUN/members/member-M.json the epochs member M has ended, written by its writer alone
+    RUN/.lock                 held (flock) by a command that owns the whole run (train, import)
+    RUN/.member-M.lock        held (flock) by the one process writing member M
+    RUN/.commit.lock          taken briefly (flock) to create the run, grow it, or commit
 
-Epoch slot k holds the k-th recorded epoch; `run.json["recorded_epochs"][k]` is its training
-epoch number (1-based). A slot counts only once every member has written it and it is
-listed there, so a crash never leaves a half epoch that scoring would read. Chunks hold one
-member and one slot each, so processes writing different members never touch the same file.
+The commit rule lives here, and every writer (the trainer's workers, `confusion import`, a
+user's loop through `confusion.Recorder`, a job per seed on another machine sharing the
+directory) goes through it: a member writes only its own chunks and, once a whole epoch of
+every split is written, marks that (member, epoch) ended in its member file. The k-th epoch a
+member ends goes into epoch slot k, so a writer knows its slot without asking anyone. Slot k
+is committed, and `run.json["recorded_epochs"][k]` names its training epoch (1-based), as soon
+as every member has ended its k-th epoch and they agree on its number; commits happen in slot
+order, exactly once, under `.commit.lock`, by whichever writer ends the last member of an
+epoch. A member only writes the slot after its last ended one, so a committed slot never
+changes, and a crash never leaves a half epoch that scoring would read. The epoch axis grows
+as epochs arrive; its length need not be known in advance.
+
+Locks are POSIX advisory locks (flock): they hold between processes on one machine and on
+network filesystems whose clients implement flock across machines (NFSv4, Lustre and GPFS
+with locking enabled); on a filesystem without working locks, run at most one writer per
+member and let them end epochs at different moments.
 """
 
 from __future__ import annotations
@@ -27,19 +42,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import __version__
 from ._files import write_json_atomic
 from .errors import InputError, RunLockedError, RunStoreError
-from .scores import Scores, check_base, confusion_scores
+from .scores import Scores, check_base, confusion_scores, describe_invalid, softmax
 
 FORMAT = "confusion-run/1"
 RUN_FILE = "run.json"
 ARRAYS = "predictions.zarr"
 LOCK_FILE = ".lock"
+COMMIT_LOCK = ".commit.lock"
+MEMBERS_DIR = "members"
+# Files a run directory may hold before run.json exists (locks, a half-made store).
+_OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS}
 # Samples per chunk are chosen so one chunk (one member, one epoch) is about this many bytes.
 CHUNK_BYTES = 2**20
 
@@ -106,42 +125,52 @@ class RunStore:
         splits: dict[str, SplitData],
         classes: Sequence[str] | None = None,
         info: dict[str, Any] | None = None,
+        exist_ok: bool = False,
     ) -> "RunStore":
-        """Make a new run directory (it must not exist or be empty) with empty predictions."""
+        """Make a new run directory (it must not exist or be empty) with empty predictions.
+
+        With ``exist_ok=True`` a run store already at `path` (made by another job of the same
+        run, say) is opened instead; the caller checks that it is the run it means. Creation
+        is serialised by a lock, and run.json is written last, so racing creators end with one
+        store and a crash mid-creation leaves a directory the next attempt starts over in.
+        """
         import zarr
 
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
-            raise RunStoreError(f"{path} already exists and is not empty; choose a new --out directory")
-        if n_classes < 1 or not members or epoch_capacity < 1 or not splits:
-            raise InputError("a run needs at least one class, member, epoch and split")
+        if n_classes < 1 or not members or epoch_capacity < 0 or not splits:
+            raise InputError("a run needs at least one class, member and split")
         if classes is not None and len(classes) != n_classes:
             raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+        _check_usable_directory(path, exist_ok)
         path.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(path / ARRAYS, mode="w", zarr_format=3)
-        meta = {
-            "format": FORMAT,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "n_classes": int(n_classes),
-            "classes": [str(c) for c in classes] if classes is not None else [str(c) for c in range(n_classes)],
-            "members": [dict(m) for m in members],
-            "epoch_capacity": int(epoch_capacity),
-            "recorded_epochs": [],
-            "splits": {},
-            "versions": software_versions(),
-        }
-        meta.update(info or {})
-        store = cls(path, meta, group)
-        for name, split in splits.items():
-            store._create_split(name, split)
-        store.save_meta()
+        with _flock(path / COMMIT_LOCK):
+            if is_run_store(path):
+                if exist_ok:
+                    return cls.open(path, mode="a")
+                raise RunStoreError(f"{path} already exists and is not empty; choose a new --out directory")
+            shutil.rmtree(path / ARRAYS, ignore_errors=True)  # left by a creation that crashed
+            group = zarr.open_group(path / ARRAYS, mode="w", zarr_format=3)
+            meta = {
+                "format": FORMAT,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "n_classes": int(n_classes),
+                "classes": [str(c) for c in classes] if classes is not None else [str(c) for c in range(n_classes)],
+                "members": [dict(m) for m in members],
+                "epoch_capacity": int(epoch_capacity),
+                "recorded_epochs": [],
+                "splits": {},
+                "versions": software_versions(),
+            }
+            meta.update(info or {})
+            store = cls(path, meta, group)
+            for name, split in splits.items():
+                store.meta["splits"][name] = store._create_split(name, split)
+            store.save_meta()
         return store
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> "RunStore":
         """Open an existing run directory; `mode="a"` to write predictions into it."""
-        import zarr
-
         path = Path(path)
         if not path.exists():
             raise RunStoreError(f"run directory {path} does not exist")
@@ -153,17 +182,14 @@ class RunStore:
             raise RunStoreError(f"{path / RUN_FILE} is unreadable: {error}") from None
         if meta.get("format") != FORMAT:
             raise RunStoreError(f"{path} has format {meta.get('format')!r}; this version reads {FORMAT!r}")
-        try:
-            group = zarr.open_group(path / ARRAYS, mode=mode, zarr_format=3)
-        except Exception as error:  # zarr raises several types for a damaged store
-            raise RunStoreError(f"{path / ARRAYS} is not a readable Zarr v3 group: {error}") from None
-        store = cls(path, meta, group)
+        store = cls(path, meta, _open_group(path, mode))
         for split in meta["splits"]:
-            if split not in group:
+            if split not in store._group:
                 raise RunStoreError(f"{path}: run.json lists split {split!r} but the store has no such group")
         return store
 
-    def _create_split(self, name: str, split: SplitData) -> None:
+    def _create_split(self, name: str, split: SplitData) -> dict[str, Any]:
+        """Make the arrays of a split; returns its entry for run.json (the caller lists it)."""
         if name in self.meta["splits"]:
             raise RunStoreError(f"{self.path} already has a split named {name!r}")
         if not name or "/" in name or name.startswith("."):
@@ -173,6 +199,8 @@ class RunStore:
             raise InputError(f"split {name!r} has no samples")
         if ((split.labels < -1) | (split.labels >= self.n_classes)).any():
             raise InputError(f"split {name!r}: labels must be -1 (unknown) or 0..{self.n_classes - 1}")
+        if name in self._group:  # left by an add_split that was killed before it listed the split
+            del self._group[name]
         group = self._group.require_group(name)
         chunk = chunk_samples(n, self.n_classes)
         group.create_array(
@@ -189,12 +217,26 @@ class RunStore:
         group.create_array("ids", shape=(n,), chunks=(n,), dtype=str)[:] = split.ids
         if split.sources is not None:
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
-        self.meta["splits"][name] = {"n": n, "labelled": bool((split.labels >= 0).any())}
+        return {"n": n, "labelled": bool((split.labels >= 0).any())}
 
-    def add_split(self, name: str, split: SplitData) -> None:
-        """Add a split (e.g. an imported unlabeled one) to an existing run."""
-        self._create_split(name, split)
-        self.save_meta()
+    def add_split(self, name: str, split: SplitData, fill: Callable[[], None]) -> None:
+        """Add a split (e.g. an imported unlabeled one) to a run whose epochs are committed.
+
+        `fill()` writes the split's predictions for every committed epoch (with `write`); the
+        split is listed in run.json only after it returns, so a crash or error never leaves a
+        listed split without its data. On error the arrays are removed again.
+        """
+        entry = self._create_split(name, split)
+        try:
+            fill()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                del self._group[name]
+            raise
+        with _flock(self.path / COMMIT_LOCK):
+            self.refresh()
+            self.meta["splits"][name] = entry
+            self.save_meta()
 
     def save_meta(self) -> None:
         write_json_atomic(self.path / RUN_FILE, self.meta)
@@ -252,19 +294,13 @@ class RunStore:
         return int(self.meta["splits"][split]["n"]) if split in self.meta["splits"] else len(self.sample_ids(split))
 
     # ----------------------------------------------------------------- write
-    def ensure_capacity(self, slots: int) -> None:
-        """Grow the epoch axis of every split to hold `slots` epochs (coordinator only)."""
-        if slots <= self.epoch_capacity:
-            return
-        for split in self.splits:
-            array = self.probs(split)
-            array.resize((array.shape[0], slots, *array.shape[2:]))
-        self.meta["epoch_capacity"] = int(slots)
-        self.save_meta()
-
     def write(self, split: str, member: int, slot: int, probs: np.ndarray, start: int = 0) -> None:
-        """Store one member's probabilities (samples, classes) for one epoch slot, as float16."""
-        array = self.probs(split)
+        """Store one member's probabilities (samples, classes) for one epoch slot, as float16.
+
+        Only for filling a split that `add_split` is adding; epochs are recorded through
+        `member_writer`, which owns the commit rule.
+        """
+        array = self._group[split]["probs"]
         if not 0 <= member < self.n_members or not 0 <= slot < self.epoch_capacity:
             raise InputError(f"member {member} / slot {slot} outside {self.n_members} members x {self.epoch_capacity} slots")
         probs = np.asarray(probs)
@@ -272,14 +308,105 @@ class RunStore:
             raise InputError(f"predictions of shape {probs.shape} do not fit split {split!r} {array.shape[2:]}")
         array[member, slot, start : start + probs.shape[0], :] = probs.astype(np.float16)
 
-    def commit_epoch(self, epoch: int) -> int:
-        """Mark the next slot complete, as training epoch `epoch`; returns its slot index."""
-        slot = len(self.meta["recorded_epochs"])
-        if slot >= self.epoch_capacity:
-            raise RunStoreError(f"{self.path}: all {self.epoch_capacity} epoch slots are committed")
-        self.meta["recorded_epochs"].append(int(epoch))
-        self.save_meta()
-        return slot
+    # ----------------------------------------------------------------- the commit rule
+    def member_file(self, member: int) -> Path:
+        return self.path / MEMBERS_DIR / f"member-{int(member)}.json"
+
+    def member_state(self, member: int) -> dict[str, Any]:
+        """What member `member` has ended: {"ended": [epochs, in slot order], "info": {epoch: dict}}."""
+        if not 0 <= member < self.n_members:
+            raise InputError(f"member {member} outside 0..{self.n_members - 1}")
+        try:
+            state = json.loads(self.member_file(member).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"ended": [], "info": {}}
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{self.member_file(member)} is unreadable: {error}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("ended"), list):
+            raise RunStoreError(f"{self.member_file(member)} is damaged: no list of ended epochs")
+        state.setdefault("info", {})
+        return state
+
+    def ended_epochs(self) -> list[list[int]]:
+        """Per member, the training epochs it has ended, in slot order."""
+        return [list(self.member_state(m)["ended"]) for m in range(self.n_members)]
+
+    def history(self, member: int) -> list[dict[str, Any]]:
+        """The per-epoch information member `member` gave when it ended each epoch, in order."""
+        state = self.member_state(member)
+        return [dict(state["info"].get(str(epoch), {}), epoch=epoch) for epoch in state["ended"]]
+
+    def member_writer(self, member: int) -> "MemberWriter":
+        """The one writer of member `member` (refused while another process holds it)."""
+        return MemberWriter(self, member)
+
+    def member_holder(self, member: int) -> str | None:
+        """Who is writing member `member` now ("process 12 on node3"), or None when nobody is."""
+        lock = self.path / f".member-{int(member)}.lock"
+        try:
+            handle = open(lock, "r", encoding="utf-8")
+        except OSError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            return None
+
+    def status(self) -> dict[str, Any]:
+        """Per member: the epochs it ended and whether a process writes it now; the committed epochs."""
+        return {
+            "run": str(self.path),
+            "committed_epochs": self.recorded_epochs,
+            "members": [
+                {"member": m, "ended_epochs": ended, "last_epoch": ended[-1] if ended else 0, "writer": self.member_holder(m)}
+                for m, ended in enumerate(self.ended_epochs())
+            ],
+        }
+
+    def refresh(self) -> None:
+        """Re-read run.json (other processes commit epochs and grow the run)."""
+        try:
+            self.meta = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{self.path / RUN_FILE} is unreadable: {error}") from None
+
+    def commit_ready(self) -> list[int]:
+        """Commit every slot that all members have ended with the same epoch; returns those epochs.
+
+        Safe to call from any number of processes at once: the lock makes each slot commit once.
+        """
+        with _flock(self.path / COMMIT_LOCK):
+            self.refresh()
+            ended = self.ended_epochs()
+            committed = self.meta["recorded_epochs"]
+            new = []
+            slot = len(committed)
+            while all(len(e) > slot for e in ended) and len({e[slot] for e in ended}) == 1:
+                new.append(int(ended[0][slot]))
+                slot += 1
+            if new:
+                committed.extend(new)
+                self.save_meta()
+        return new
+
+    def ensure_capacity(self, slots: int) -> None:
+        """Grow the epoch axis of every split to hold at least `slots` epochs."""
+        if slots <= self.epoch_capacity:
+            return
+        import zarr
+
+        with _flock(self.path / COMMIT_LOCK):
+            self.refresh()
+            if slots > self.epoch_capacity:
+                for split in self.splits:
+                    array = zarr.open_array(self.path / ARRAYS / split / "probs", mode="a", zarr_format=3)
+                    if array.shape[1] < slots:
+                        array.resize((array.shape[0], slots, *array.shape[2:]))
+                self.meta["epoch_capacity"] = int(slots)
+                self.save_meta()
+        self._group = _open_group(self.path, "a")
 
     # ----------------------------------------------------------------- read
     def scores(
@@ -318,11 +445,233 @@ class RunStore:
             table["label"] = table["label"].fillna(-1).astype("int64")
         return table
 
-    # ----------------------------------------------------------------- lock
-    @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        with hold_lock(self.path):
-            yield
+
+class MemberWriter:
+    """The writer of one member: logs its predictions, epoch by epoch, and ends its epochs.
+
+    Rows arrive in any order and any batch size; they are buffered and written straight into
+    the member's own chunk files (each row at its place), so no other process's rows are
+    touched and a step of a training loop costs a copy. `end_epoch` checks that every row of
+    every split was logged, records the epoch as ended in the member file, and commits every
+    epoch that all members have now ended. One process per member: opening a writer takes the
+    member's lock. Use it as a context manager or call `close()`.
+    """
+
+    FLUSH_BYTES = 16 * 2**20  # buffered rows are written once they reach this size
+
+    def __init__(self, store: RunStore, member: int):
+        if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or not 0 <= member < store.n_members:
+            raise InputError(f"member must be an integer in 0..{store.n_members - 1}, got {member!r}")
+        self.store = store
+        self.member = int(member)
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(hold_lock(store.path, f".member-{self.member}.lock"))
+        state = store.member_state(self.member)
+        self._ended: list[int] = [int(e) for e in state["ended"]]
+        self._info: dict[str, Any] = dict(state["info"])
+        self._epoch: int | None = None  # the epoch being logged, until end_epoch
+        self._logged: dict[str, np.ndarray] = {}
+        self._buffer: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._buffered = 0
+        self.closed = False
+
+    # ----------------------------------------------------------------- facts
+    @property
+    def ended_epochs(self) -> list[int]:
+        """Training epochs this member has ended, in order (what a resumed loop skips)."""
+        return list(self._ended)
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch this member ended, 0 if none: resume training after it."""
+        return self._ended[-1] if self._ended else 0
+
+    @property
+    def open_epoch(self) -> int | None:
+        return self._epoch
+
+    # ----------------------------------------------------------------- write
+    def log(self, split: str, epoch: int, outputs, index=None, logits: bool = False, *, validate: bool = True) -> None:
+        """Record rows of one split for one epoch.
+
+        Parameters
+        ----------
+        split : a split of the run (e.g. "val", "train").
+        epoch : the 1-based training epoch these predictions were made after.
+        outputs : (batch, classes) probabilities, or logits with ``logits=True``; a numpy
+            array or a torch tensor on any device, any float dtype.
+        index : (batch,) positions of the rows in the split (0..samples-1). May be omitted
+            only when `outputs` holds the whole split in order.
+        logits : apply a softmax over classes before storing.
+        validate : check for NaN, negative values and rows that do not sum to 1 (skip only
+            when the caller has checked them already).
+        """
+        self._check_writable()
+        self.store._split_group(split)  # an unknown split is refused here
+        n_samples = self.store.n_samples(split)
+        epoch = self._begin(epoch)
+        rows = _to_numpy(outputs, "outputs")
+        if rows.ndim != 2 or rows.shape[1] != self.store.n_classes:
+            raise InputError(f"outputs must be (batch, {self.store.n_classes}) for this run, got shape {rows.shape}")
+        if rows.dtype.kind != "f":
+            raise InputError(f"outputs must be floating point, got dtype {rows.dtype}")
+        if index is None:
+            if rows.shape[0] != n_samples:
+                raise InputError(f"index is needed unless outputs hold the whole split ({n_samples} rows, got {rows.shape[0]})")
+            positions = np.arange(n_samples)
+        else:
+            positions = _to_numpy(index, "index")
+            if positions.dtype.kind not in "iu" or positions.shape != (rows.shape[0],):
+                raise InputError(f"index must be ({rows.shape[0]},) integer sample positions, got {positions.dtype} {positions.shape}")
+            if positions.size and (positions.min() < 0 or positions.max() >= n_samples):
+                raise InputError(f"index holds positions outside 0..{n_samples - 1} of split {split!r}")
+        problem = validate and describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
+        if problem:
+            raise InputError(problem.replace("pass --logits", "pass logits=True"))
+        values = softmax(rows) if logits else rows
+        self._buffer.setdefault(split, []).append((positions.astype(np.int64), values.astype(np.float16)))
+        self._buffered += values.shape[0] * values.shape[1] * 2
+        if self._buffered >= self.FLUSH_BYTES:
+            self.flush()
+
+    def end_epoch(self, epoch: int, info: dict[str, Any] | None = None) -> list[int]:
+        """End `epoch` for this member; returns the epochs this call committed (often none).
+
+        Refused while any row of any split is missing for this epoch. `info` (JSON-able) is
+        kept with the epoch, e.g. the loss and accuracy a trainer measured.
+        """
+        self._check_writable()
+        epoch = _epoch_number(epoch)
+        if self._epoch is None or epoch != self._epoch:
+            if epoch in self._ended:
+                raise InputError(f"member {self.member} already ended epoch {epoch}")
+            if self._epoch is None:
+                raise InputError(f"member {self.member} logged nothing for epoch {epoch}; log every split before end_epoch")
+            raise InputError(f"member {self.member} is logging epoch {self._epoch}, not {epoch}")
+        self.flush()
+        for split in self.store.splits:
+            logged = self._logged.get(split)
+            missing = self.store.n_samples(split) if logged is None else int((~logged).sum())
+            if missing:
+                raise InputError(
+                    f"member {self.member}, epoch {epoch}: {missing} of {self.store.n_samples(split)} rows of split "
+                    f"{split!r} were never logged; log every sample before end_epoch"
+                )
+        self._ended.append(epoch)
+        if info:
+            self._info[str(epoch)] = info
+        write_json_atomic(self.store.member_file(self.member), {"member": self.member, "ended": self._ended, "info": self._info})
+        self._epoch = None
+        self._logged = {}
+        return self.store.commit_ready()
+
+    def flush(self) -> None:
+        """Write buffered rows to their chunk files (done by itself as the buffer fills)."""
+        slot = len(self._ended)
+        for split, parts in self._buffer.items():
+            positions = np.concatenate([p for p, _ in parts])
+            rows = np.concatenate([r for _, r in parts])
+            order = np.argsort(positions, kind="stable")
+            positions, rows = positions[order], rows[order]
+            _write_rows(self.store.probs(split), self.member, slot, positions, rows)
+            logged = self._logged.setdefault(split, np.zeros(self.store.n_samples(split), dtype=bool))
+            logged[positions] = True
+        self._buffer = {}
+        self._buffered = 0
+
+    def close(self) -> None:
+        """Release the member (an epoch not ended is dropped: log it again after a restart)."""
+        if not self.closed:
+            self.closed = True
+            self._buffer = {}
+            self._stack.close()
+
+    def __enter__(self) -> "MemberWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internal
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise InputError(f"the writer of member {self.member} is closed")
+
+    def _begin(self, epoch) -> int:
+        epoch = _epoch_number(epoch)
+        if self._epoch is not None:
+            if epoch != self._epoch:
+                raise InputError(
+                    f"member {self.member} is still logging epoch {self._epoch}; call end_epoch({self._epoch}) "
+                    f"before logging epoch {epoch}"
+                )
+            return epoch
+        if epoch <= self.last_epoch:
+            raise InputError(f"member {self.member} already ended epoch {self.last_epoch}; log a later epoch")
+        slot = len(self._ended)
+        for other, ended in enumerate(self.store.ended_epochs()):
+            if other != self.member and len(ended) > slot and ended[slot] != epoch:
+                raise InputError(
+                    f"member {other} recorded epoch {ended[slot]} in this place (recording {slot + 1}); "
+                    f"every member must record the same epochs, not epoch {epoch}"
+                )
+        self.store.ensure_capacity(slot + 1)
+        self._epoch = epoch
+        return epoch
+
+
+def _epoch_number(epoch) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 1:
+        raise InputError(f"epoch must be the 1-based training epoch number, got {epoch!r}")
+    return int(epoch)
+
+
+def _to_numpy(value, name: str) -> np.ndarray:
+    """A numpy array from a numpy array, list or torch tensor (on any device, any dtype)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach()
+        if value.is_floating_point() and value.dtype.itemsize < 4:  # bf16 has no numpy dtype
+            value = value.float()
+        value = value.cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{name} is not an array: {error}") from None
+
+
+def _write_rows(array, member: int, slot: int, positions: np.ndarray, rows: np.ndarray) -> None:
+    """Write float16 rows at sorted sample positions of (member, slot), one run of rows at a time."""
+    if not len(positions):
+        return
+    target = ChunkFileReader.wrap(array)
+    per_chunk = array.chunks[2]
+    chunk_ids = positions // per_chunk
+    breaks = np.flatnonzero((np.diff(positions) != 1) | (np.diff(chunk_ids) != 0)) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(positions)]])
+    if not isinstance(target, ChunkFileReader):  # compressed or remote: through zarr
+        for a, b in zip(starts, stops):
+            array[member, slot, positions[a] : positions[b - 1] + 1, :] = rows[a:b]
+        return
+    row_bytes = array.shape[3] * 2
+    chunk_bytes = per_chunk * row_bytes
+    handle, open_chunk = None, -1
+    try:
+        for a, b in zip(starts, stops):
+            chunk = int(chunk_ids[a])
+            if chunk != open_chunk:
+                if handle is not None:
+                    os.close(handle)
+                path = target.root / target.encode((member, slot, chunk, 0))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                if os.fstat(handle).st_size < chunk_bytes:  # zarr reads a chunk only at full size
+                    os.ftruncate(handle, chunk_bytes)
+                open_chunk = chunk
+            os.pwrite(handle, rows[a:b].tobytes(), int(positions[a] - chunk * per_chunk) * row_bytes)
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 class ChunkFileReader:
@@ -400,21 +749,19 @@ def _strings(array) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def hold_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the run directory's writer lock, or raise RunLockedError naming the holder."""
+def hold_lock(path: str | os.PathLike, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold lock file `name` of a run directory, or raise RunLockedError naming the holder."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    lock_path = path / LOCK_FILE
-    handle = open(lock_path, "a+", encoding="utf-8")
+    handle = open(path / name, "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RunLockedError(
-                f"{path} is in use by {holder}; wait for it to finish or stop it, then run again"
-            ) from None
+            what = path if name == LOCK_FILE else f"{path} ({name.strip('.').removesuffix('.lock')})"
+            raise RunLockedError(f"{what} is in use by {holder}; wait for it to finish or stop it, then run again") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
@@ -424,7 +771,31 @@ def hold_lock(path: str | os.PathLike) -> Iterator[None]:
         handle.close()
 
 
-def remove_partial(path: Path, existed_before: bool) -> None:
-    """Remove what a failed command created, so no half-written run is left behind."""
-    if not existed_before:
-        shutil.rmtree(path, ignore_errors=True)
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on file `path` (short critical sections)."""
+    with open(path, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _open_group(path: Path, mode: str):
+    import zarr
+
+    try:
+        return zarr.open_group(path / ARRAYS, mode=mode, zarr_format=3)
+    except Exception as error:  # zarr raises several types for a damaged store
+        raise RunStoreError(f"{path / ARRAYS} is not a readable Zarr v3 group: {error}") from None
+
+
+def _check_usable_directory(path: Path, exist_ok: bool) -> None:
+    """Refuse a file, or a folder holding anything but a run (before anything is written there)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError(f"{path} exists and is not a directory")
+    if exist_ok and is_run_store(path):
+        return
+    foreign = [p.name for p in path.iterdir() if p.name not in _OWN_NAMES and not p.name.startswith(".member-")]
+    if foreign or (is_run_store(path) and not exist_ok):
+        raise RunStoreError(f"{path} already exists and is not empty; choose a new --out directory")

@@ -13,6 +13,7 @@ stopped and ends with the same scores (bitwise on the CPU in fp32).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -57,6 +58,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda"
     precision: str = "auto"  # "auto" (bf16 only where the hardware computes in it), "fp32", "bf16"
     workers: int | None = None  # processes; default one per member on the CPU, 1 on CUDA
+    member: int | None = None  # train only this member (one job per seed); None = all
     eval_batch_size: int = 256  # measured: larger batches infer no faster on a CPU
 
     def check(self) -> "TrainConfig":
@@ -74,6 +76,8 @@ class TrainConfig:
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
             raise InputError("--lr must be a positive number and --batch-size at least 2")
+        if self.member is not None and not 0 <= self.member < self.members:
+            raise InputError(f"--member must be in 0..{self.members - 1} for --members {self.members}, got {self.member}")
         return self
 
     @property
@@ -87,7 +91,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the one that started it."""
-        ignored = {"workers", "eval_batch_size", "device", "root"}
+        ignored = {"workers", "eval_batch_size", "device", "root", "member"}
         return {k: v for k, v in asdict(self).items() if k not in ignored}
 
 
@@ -331,6 +335,14 @@ def run_members(indices: list[int], config_dict: dict, run: str, messages, threa
     precision = resolve_precision(config)
     record_epochs = config.record_epochs()
     n_train = len(dataset.splits["train"])
+    with contextlib.ExitStack() as stack:
+        writers = {index: stack.enter_context(store.member_writer(index)) for index in indices}
+        _train_members(indices, config, run, messages, device, dataset, data, writers, precision, record_epochs, n_train)
+
+
+def _train_members(indices, config, run, messages, device, dataset, data, writers, precision, record_epochs, n_train):
+    import torch
+
     members = []
     for index in indices:
         member = make_member(index, config, dataset.image_shape, dataset.n_classes, n_train, device)
@@ -343,7 +355,10 @@ def run_members(indices: list[int], config_dict: dict, run: str, messages, threa
             if member.epoch >= epoch:
                 continue
             started = time.perf_counter()
-            recording = epoch in record_epochs
+            writer = writers[member.index]
+            # An epoch ended before a crash lost its checkpoint is trained again (bitwise the
+            # same on the CPU) but not recorded again: a committed epoch never changes.
+            recording = epoch in record_epochs and epoch > writer.last_epoch
             in_loop = None
             if recording and config.record_train == "in-loop":
                 in_loop = torch.zeros((n_train, dataset.n_classes), dtype=torch.float32, device=device)
@@ -356,26 +371,26 @@ def run_members(indices: list[int], config_dict: dict, run: str, messages, threa
             train_seconds = time.perf_counter() - started
             val_accuracy = float("nan")
             if recording:
-                slot = record_epochs.index(epoch)
                 for split in dataset.splits:
                     if split == "train" and in_loop is not None:
                         probs = in_loop.cpu().numpy()
                     else:
                         probs = predict(member.model, data, split, config.eval_batch_size, precision)
-                    store.write(split, member.index, slot, probs)
+                    writer.log(split, epoch, probs)
                     if split == "val":
                         val_accuracy = float((probs.argmax(1) == dataset.splits["val"].labels).mean())
             member.epoch = epoch
-            member.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": loss,
-                    "train_accuracy": accuracy,
-                    "val_accuracy": val_accuracy,
-                    "train_seconds": train_seconds,
-                    "eval_seconds": time.perf_counter() - started - train_seconds,
-                }
-            )
+            metrics = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_accuracy": accuracy,
+                "val_accuracy": val_accuracy,
+                "train_seconds": train_seconds,
+                "eval_seconds": time.perf_counter() - started - train_seconds,
+            }
+            member.history.append(metrics)
+            if recording:
+                writer.end_epoch(epoch, info=metrics)
             save_checkpoint(Path(run), member)  # after the predictions: a crash in between redoes the epoch
             messages.put(("epoch", member.index, epoch, member.history[-1]))
 
@@ -398,26 +413,16 @@ def describe_dataset_for_run(dataset) -> dict:
 
 
 def _open_or_create(out: Path, config: TrainConfig, dataset):
+    """The run at `out`: made here, or made by an earlier or concurrent job of the same run."""
     from .datasets import normalization_stats
-    from .store import RunStore, is_run_store
+    from .store import RunStore
 
-    record_epochs = config.record_epochs()
-    if is_run_store(out):
-        store = RunStore.open(out, mode="a")
-        previous = store.meta.get("config")
-        if store.meta.get("source") != "train" or previous is None:
-            raise RunStoreError(f"{out} is a run store that was not made by `confusion train`; choose a new --out")
-        current = config.identity()
-        differing = [k for k in current if previous.get(k) != current[k]]
-        if differing:
-            details = ", ".join(f"{k}: {previous.get(k)!r} there, {current[k]!r} now" for k in differing[:4])
-            raise RunStoreError(f"{out} was trained with other settings ({details}); use a new --out or the same settings")
-        return store
+    cores = os.cpu_count() or 1
     store = RunStore.create(
         out,
         n_classes=dataset.n_classes,
         members=[{"index": i, "seed": config.seed + i} for i in range(config.members)],
-        epoch_capacity=len(record_epochs),
+        epoch_capacity=len(config.record_epochs()),
         splits=describe_dataset_for_run(dataset),
         classes=dataset.classes,
         info={
@@ -425,11 +430,22 @@ def _open_or_create(out: Path, config: TrainConfig, dataset):
             "dataset": {"name": config.data, "image_shape": list(dataset.image_shape), **dataset.info},
             "arch": config.arch,
             "config": asdict(config),
-            "planned_epochs": record_epochs,
+            "planned_epochs": config.record_epochs(),
             "normalization": dict(zip(("mean", "std"), normalization_stats(dataset.splits["train"].images))),
-            "history": {},
+            # Fixed by the run, not by how its members are scheduled, so a resumed or
+            # one-job-per-member run computes bitwise what a single command would.
+            "threads_per_member": max(1, cores // config.members) if config.device == "cpu" else max(1, cores // 2),
         },
+        exist_ok=True,
     )
+    previous = store.meta.get("config")
+    if store.meta.get("source") != "train" or previous is None:
+        raise RunStoreError(f"{out} is a run store that was not made by `confusion train`; choose a new --out")
+    current = config.identity()
+    differing = [k for k in current if previous.get(k) != current[k]]
+    if differing:
+        details = ", ".join(f"{k}: {previous.get(k)!r} there, {current[k]!r} now" for k in differing[:4])
+        raise RunStoreError(f"{out} was trained with other settings ({details}); use a new --out or the same settings")
     return store
 
 
@@ -441,12 +457,13 @@ def train(
 ):
     """Train the ensemble into run directory `out` (resuming it if it exists). Returns the RunStore.
 
+    With ``config.member`` set, only that member is trained: one job per seed, each joining
+    the run the first one created; the store commits an epoch once every job has ended it.
     on_event receives the workers' messages (("step", member, epoch, step, steps, loss),
     ("epoch", member, epoch, metrics), ("commit", epoch)) for progress display.
     """
     import torch
 
-    from ._runtime import worker_environment
     from .store import hold_lock
 
     config.check()
@@ -457,53 +474,47 @@ def train(
     from .models import build_model
 
     build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail here
-    with hold_lock(out):
+    # The whole command owns the run, or a --member job owns its member (its worker holds the lock).
+    with hold_lock(out) if config.member is None else contextlib.nullcontext():
         store = _open_or_create(out, config, dataset)
-        record_epochs = config.record_epochs()
-        finished = {i: 0 for i in range(config.members)}
-        histories: dict[int, list] = {}
-        for i in range(config.members):
+        if config.member is not None:
+            with hold_lock(out, f".member-{config.member}.lock"):
+                pass  # refused now, not after the worker loaded its data
+        mine = list(range(config.members)) if config.member is None else [config.member]
+        committed_before = set(store.recorded_epochs)
+
+        def report_commits() -> None:
+            store.refresh()
+            for epoch in store.recorded_epochs:
+                if epoch not in committed_before:
+                    committed_before.add(epoch)
+                    if on_event:
+                        on_event(("commit", epoch))
+
+        finished = {}
+        for i in mine:
             state = load_checkpoint(checkpoint_path(out, i))
-            if state is not None:
-                finished[i] = int(state["epoch"])
-                histories[i] = list(state.get("history", []))
-
-        def commit_ready() -> None:
-            while len(store.recorded_epochs) < len(record_epochs):
-                epoch = record_epochs[len(store.recorded_epochs)]
-                if min(finished.values()) < epoch:
-                    return
-                store.meta["history"] = {str(i): histories.get(i, []) for i in range(config.members)}
-                store.commit_epoch(epoch)
-                if on_event:
-                    on_event(("commit", epoch))
-
-        commit_ready()
-        if min(finished.values()) >= config.epochs:
+            finished[i] = int(state["epoch"]) if state is not None else 0
+        store.commit_ready()
+        pending = [i for i in mine if finished[i] < config.epochs]
+        if not pending:
+            report_commits()
             return store
 
         if config.workers is not None:
             workers = config.workers
         else:
-            workers = 1 if config.device == "cuda" else config.members
-        workers = max(0, min(workers, config.members))
-        cores = os.cpu_count() or 1
-        pending = [i for i in range(config.members) if finished[i] < config.epochs]
-        groups = [pending[w::workers] for w in range(workers)] if workers else [pending]
-        groups = [g for g in groups if g]
-        threads = max(1, cores // max(1, len(groups)))
-        if config.device == "cuda":
-            threads = max(1, cores // 2)
+            workers = 1 if config.device == "cuda" else len(pending)
+        workers = max(0, min(workers, len(pending)))
+        groups = [g for g in ([pending[w::workers] for w in range(workers)] if workers else [pending]) if g]
+        threads = int(store.meta.get("threads_per_member") or 1)
         done_groups = 0
 
         def handle(message: tuple) -> None:
             nonlocal done_groups
             kind = message[0]
             if kind == "epoch":
-                _, index, epoch, metrics = message
-                finished[index] = epoch
-                histories.setdefault(index, []).append(metrics)
-                commit_ready()
+                report_commits()
             elif kind == "done":
                 done_groups += 1
             elif kind == "error":
@@ -519,42 +530,46 @@ def train(
                 run_members(pending, asdict(config), str(out), _Inline(handle), threads, worker=False)
             finally:
                 torch.set_num_threads(previous_threads)
-            commit_ready()
+            report_commits()
             return store
-
-        context = multiprocessing.get_context("spawn")
-        messages = context.Queue()
-        processes = []
-        saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update(worker_environment(threads))  # inherited by the spawned workers only
-        try:
-            for group in groups:
-                process = context.Process(
-                    target=_worker_main, args=(group, asdict(config), str(out), messages, threads), daemon=True
-                )
-                process.start()
-                processes.append(process)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        try:
-            while done_groups < len(groups):
-                try:
-                    handle(messages.get(timeout=1.0))
-                except queue_module.Empty:
-                    dead = [p for p in processes if p.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"a training process died (exit code {dead[0].exitcode}); rerun to resume") from None
-            commit_ready()
-        finally:
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-                process.join(timeout=10)
+        _run_workers(groups, config, out, threads, handle, lambda: done_groups)
+        report_commits()
     return store
+
+
+def _run_workers(groups, config: TrainConfig, out: Path, threads: int, handle, done_groups) -> None:
+    """One spawned process per group of members; their messages go to `handle` until all are done."""
+    from ._runtime import worker_environment
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = []
+    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(worker_environment(threads))  # inherited by the spawned workers only
+    try:
+        for group in groups:
+            process = context.Process(target=_worker_main, args=(group, asdict(config), str(out), messages, threads), daemon=True)
+            process.start()
+            processes.append(process)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        while done_groups() < len(groups):
+            try:
+                handle(messages.get(timeout=1.0))
+            except queue_module.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a training process died (exit code {dead[0].exitcode}); rerun to resume") from None
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=10)
 
 
 class _Inline:
@@ -569,6 +584,8 @@ class _Inline:
 
 def final_accuracy(store, split: str = "val") -> float:
     """Top-1 accuracy of the ensemble average at the last committed epoch (labelled samples)."""
+    if not store.recorded_epochs:
+        return float("nan")
     labels = store.labels(split)
     slot = len(store.recorded_epochs) - 1
     probs = store.probs(split)[:, slot].astype(np.float32).mean(axis=0)

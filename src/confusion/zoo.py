@@ -76,11 +76,13 @@ def train_sklearn(arch: str, dataset, config, out: Path) -> RunStore:
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(_flat_pixels(train.images), train.labels)
     store = _new_run(out, arch, dataset, config, 1, {"fit_seconds": time.perf_counter() - started})
-    for name, split in dataset.splits.items():
-        probs = np.zeros((len(split), dataset.n_classes))
-        probs[:, model.classes_] = model.predict_proba(_flat_pixels(split.images))
-        store.write(name, 0, 0, probs)
-    store.commit_epoch(1)
+    with store.member_writer(0) as writer:
+        for name, split in dataset.splits.items():
+            probs = np.zeros((len(split), dataset.n_classes))
+            probs[:, model.classes_] = model.predict_proba(_flat_pixels(split.images))
+            writer.log(name, 1, probs)
+        writer.end_epoch(1)
+    store.refresh()
     return store
 
 
@@ -139,16 +141,18 @@ def train_probe(arch: str, dataset, config, out: Path, cache: Path, epochs: int,
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(config.seed)
     store = _new_run(out, arch, dataset, config, epochs, {"feature_size": int(tensors["train"].shape[1])})
-    for epoch in range(epochs):
-        for index in torch.randperm(len(labels), generator=generator).split(256):
-            loss = torch.nn.functional.cross_entropy(probe(tensors["train"][index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            for name, x in tensors.items():
-                store.write(name, 0, epoch, torch.softmax(probe(x), dim=1).numpy())
-        store.commit_epoch(epoch + 1)
+    with store.member_writer(0) as writer:
+        for epoch in range(1, epochs + 1):
+            for index in torch.randperm(len(labels), generator=generator).split(256):
+                loss = torch.nn.functional.cross_entropy(probe(tensors["train"][index]), labels[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                for name, x in tensors.items():
+                    writer.log(name, epoch, probe(x), logits=True)
+            writer.end_epoch(epoch)
+    store.refresh()
     return store
 
 

@@ -1,0 +1,130 @@
+"""Record predictions from any training loop: the public face of the run store's contract.
+
+    from confusion import Recorder
+    Recorder.create("runs/mine", n_classes=10, members=3, splits={"val": val_labels})
+    with Recorder.open("runs/mine").member(m) as w:          # in member m's own process
+        for epoch in range(w.last_epoch + 1, epochs + 1):     # resumes after the last ended epoch
+            ...train one epoch...
+            for x, y, index in val_loader:                    # any order, any batch size
+                w.log("val", epoch, model(x), index=index, logits=True)
+            w.end_epoch(epoch)                                # commits once every member ended it
+
+Numpy only: outputs may be torch tensors on any device, but torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError, RunStoreError
+from .importing import load_labels
+from .store import MemberWriter, RunStore, SplitData, _to_numpy
+
+
+class Recorder:
+    """A run store seen by the processes that write it. Create once, open anywhere."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        n_classes: int,
+        members: int,
+        splits: Mapping[str, Any],
+        ids: Mapping[str, Sequence[str]] | None = None,
+        classes: Sequence[str] | None = None,
+        exist_ok: bool = False,
+        info: Mapping[str, Any] | None = None,
+    ) -> "Recorder":
+        """Make the run directory `path` for an ensemble of `members` models over `n_classes`.
+
+        Parameters
+        ----------
+        splits : {name: labels}; labels are (samples,) class indices, -1 where unknown (never
+            used for the score), as a list, numpy array or tensor; or an int, the number of
+            samples of a split without labels.
+        ids : {name: (samples,) sample ids}, optional; default "0".."samples-1".
+        classes : class names, optional; default "0".."C-1".
+        exist_ok : open the run if another job of it already made it (it must have the same
+            classes, members, splits and labels), instead of refusing.
+        info : JSON-able facts to keep in run.json (model, dataset, hyper-parameters).
+        """
+        n_classes = _positive(n_classes, "n_classes")
+        members = _positive(members, "members")
+        if not isinstance(splits, Mapping) or not splits:
+            raise InputError("splits must be a dict {name: labels}, with at least one split")
+        described = {}
+        for name, labels in splits.items():
+            if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
+                labels = np.full(_positive(labels, f"splits[{name!r}]"), -1)
+            array = _to_numpy(labels, f"labels of split {name!r}")
+            labels = load_labels(array, len(array) if array.ndim == 1 else -1, n_classes)
+            split_ids = np.arange(len(labels)).astype(str) if ids is None or name not in ids else ids[name]
+            described[name] = SplitData(ids=split_ids, labels=labels)
+        store = RunStore.create(
+            path,
+            n_classes=n_classes,
+            members=[{"index": m, "seed": None} for m in range(members)],
+            epoch_capacity=0,
+            splits=described,
+            classes=classes,
+            info={"source": "recorder", **dict(info or {})},
+            exist_ok=exist_ok,
+        )
+        _check_same_run(store, n_classes, members, described)
+        return cls(store)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Recorder":
+        """Open a run made by `create` (or by `confusion train` / `import`) to write into it."""
+        return cls(RunStore.open(path, mode="a"))
+
+    def member(self, member: int) -> MemberWriter:
+        """The writer of member `member`: `log`, `end_epoch`, `last_epoch`, `close`.
+
+        One process per member; a second writer of the same member is refused while the
+        first is open (RunLockedError).
+        """
+        return self.store.member_writer(member)
+
+    @property
+    def members(self) -> int:
+        return self.store.n_members
+
+    @property
+    def committed_epochs(self) -> list[int]:
+        """Training epochs ended by every member, in order (what scoring reads)."""
+        self.store.refresh()
+        return self.store.recorded_epochs
+
+    def status(self) -> dict[str, Any]:
+        """Per member, the epochs it ended and who writes it now; the committed epochs."""
+        self.store.refresh()
+        return self.store.status()
+
+
+def _positive(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_same_run(store: RunStore, n_classes: int, members: int, splits: dict[str, SplitData]) -> None:
+    """An existing run joined with exist_ok must be the run the caller describes."""
+    found = (store.n_classes, store.n_members, sorted(store.splits))
+    wanted = (n_classes, members, sorted(splits))
+    if found != wanted:
+        raise RunStoreError(
+            f"{store.path} holds another run ({found[0]} classes, {found[1]} members, splits {found[2]}; "
+            f"asked for {wanted[0]}, {wanted[1]}, {wanted[2]})"
+        )
+    for name, split in splits.items():
+        if store.n_samples(name) != len(split.ids) or not np.array_equal(store.labels(name), split.labels):
+            raise RunStoreError(f"{store.path}: split {name!r} has other samples or labels than the ones given")
