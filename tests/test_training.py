@@ -142,3 +142,23 @@ def test_shift_and_flip_is_seeded_and_moves_pixels():
     assert torch.equal(no_shift, x)
     shifted_values = set(a.unique().tolist()) - {0.0}
     assert shifted_values <= set(x.unique().tolist())
+
+
+def test_one_job_per_member_equals_one_command(tmp_path, cli_process, cli):
+    settings = ["--data", "digits", "--arch", "mlp-s", "--members", "3", "--epochs", "3", "--batch-size", "64"]
+    command = [sys.executable, "-m", "confusion.cli", "train", *settings, "--out", str(tmp_path / "jobs")]
+    jobs = [subprocess.Popen([*command, "--member", str(m)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in range(3)]
+    for job in jobs:
+        _, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err
+    whole = cli_process("train", *settings, "--out", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.stderr
+    jobs_run, whole_run = RunStore.open(tmp_path / "jobs"), RunStore.open(tmp_path / "whole")
+    assert jobs_run.recorded_epochs == whole_run.recorded_epochs == [1, 2, 3]
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(jobs_run.probs(split)[:], whole_run.probs(split)[:])  # same threads per member
+        np.testing.assert_array_equal(jobs_run.scores(split).confusion, whole_run.scores(split).confusion)
+    result = cli("status", tmp_path / "jobs")
+    assert result.exit_code == 0 and "committed epochs (3): 1-3" in result.stderr + result.stdout
+    result = cli("train", *settings, "--out", tmp_path / "jobs", "--member", "3")
+    assert result.exit_code == 2 and "--member must be in 0..2" in result.stderr

@@ -1,0 +1,141 @@
+"""Hugging Face `Trainer`: record one ensemble member after every epoch.
+
+    from confusion.integrations.transformers import ConfusionCallback
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val)
+    ConfusionCallback("runs/mine", member=seed, members=3).attach(trainer)
+    trainer.train()
+
+After every epoch the callback predicts the eval dataset (and, with ``record_train=True``, the
+train dataset, or any datasets given) through the trainer's own prediction loop: its batch
+size, collator, device and mixed precision, gathered over processes in dataset order. The
+main process records the logits as this member's class probabilities. The run store is created
+on first use (classes from the model's ``id2label``, labels from the datasets); the other
+members' jobs join it. Needs the `transformers` extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import transformers
+from transformers import TrainerCallback
+
+from ..errors import InputError
+from ._common import check_member, open_or_create
+
+
+class ConfusionCallback(TrainerCallback):
+    """Record member `member`'s predictions after every epoch of a `transformers.Trainer`.
+
+    Parameters
+    ----------
+    path : the run directory (created on first use if it does not exist).
+    member : which member this training run is (0..members-1); one per seed.
+    members : the ensemble size; needed by whichever job creates the run.
+    trainer : the Trainer; or call ``attach(trainer)``, which also adds the callback to it.
+    datasets : {split: dataset} to record; default {"val": trainer.eval_dataset}, plus
+        {"train": trainer.train_dataset} with ``record_train=True``.
+    classes : class names; default the model config's ``id2label``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        member: int = 0,
+        *,
+        members: int | None = None,
+        trainer: Any = None,
+        datasets: Mapping[str, Any] | None = None,
+        record_train: bool = False,
+        classes: Sequence[str] | None = None,
+    ):
+        check_member(member, members)
+        self.path = Path(path)
+        self.member = member
+        self.members = members
+        self.trainer = trainer
+        self.datasets = dict(datasets) if datasets is not None else None
+        self.record_train = record_train
+        self.classes = classes
+        self.writer = None
+
+    def attach(self, trainer) -> "ConfusionCallback":
+        """Bind to `trainer` and add this callback to it; returns self."""
+        self.trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    # ----------------------------------------------------------------- hooks
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            raise InputError("ConfusionCallback needs the Trainer: ConfusionCallback(...).attach(trainer), or trainer=")
+        self._splits()  # refuse a missing dataset now, not after the first epoch
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = int(round(state.epoch or 0))
+        if epoch < 1:
+            return
+        predicted = {split: self.trainer.predict(dataset) for split, dataset in self._splits().items()}
+        if not state.is_world_process_zero:
+            return
+        outputs = {split: _logits(result.predictions) for split, result in predicted.items()}
+        if self.writer is None:
+            labels = {split: _labels(result.label_ids, len(outputs[split])) for split, result in predicted.items()}
+            n_classes = next(iter(outputs.values())).shape[1]
+            model = self.trainer.model
+            info = {"framework": f"transformers {transformers.__version__}", "model": type(model).__name__}
+            recorder = open_or_create(
+                self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self._classes(model, n_classes), info=info
+            )
+            self.writer = recorder.member(self.member)
+            if epoch <= self.writer.last_epoch:
+                return
+        for split, values in outputs.items():
+            self.writer.log(split, epoch, values, logits=True)
+        self.writer.end_epoch(epoch)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # ----------------------------------------------------------------- helpers
+    def _splits(self) -> dict[str, Any]:
+        if self.datasets is not None:
+            return self.datasets
+        if self.trainer.eval_dataset is None:
+            raise InputError("the Trainer has no eval_dataset; give one, or datasets={'val': ...} to the callback")
+        splits = {"val": self.trainer.eval_dataset}
+        if self.record_train:
+            splits["train"] = self.trainer.train_dataset
+        return splits
+
+    def _classes(self, model, n_classes: int) -> list[str] | None:
+        if self.classes is not None:
+            return list(self.classes)
+        names = getattr(getattr(model, "config", None), "id2label", None) or {}
+        if len(names) == n_classes:
+            return [str(names.get(i, names.get(str(i), i))) for i in range(n_classes)]
+        return None
+
+
+def _logits(predictions) -> np.ndarray:
+    """The (samples, classes) logits from what `Trainer.predict` returns (a tuple for some models)."""
+    if isinstance(predictions, (tuple, list)):
+        predictions = predictions[0]
+    values = np.asarray(predictions, dtype=np.float32)
+    if values.ndim != 2:
+        raise InputError(f"the model's predictions are shaped {values.shape}; a classifier's logits are (samples, classes)")
+    return values
+
+
+def _labels(label_ids, n: int) -> np.ndarray:
+    if label_ids is None:
+        return np.full(n, -1, dtype=np.int64)
+    if isinstance(label_ids, (tuple, list)):
+        label_ids = label_ids[0]
+    labels = np.asarray(label_ids).astype(np.int64).reshape(-1)
+    labels[labels < 0] = -1  # -100 marks "no label" in transformers
+    return labels

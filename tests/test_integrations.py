@@ -1,0 +1,54 @@
+"""Framework callbacks: PyTorch Lightning (2 members; DDP with 2 ranks) and the HF Trainer."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confusion.errors import InputError
+from confusion.store import RunStore
+
+JOB = Path(__file__).parent / "lightning_job.py"
+
+
+def lightning(tmp_path, *args):
+    done = subprocess.run([sys.executable, str(JOB), *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def assert_same_scores(callback_run, plain_run):
+    recorded, plain = RunStore.open(callback_run), RunStore.open(plain_run)
+    assert recorded.recorded_epochs == plain.recorded_epochs == [1, 2, 3]
+    np.testing.assert_array_equal(recorded.labels("val"), plain.labels("val"))
+    # Both stores hold float16 of the same float32 probabilities: equal up to that rounding.
+    np.testing.assert_allclose(recorded.probs("val")[:].astype(np.float64), plain.probs("val")[:].astype(np.float64), atol=1e-3)
+    np.testing.assert_allclose(recorded.scores("val").confusion, plain.scores("val").confusion, atol=1e-3)
+
+
+def test_lightning_callback_two_members_equals_the_plain_recorder(tmp_path):
+    for member in (0, 1):
+        lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", member, "--members", 2)
+    assert_same_scores(tmp_path / "callback", tmp_path / "plain")
+    assert RunStore.open(tmp_path / "callback").meta["framework"].startswith("pytorch-lightning")
+
+
+def test_lightning_callback_under_ddp_records_every_rank_once(tmp_path):
+    lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", 0, "--members", 1, "--devices", 2)
+    assert_same_scores(tmp_path / "callback", tmp_path / "plain")
+    assert RunStore.open(tmp_path / "callback").ended_epochs() == [[1, 2, 3]]
+
+
+def test_callbacks_refuse_bad_arguments_at_once(tmp_path):
+    from confusion.integrations.lightning import ConfusionCallback as LightningCallback
+    from confusion.integrations.transformers import ConfusionCallback as HFCallback
+
+    with pytest.raises(InputError, match="dataloaders must be a dict"):
+        LightningCallback(tmp_path / "run", member=0)
+    with pytest.raises(InputError, match="member must be in 0..members-1"):
+        LightningCallback(tmp_path / "run", member=2, members=2, dataloaders={"val": []})
+    with pytest.raises(InputError, match="member must be a non-negative integer"):
+        HFCallback(tmp_path / "run", member=-1)
+    with pytest.raises(InputError, match="needs the Trainer"):
+        HFCallback(tmp_path / "run", member=0).on_train_begin(None, None, None)

@@ -1,0 +1,215 @@
+"""The run store's writer contract: Recorder.create/open/member/log/end_epoch, from many processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from confusion import Recorder
+from confusion.errors import InputError, RunLockedError, RunStoreError
+from confusion.store import RunStore
+
+N, C, M, T = 300, 5, 3, 4
+
+# A member job: logs shuffled batches of probs.npy[member, epoch] for epochs `first`..`last`,
+# optionally sleeping between batches (so a kill can land anywhere).
+JOB = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from confusion import Recorder
+    run, member, last, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    probs = np.load(sys.argv[5])
+    rng = np.random.default_rng(member)
+    with Recorder.open(run).member(member) as writer:
+        for epoch in range(writer.last_epoch + 1, last + 1):
+            order = rng.permutation(probs.shape[2])
+            for start in range(0, len(order), 37):
+                index = order[start:start + 37]
+                writer.log("val", epoch, probs[member, epoch - 1, index], index=index)
+                time.sleep(pause)
+            writer.end_epoch(epoch)
+    print("done", flush=True)
+    """
+)
+
+
+def by_hand(probs: np.ndarray) -> np.ndarray:
+    """Eqs. 1-3 in bits, written out: entropy of the member average, averaged over epochs."""
+    average = probs.astype(np.float16).astype(np.float64).mean(axis=0)  # eq. 1 (stored as float16)
+    terms = np.where(average > 0, -average * np.log2(np.where(average > 0, average, 1)), 0.0)
+    return terms.sum(axis=-1).mean(axis=0)  # eq. 2, then eq. 3
+
+
+@pytest.fixture
+def run(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(C, 0.5), size=(M, T, N))
+    np.save(tmp_path / "probs.npy", probs)
+    labels = rng.integers(-1, C, N)
+    Recorder.create(tmp_path / "run", n_classes=C, members=M, splits={"val": labels})
+    return tmp_path / "run", tmp_path / "probs.npy", probs
+
+
+def start_job(run, probs_path, member, last, pause=0.0):
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, str(run), str(member), str(last), str(pause), str(probs_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_members_in_separate_processes_give_the_papers_score_over_the_epochs_all_ended(run, cli):
+    path, probs_path, probs = run
+    jobs = [start_job(path, probs_path, m, last) for m, last in ((0, 4), (1, 4), (2, 2))]  # member 2 stops early
+    for job in jobs:
+        out, err = job.communicate(timeout=120)
+        assert job.returncode == 0, err
+    store = RunStore.open(path)
+    assert store.recorded_epochs == [1, 2]  # what every member ended
+    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs[:, :2]), atol=1e-6)
+    result = cli("score", path, "--out", path.parent / "scores.csv")
+    assert result.exit_code == 0, result.stderr
+
+    job = start_job(path, probs_path, 2, 4)  # restarted: continues after its last ended epoch
+    assert job.wait(timeout=120) == 0
+    store = RunStore.open(path)
+    assert store.recorded_epochs == [1, 2, 3, 4]
+    assert store.ended_epochs() == [[1, 2, 3, 4]] * 3
+    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs), atol=1e-6)
+    status = json.loads(cli("status", path, "--json").stdout)
+    assert status["committed_epochs"] == [1, 2, 3, 4] and [m["last_epoch"] for m in status["members"]] == [4, 4, 4]
+
+
+def test_kill_9_of_a_writer_at_any_moment_leaves_a_store_that_scores_and_resumes(run):
+    path, probs_path, probs = run
+    for member in (0, 1):
+        assert start_job(path, probs_path, member, T).wait(timeout=120) == 0
+    rng = np.random.default_rng(7)
+    committed_data: dict[int, np.ndarray] = {}
+    for kill in range(6):  # member 2 is killed at a seeded random moment, again and again
+        job = start_job(path, probs_path, 2, T, pause=0.08)
+        time.sleep(float(rng.uniform(0.3, 1.3)))
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        store = RunStore.open(path)
+        committed = store.recorded_epochs
+        print("killed with committed epochs", committed)
+        assert committed == list(range(1, len(committed) + 1))
+        if committed:
+            np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs[:, : len(committed)]), atol=1e-6)
+        for slot in range(len(committed)):  # a committed epoch never changes
+            data = store.probs("val")[:, slot]
+            if slot in committed_data:
+                np.testing.assert_array_equal(committed_data[slot], data)
+            committed_data[slot] = data
+    assert start_job(path, probs_path, 2, T).wait(timeout=120) == 0
+    store = RunStore.open(path)
+    assert store.recorded_epochs == [1, 2, 3, 4]
+    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs), atol=1e-6)
+
+
+def test_racing_creators_end_with_one_store(tmp_path):
+    code = (
+        "import sys; from confusion import Recorder\n"
+        "Recorder.create(sys.argv[1], n_classes=3, members=2, splits={'val': [0, 1, 2, -1]}, exist_ok=True)\n"
+    )
+    jobs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    assert all(job.wait(timeout=60) == 0 for job in jobs), [job.stderr.read() for job in jobs]
+    store = RunStore.open(tmp_path / "run")
+    assert store.n_members == 2 and store.labels("val").tolist() == [0, 1, 2, -1]
+
+
+def test_torch_tensors_logits_and_bf16_are_recorded(tmp_path):
+    logits = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+    recorder = Recorder.create(tmp_path / "run", n_classes=4, members=2, splits={"val": torch.tensor([0, 1, 2, 3, 0, 1])}, classes=list("abcd"))
+    for member in range(2):
+        with recorder.member(member) as writer:
+            writer.log("val", 1, logits[member, 3:].to(torch.bfloat16), index=torch.tensor([3, 4, 5]), logits=True)
+            writer.log("val", 1, logits[member, :3].to(torch.bfloat16), index=np.array([0, 1, 2]), logits=True)
+            writer.end_epoch(1)
+    assert recorder.committed_epochs == [1]
+    stored = RunStore.open(tmp_path / "run").probs("val")[:, 0].astype(np.float64)
+    expected = torch.softmax(logits.to(torch.bfloat16).float(), dim=-1).numpy()
+    np.testing.assert_allclose(stored, expected, atol=2e-3)
+    assert RunStore.open(tmp_path / "run").classes == list("abcd")
+
+
+def test_end_epoch_refuses_missing_rows_and_names_how_many(run):
+    path, _, probs = run
+    with Recorder.open(path).member(0) as writer:
+        writer.log("val", 1, probs[0, 0, :250], index=np.arange(250))
+        with pytest.raises(InputError, match="50 of 300 rows of split 'val' were never logged"):
+            writer.end_epoch(1)
+        writer.log("val", 1, probs[0, 0, 250:], index=np.arange(250, 300))  # the epoch stays open
+        assert writer.end_epoch(1) == []
+        assert writer.last_epoch == 1 and writer.ended_epochs == [1]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda w, p: w.log("val", 0, p[0, 0]), "1-based training epoch"),
+        (lambda w, p: w.log("val", 1.0, p[0, 0]), "1-based training epoch"),
+        (lambda w, p: w.log("test", 1, p[0, 0]), "no split 'test'"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10]), "index is needed"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10, :3], index=np.arange(10)), r"must be \(batch, 5\)"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(10) + 295), "outside 0..299"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(9)), "integer sample positions"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(10.0)), "integer sample positions"),
+        (lambda w, p: w.log("val", 1, np.full((10, 5), np.nan), index=np.arange(10)), "NaN or inf"),
+        (lambda w, p: w.log("val", 1, -p[0, 0, :10], index=np.arange(10)), "pass logits=True"),
+        (lambda w, p: w.log("val", 1, 2 * p[0, 0, :10], index=np.arange(10)), "do not sum to 1"),
+        (lambda w, p: w.log("val", 1, np.zeros((10, 5), dtype=int), index=np.arange(10)), "floating point"),
+        (lambda w, p: w.end_epoch(1), "logged nothing for epoch 1"),
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.log("val", 2, p[0, 1])), r"call end_epoch\(1\) before logging epoch 2"),
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.end_epoch(1), w.log("val", 1, p[0, 0])), "already ended epoch 1"),
+        (lambda w, p: (w.log("val", 2, p[0, 0]), w.end_epoch(3)), "is logging epoch 2, not 3"),
+    ],
+)
+def test_bad_calls_get_one_clear_error(run, call, message):
+    path, _, probs = run
+    with Recorder.open(path).member(0) as writer:
+        with pytest.raises(InputError, match=message):
+            call(writer, probs)
+
+
+def test_one_writer_per_member_and_members_must_record_the_same_epochs(run):
+    path, _, probs = run
+    recorder = Recorder.open(path)
+    with recorder.member(0) as first:
+        with pytest.raises(RunLockedError, match="member-0"):
+            recorder.member(0)
+        first.log("val", 2, probs[0, 0])
+        first.end_epoch(2)
+    with recorder.member(1) as second, pytest.raises(InputError, match="member 0 recorded epoch 2 in this place"):
+        second.log("val", 1, probs[1, 0])
+    with pytest.raises(InputError, match=r"member must be an integer in 0..2"):
+        recorder.member(3)
+
+
+def test_create_refuses_what_is_not_a_run_it_can_make_or_join(tmp_path, run):
+    path, _, _ = run
+    with pytest.raises(RunStoreError, match="already exists"):
+        Recorder.create(path, n_classes=C, members=M, splits={"val": np.zeros(N, int)})
+    with pytest.raises(RunStoreError, match="holds another run"):
+        Recorder.create(path, n_classes=C, members=2, splits={"val": np.zeros(N, int)}, exist_ok=True)
+    with pytest.raises(RunStoreError, match="other samples or labels"):
+        Recorder.create(path, n_classes=C, members=M, splits={"val": np.zeros(N, int)}, exist_ok=True)
+    with pytest.raises(InputError, match="labels must lie in 0..4"):
+        Recorder.create(tmp_path / "new", n_classes=C, members=M, splits={"val": [0, 5]})
+    with pytest.raises(InputError, match="members must be a positive integer"):
+        Recorder.create(tmp_path / "new", n_classes=C, members=0, splits={"val": [0, 1]})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(RunStoreError, match="not empty"):
+        Recorder.create(tmp_path / "mine", n_classes=C, members=M, splits={"val": 3})
+    assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]  # nothing dropped into it
+    unlabeled = Recorder.create(tmp_path / "unlabeled", n_classes=C, members=1, splits={"val": 3}, ids={"val": ["a", "b", "c"]})
+    assert unlabeled.store.labels("val").tolist() == [-1, -1, -1] and unlabeled.store.sample_ids("val").tolist() == ["a", "b", "c"]
