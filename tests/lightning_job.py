@@ -6,6 +6,8 @@ whole split in order with the same weights at the same moment).
 """
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,21 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from confusion import Recorder
 from confusion.integrations.lightning import ConfusionCallback
 
-
-class Classifier(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, _):
-        x, y = batch
-        return torch.nn.functional.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from lightning_ddp import Classifier  # noqa: E402  (the examples' model: digits, a small MLP)
 
 
 class PlainRecorder(pl.Callback):

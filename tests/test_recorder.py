@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from confusion import Recorder
-from confusion.errors import InputError, RunLockedError, RunStoreError
+from confusion.errors import InputError, RunStoreError
 from confusion.store import RunStore
 
 N, C, M, T = 300, 5, 3, 4
@@ -183,11 +183,25 @@ def test_bad_calls_get_one_clear_error(run, call, message):
 def test_one_writer_per_member_and_members_must_record_the_same_epochs(run):
     path, _, probs = run
     recorder = Recorder.open(path)
+    other_process = subprocess.run(
+        [sys.executable, "-c", f"from confusion import Recorder; Recorder.open({str(path)!r}).member(0); print('opened')"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert other_process.returncode == 0  # nobody holds member 0 yet
     with recorder.member(0) as first:
-        with pytest.raises(RunLockedError, match="member-0"):
-            recorder.member(0)
+        other_process = subprocess.run(
+            [sys.executable, "-c", f"from confusion import Recorder; Recorder.open({str(path)!r}).member(0)"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert "RunLockedError" in other_process.stderr and "member-0" in other_process.stderr
         first.log("val", 2, probs[0, 0])
         first.end_epoch(2)
+    again = recorder.member(0)  # in the same process, a new writer replaces the one before
+    replaced = recorder.member(0)
+    with pytest.raises(InputError, match="is closed"):
+        again.log("val", 3, probs[0, 0])
+    assert replaced.last_epoch == 2
+    replaced.close()
     with recorder.member(1) as second, pytest.raises(InputError, match="member 0 recorded epoch 2 in this place"):
         second.log("val", 1, probs[1, 0])
     with pytest.raises(InputError, match=r"member must be an integer in 0..2"):
@@ -213,3 +227,10 @@ def test_create_refuses_what_is_not_a_run_it_can_make_or_join(tmp_path, run):
     assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]  # nothing dropped into it
     unlabeled = Recorder.create(tmp_path / "unlabeled", n_classes=C, members=1, splits={"val": 3}, ids={"val": ["a", "b", "c"]})
     assert unlabeled.store.labels("val").tolist() == [-1, -1, -1] and unlabeled.store.sample_ids("val").tolist() == ["a", "b", "c"]
+    one_split = Recorder.create(tmp_path / "plain-ids", n_classes=C, members=1, splits={"val": [0, 1]}, ids=["x", "y"])
+    assert one_split.store.sample_ids("val").tolist() == ["x", "y"]
+    with pytest.raises(InputError, match="must be a dict"):
+        Recorder.create(tmp_path / "two", n_classes=C, members=1, splits={"val": [0], "train": [1]}, ids=["x"])
+    with pytest.raises(InputError, match="unique"):
+        Recorder.create(tmp_path / "dup", n_classes=C, members=1, splits={"val": [0, 1]}, ids=["x", "x"])
+    assert not (tmp_path / "two").exists() and not (tmp_path / "dup").exists()

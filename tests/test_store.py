@@ -1,6 +1,7 @@
 """The run store: round trips, committed epochs, the writer lock, import."""
 
 import json
+
 import numpy as np
 import pytest
 
@@ -48,6 +49,32 @@ def test_failed_import_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="member 1, epoch 1, sample 9"):
         import_predictions(probs, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_added_split_is_never_listed_and_can_be_retried(tmp_path, probs_file):
+    path, _, probs, _ = probs_file
+    import_predictions(path, tmp_path / "run", split="val")
+    bad = probs[:, :, :50].copy()
+    bad[2, 3, 49, 0] = np.nan  # found only after most of the split was written
+    with pytest.raises(InputError, match="member 2, epoch 3, sample 49"):
+        import_predictions(bad, tmp_path / "run", split="pool")
+    store = RunStore.open(tmp_path / "run")
+    assert store.splits == ["val"] and "pool" not in json.loads((tmp_path / "run" / "run.json").read_text())["splits"]
+    store.scores("val")  # the run still scores
+    import_predictions(probs[:, :, :50], tmp_path / "run", split="pool")  # the retry goes through
+    np.testing.assert_allclose(RunStore.open(tmp_path / "run").scores("pool").confusion, confusion_scores(probs[:, :, :50]).confusion, atol=2e-3)
+
+
+def test_nothing_is_written_into_a_users_folder_that_is_not_a_run(tmp_path, probs_file, cli):
+    path, _, _, _ = probs_file
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(RunStoreError, match="not empty"):
+        import_predictions(path, folder)
+    result = cli("train", "--out", folder, "--data", "digits", "--arch", "mlp-s", "--members", "1", "--epochs", "1")
+    assert result.exit_code == 2 and "not empty" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
 def test_scoring_reads_only_committed_epochs(tmp_path):

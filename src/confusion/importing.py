@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError, RunStoreError
 from .scores import describe_invalid, as_four_d, softmax
-from .store import RunStore, SplitData, hold_lock, is_run_store
+from .store import RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
 
 
 def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
@@ -151,6 +151,7 @@ def import_predictions(
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
     adding = existed and is_run_store(out)
+    check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
     with hold_lock(out):
         if adding:
             store = RunStore.open(out, mode="a")

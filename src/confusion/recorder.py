@@ -38,7 +38,7 @@ class Recorder:
         n_classes: int,
         members: int,
         splits: Mapping[str, Any],
-        ids: Mapping[str, Sequence[str]] | None = None,
+        ids: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
         classes: Sequence[str] | None = None,
         exist_ok: bool = False,
         info: Mapping[str, Any] | None = None,
@@ -50,7 +50,8 @@ class Recorder:
         splits : {name: labels}; labels are (samples,) class indices, -1 where unknown (never
             used for the score), as a list, numpy array or tensor; or an int, the number of
             samples of a split without labels.
-        ids : {name: (samples,) sample ids}, optional; default "0".."samples-1".
+        ids : {name: (samples,) sample ids} (or just the ids, with one split), optional;
+            default "0".."samples-1".
         classes : class names, optional; default "0".."C-1".
         exist_ok : open the run if another job of it already made it (it must have the same
             classes, members, splits and labels), instead of refusing.
@@ -66,7 +67,7 @@ class Recorder:
                 labels = np.full(_positive(labels, f"splits[{name!r}]"), -1)
             array = _to_numpy(labels, f"labels of split {name!r}")
             labels = load_labels(array, len(array) if array.ndim == 1 else -1, n_classes)
-            split_ids = np.arange(len(labels)).astype(str) if ids is None or name not in ids else ids[name]
+            split_ids = _ids_of(ids, name, len(splits), len(labels))
             described[name] = SplitData(ids=split_ids, labels=labels)
         store = RunStore.create(
             path,
@@ -108,6 +109,17 @@ class Recorder:
         """Per member, the epochs it ended and who writes it now; the committed epochs."""
         self.store.refresh()
         return self.store.status()
+
+
+def _ids_of(ids, split: str, n_splits: int, n_samples: int):
+    """The ids given for `split`: from a {split: ids} dict, or a plain sequence when there is one split."""
+    if ids is None:
+        return np.arange(n_samples).astype(str)
+    if isinstance(ids, Mapping):
+        return ids[split] if split in ids else np.arange(n_samples).astype(str)
+    if n_splits != 1:
+        raise InputError("ids must be a dict {split: ids} when there are several splits")
+    return _to_numpy(ids, "ids")
 
 
 def _positive(value, name: str) -> int:

@@ -40,6 +40,7 @@ import shutil
 import socket
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -141,7 +142,7 @@ class RunStore:
             raise InputError("a run needs at least one class, member and split")
         if classes is not None and len(classes) != n_classes:
             raise InputError(f"{len(classes)} class names given for {n_classes} classes")
-        _check_usable_directory(path, exist_ok)
+        check_usable_directory(path, exist_ok)
         path.mkdir(parents=True, exist_ok=True)
         with _flock(path / COMMIT_LOCK):
             if is_run_store(path):
@@ -446,6 +447,9 @@ class RunStore:
         return table
 
 
+_OPEN_WRITERS: dict[tuple[str, int], "weakref.ref[MemberWriter]"] = {}
+
+
 class MemberWriter:
     """The writer of one member: logs its predictions, epoch by epoch, and ends its epochs.
 
@@ -454,7 +458,8 @@ class MemberWriter:
     touched and a step of a training loop costs a copy. `end_epoch` checks that every row of
     every split was logged, records the epoch as ended in the member file, and commits every
     epoch that all members have now ended. One process per member: opening a writer takes the
-    member's lock. Use it as a context manager or call `close()`.
+    member's lock (a writer of the same member opened earlier in the same process is closed).
+    Use it as a context manager or call `close()`.
     """
 
     FLUSH_BYTES = 16 * 2**20  # buffered rows are written once they reach this size
@@ -464,8 +469,15 @@ class MemberWriter:
             raise InputError(f"member must be an integer in 0..{store.n_members - 1}, got {member!r}")
         self.store = store
         self.member = int(member)
+        # Within one process, opening a member again (a loop restarted in a notebook, say)
+        # closes the writer opened before; across processes the lock refuses a second writer.
+        key = (os.path.realpath(store.path), self.member)
+        previous = _OPEN_WRITERS.get(key)
+        if previous is not None and previous() is not None:
+            previous().close()
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(hold_lock(store.path, f".member-{self.member}.lock"))
+        _OPEN_WRITERS[key] = weakref.ref(self)
         state = store.member_state(self.member)
         self._ended: list[int] = [int(e) for e in state["ended"]]
         self._info: dict[str, Any] = dict(state["info"])
@@ -788,7 +800,7 @@ def _open_group(path: Path, mode: str):
         raise RunStoreError(f"{path / ARRAYS} is not a readable Zarr v3 group: {error}") from None
 
 
-def _check_usable_directory(path: Path, exist_ok: bool) -> None:
+def check_usable_directory(path: Path, exist_ok: bool) -> None:
     """Refuse a file, or a folder holding anything but a run (before anything is written there)."""
     if not path.exists():
         return

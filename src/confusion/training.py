@@ -464,7 +464,7 @@ def train(
     """
     import torch
 
-    from .store import hold_lock
+    from .store import check_usable_directory, hold_lock
 
     config.check()
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -474,6 +474,7 @@ def train(
     from .models import build_model
 
     build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail here
+    check_usable_directory(out, exist_ok=True)  # before a lock file goes into a user's folder
     # The whole command owns the run, or a --member job owns its member (its worker holds the lock).
     with hold_lock(out) if config.member is None else contextlib.nullcontext():
         store = _open_or_create(out, config, dataset)
