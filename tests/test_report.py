@@ -109,3 +109,23 @@ def test_page_in_a_real_headless_browser(report_dir):
     assert len(images) >= 8
     assert all(complete and width > 0 for _, complete, width in images), images
     assert problems == []
+
+
+def test_every_model_gets_transfer_aurocs_and_its_own_baselines(report_dir):
+    from confusion.difficulty import SCORES
+
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert len(metrics["models"]) == 2
+    for name, entry in metrics["models"].items():
+        assert 0.0 <= entry["auroc_error"] <= 1.0
+        assert 0.0 <= entry["own_baselines"]["auroc_msp"] <= 1.0 and 0.0 <= entry["own_baselines"]["auroc_entropy"] <= 1.0
+        for score in SCORES:
+            assert 0.0 <= metrics["difficulty"][score][name]["auroc_error"] <= 1.0, score
+        assert metrics["difficulty"]["confusion"][name]["auroc_error"] == entry["auroc_error"]
+    assert metrics["difficulty_summary"]["own_msp"]["n_models"] == 2
+    cost = {(row["members"], row["epochs"]): row["mean_auroc_error"] for row in metrics["cost"]}
+    assert (2, 5) in cost and (1, 1) in cost  # all members x all 5 epochs, and one model's last epoch
+    page = (report_dir / "index.html").read_text()
+    assert "Which difficulty score predicts another model&#x27;s errors?" in page and 'src="difficulty_transfer.png"' in page
+    table = (report_dir / "tables" / "difficulty_transfer.csv").read_text()
+    assert "cartography_confidence (labels)" in table and "own 1 - max prob" in table

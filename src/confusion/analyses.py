@@ -92,6 +92,62 @@ def detection_report(confusion: np.ndarray, final_probs: np.ndarray, labels: np.
     }
 
 
+def transfer_report(hardness_by_score: dict[str, np.ndarray], final_probs: np.ndarray, labels: np.ndarray, *, top: float = 0.1) -> dict:
+    """How well each difficulty score of a reference run picks out another model's errors.
+
+    The events are that model's top-1 errors, one per (member, sample) at its last recorded
+    epoch (as `detection_report`). Each score ranks all members' events of a sample alike; the
+    model's own baselines use each member's own final prediction (entropy, 1 - max
+    probability): what a user could rank by if they could afford to run that model.
+
+    hardness_by_score: {score: (samples,)} oriented higher = harder (NaN = no value: left out).
+    final_probs: (members, samples, classes) of the other model; labels: (samples,), all known.
+    Returns {"n", "error_rate", "own_baselines": {auroc_msp, auroc_entropy, aurc_msp,
+    aurc_entropy}, "scores": {score: {auroc_error, aurc_error, hard_error, rest_error,
+    hard_to_rest}}}; hard = the top `top` fraction by the score, rest = the others.
+    """
+    final_probs = np.asarray(final_probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if final_probs.ndim != 3 or final_probs.shape[1] != len(labels) or (labels < 0).any():
+        raise InputError(f"final_probs must be (members, {len(labels)}, classes) with every label known")
+    if not 0 < top < 1:
+        raise InputError(f"top must be a fraction in (0, 1), got {top}")
+    errors = member_errors(final_probs, labels)  # (members, samples)
+    own = {"entropy": entropy_bits(final_probs), "msp": 1.0 - final_probs.max(axis=-1)}
+    result = {
+        "n": int(len(labels)),
+        "error_rate": float(errors.mean()),
+        "own_baselines": {
+            **{f"auroc_{k}": auroc(v, errors > 0) for k, v in own.items()},
+            **{f"aurc_{k}": aurc(v, errors) for k, v in own.items()},
+        },
+        "scores": {},
+    }
+    per_sample = errors.mean(axis=0)
+    for name, values in hardness_by_score.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != per_sample.shape:
+            raise InputError(f"score {name!r} has shape {values.shape}, expected ({len(labels)},)")
+        kept = np.isfinite(values)
+        if not kept.any():
+            continue
+        events = np.broadcast_to(values[kept], errors[:, kept].shape)
+        order = np.argsort(-values[kept], kind="stable")
+        hard = order[: max(1, math.ceil(top * kept.sum()))]
+        rest = np.setdiff1d(np.arange(kept.sum()), hard)
+        hard_error = float(per_sample[kept][hard].mean())
+        rest_error = float(per_sample[kept][rest].mean()) if len(rest) else float("nan")
+        result["scores"][name] = {
+            "auroc_error": auroc(events, errors[:, kept] > 0),
+            "aurc_error": aurc(events, errors[:, kept]),
+            "hard_error": hard_error,
+            "rest_error": rest_error,
+            "hard_to_rest": hard_error / rest_error if rest_error > 0 else float("nan"),
+            "n": int(kept.sum()),
+        }
+    return result
+
+
 # ----------------------------------------------------------------------------- error by bin
 @dataclass
 class BinnedError:

@@ -202,6 +202,42 @@ def train(
     )
 
 
+# --------------------------------------------------------------------------- difficulty
+@app.command()
+@handles_errors
+def difficulty(
+    run: Annotated[Path, typer.Argument(help="Run directory (from `train`, `import` or a Recorder).")],
+    out: Annotated[Path, typer.Option(help="Table to write (.csv or .parquet): sample, split, label (-1 = unknown), then one column per score.")],
+    split: Annotated[Optional[list[str]], typer.Option(help="Only this split (repeatable). Default: every split.")] = None,
+):
+    """Many difficulty scores from one recording, one column each (higher = harder unless noted):
+    confusion, expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy
+    (bits, 0..log2 C); ensemble_msp (1 - max probability, 0..1); flips (count); stable_epoch (training
+    epoch); and, needing labels (empty where the label is unknown): cartography_confidence (lower = harder)
+    and cartography_variability (probability), forgetting_events (count), margin (probability, -1..1,
+    lower = harder), el2n (L2 norm, 0..1.41)."""
+    import pandas as pd
+
+    from .difficulty import SCORES, difficulty_scores
+    from .store import RunStore
+
+    _table_path(out)
+    store = RunStore.open(run)
+    chosen = split or store.splits
+    unknown = [name for name in chosen if name not in store.splits]
+    if unknown:
+        raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
+    with term.progress_bar(sum(store.n_samples(s) for s in chosen), "difficulty", "samples") as advance:
+        table = pd.concat([difficulty_scores(store, name, progress=advance) for name in chosen], ignore_index=True)
+    write_table_atomic(table, out)
+    term.info(f"wrote {len(table)} rows x {len(SCORES)} scores to {out}")
+    rows = [
+        [name, info.unit, info.harder, "yes" if info.needs_labels else "no", float(table[name].mean()), int(table[name].notna().sum())]
+        for name, info in SCORES.items()
+    ]
+    term.table("difficulty scores", ["score", "unit", "harder is", "needs labels", "mean", "samples with a value"], rows)
+
+
 # --------------------------------------------------------------------------- status
 @app.command()
 @handles_errors

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .analyses import auroc, entropy_bits
 from .errors import InputError
 from .store import RunStore, is_run_store
 
@@ -150,7 +151,10 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
 
 def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Top-1 error on the hard set, on its complement and overall (same split), per model;
-    with `scores` (a `confusion score` table of that split) also per fixed-width confusion band."""
+    with `scores` (a `confusion score` table of that split) also per fixed-width confusion band,
+    and the AUROC of the confusion score for the model's errors next to the AUROC of the
+    model's own 1 - max probability and entropy (columns auroc_confusion, auroc_own_msp,
+    auroc_own_entropy)."""
     splits = hard["split"].unique().tolist()
     if len(splits) != 1:
         raise InputError(f"a hard set should come from one split; this one spans {splits}")
@@ -191,6 +195,10 @@ def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame
             }
         )
         if band_of is not None:
+            # How well the score ranks this model's errors, next to the model's own confidence.
+            rows[-1]["auroc_confusion"] = auroc(values, wrong)
+            rows[-1]["auroc_own_msp"] = auroc(1.0 - probs.max(axis=1), wrong)
+            rows[-1]["auroc_own_entropy"] = auroc(entropy_bits(probs), wrong)
             for band in range(bins):
                 members = band_of == band
                 if members.any():

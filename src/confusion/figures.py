@@ -157,3 +157,18 @@ def mitigation_bars(table: dict[str, dict[str, dict]], bands: list[str], directo
     axis.set_title("Confusion bands as groups: error per band")
     axis.legend(fontsize=8)
     return _save(figure, directory, stem)
+
+
+def score_model_heatmap(values: np.ndarray, scores: Sequence[str], models: Sequence[str], *, title: str, directory: Path, stem: str = "difficulty_transfer") -> list[str]:
+    """A (scores x models) table of AUROCs as a heatmap, each cell labelled with its value."""
+    values = np.asarray(values, dtype=np.float64)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(models), 0.9 + 0.38 * len(scores)))
+    image = axis.imshow(values, cmap="viridis", aspect="auto", vmin=np.nanmin(values) if np.isfinite(values).any() else 0.5, vmax=np.nanmax(values) if np.isfinite(values).any() else 1.0)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white" if value < np.nanmean(values) else "black")
+    axis.set_xticks(range(len(models)), [str(m) for m in models], rotation=35, ha="right", fontsize=8)
+    axis.set_yticks(range(len(scores)), [str(s) for s in scores], fontsize=8)
+    axis.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.03, label="AUROC for the model's errors")
+    return _save(figure, directory, stem)

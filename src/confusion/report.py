@@ -20,6 +20,7 @@ import pandas as pd
 from . import __version__
 from . import analyses, figures
 from ._files import write_json_atomic, write_table_atomic, write_text_atomic
+from .difficulty import SCORES, difficulty_scores, hardness
 from .errors import InputError
 from .store import RunStore
 
@@ -205,15 +206,40 @@ def build_report(
     model_curves: dict = {}
     model_metrics: dict = {}
     split = _pick_split(reference)
-    for view in {str(v.store.path.resolve()): v for v in [*others, *zoo]}.values():
-        if split not in view.scores or not (view.labels(split) >= 0).all():
-            continue
+    compared = [
+        v for v in {str(v.store.path.resolve()): v for v in [*others, *zoo]}.values()
+        if split in v.scores and (v.labels(split) >= 0).all()
+    ]
+    hardness_by_score = _reference_difficulty(reference, split, tables) if compared else {}
+    by_score: dict = {}
+    for view in compared:
         in_ref, in_view = analyses.align(reference.ids(split), view.ids(split))
         errors = view.member_error(split)[in_view]
         binned = analyses.error_by_bin(reference.scores[split].confusion[in_ref], errors, max_score=max_score, bins=bins, min_count=min_count)
         model_curves[view.name] = binned
-        model_metrics[view.name] = {"pearson_error_by_bin": binned.pearson, "error_rate": float(errors.mean()), "n": int(len(in_ref))}
+        found = analyses.transfer_report(
+            {name: values[in_ref] for name, values in hardness_by_score.items()}, view.final[split][:, in_view], view.labels(split)[in_view]
+        )
+        confusion_entry = found["scores"]["confusion"]
+        model_metrics[view.name] = {
+            "pearson_error_by_bin": binned.pearson,
+            "error_rate": float(errors.mean()),
+            "n": int(len(in_ref)),
+            "auroc_error": confusion_entry["auroc_error"],
+            "aurc_error": confusion_entry["aurc_error"],
+            "hard_error": confusion_entry["hard_error"],
+            "rest_error": confusion_entry["rest_error"],
+            "hard_to_rest": confusion_entry["hard_to_rest"],
+            "own_baselines": found["own_baselines"],
+        }
+        for name, entry in found["scores"].items():
+            by_score.setdefault(name, {})[view.name] = entry
     metrics["models"] = model_metrics
+    if by_score:
+        metrics["difficulty"] = by_score
+        metrics["difficulty_summary"] = _difficulty_summary(by_score, model_metrics)
+        metrics["cost"] = _cost_of_scores(reference, split, compared)
+        sections.append(_difficulty_section(metrics, split, reference.name, out, tables))
     if model_curves:
         transfer_files += figures.error_curves(
             model_curves, unit=SCORE_UNIT, title=f"Other models' top-1 error per bin of {reference.name}'s confusion",
@@ -334,6 +360,86 @@ def build_report(
     write_json_atomic(out / "metrics.json", _finite(metrics))
     write_text_atomic(out / "index.html", _page(reference, metrics, sections))
     return metrics
+
+
+def _reference_difficulty(reference: RunView, split: str, tables: Path) -> dict[str, np.ndarray]:
+    """Every difficulty score of the reference run on `split` (written to tables/), oriented higher = harder."""
+    table = difficulty_scores(reference.store, split)
+    write_table_atomic(table, tables / f"difficulty_{split}.csv")
+    return {name: hardness(table[name].to_numpy(), name) for name in SCORES}
+
+
+def _difficulty_summary(by_score: dict, model_metrics: dict) -> dict:
+    """Per score: mean transfer AUROC and hard/rest error ratio over the compared models."""
+    summary = {}
+    for name, per_model in by_score.items():
+        info = SCORES[name]
+        summary[name] = {
+            "mean_auroc_error": float(np.nanmean([m["auroc_error"] for m in per_model.values()])),
+            "mean_hard_to_rest": float(np.nanmean([m["hard_to_rest"] for m in per_model.values()])),
+            "n_models": len(per_model),
+            "needs_labels": info.needs_labels,
+            "reads": info.reads,
+        }
+    for baseline in ("msp", "entropy"):
+        values = [m["own_baselines"][f"auroc_{baseline}"] for m in model_metrics.values()]
+        summary[f"own_{baseline}"] = {
+            "mean_auroc_error": float(np.nanmean(values)),
+            "n_models": len(values),
+            "needs_labels": False,
+            "reads": "the model itself (its own last-epoch prediction)",
+        }
+    return summary
+
+
+def _cost_of_scores(reference: RunView, split: str, compared: list) -> list[dict]:
+    """Confusion from fewer epochs and members: the mean transfer AUROC each gets (the cost side)."""
+    rows = []
+    for seeds, scores in (("all", reference.scores[split]), ("1", reference.store.scores(split, members=[0]))):
+        for name, positions in analyses.epoch_subsets(len(scores.epochs), counts=(1, 5, 10, 20, 33)).items():
+            subset = scores.for_epochs(positions).confusion
+            aurocs = []
+            for view in compared:
+                in_ref, in_view = analyses.align(reference.ids(split), view.ids(split))
+                found = analyses.transfer_report({"s": subset[in_ref]}, view.final[split][:, in_view], view.labels(split)[in_view])
+                aurocs.append(found["scores"]["s"]["auroc_error"])
+            members = reference.store.n_members if seeds == "all" else 1
+            rows.append({
+                "members": members,
+                "epochs": len(positions),
+                "predictions_recorded": members * len(positions),
+                "epochs_used": [int(reference.store.recorded_epochs[p]) for p in positions],
+                "mean_auroc_error": float(np.nanmean(aurocs)),
+            })
+    return rows
+
+
+def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Path, tables: Path) -> str:
+    """Which difficulty score of this run best predicts every other model's errors: table and heatmap."""
+    by_score, summary = metrics["difficulty"], metrics["difficulty_summary"]
+    models = list(metrics["models"])
+    names = list(by_score)
+    grid = np.array([[by_score[n].get(m, {}).get("auroc_error", np.nan) for m in models] for n in names]
+                    + [[metrics["models"][m]["own_baselines"][f"auroc_{b}"] for m in models] for b in ("msp", "entropy")])
+    labels = [f"{n}{' (labels)' if SCORES[n].needs_labels else ''}" for n in names] + ["own 1 - max prob", "own entropy"]
+    files = figures.score_model_heatmap(grid, labels, models, title=f"AUROC of {reference_name}'s scores for each model's errors", directory=out)
+    rows = [
+        [label, *grid[i], summary[key]["mean_auroc_error"], summary[key].get("mean_hard_to_rest"), summary[key]["reads"]]
+        for i, (label, key) in enumerate(zip(labels, [*names, "own_msp", "own_entropy"]))
+    ]
+    columns = ["score", *models, "mean AUROC", "mean hard/rest error", "reads"]
+    write_table_atomic(pd.DataFrame(rows, columns=columns), tables / "difficulty_transfer.csv")
+    cost_rows = [[c["members"], c["epochs"], c["predictions_recorded"], c["mean_auroc_error"]] for c in metrics["cost"]]
+    return _section(
+        "Which difficulty score predicts another model's errors?",
+        f"Each score of this run on {split}, as a detector of every other model's top-1 errors (one event per member "
+        "and sample at that model's last epoch): AUROC, 1 = perfect, 0.5 = chance. Rows marked (labels) need labels; "
+        "the last two rows are each model's own confidence, which needs that model to be run. Mean hard/rest error: the "
+        "models' error on the top 10% by the score over their error on the rest. Below: the paper's confusion from fewer "
+        "members and epochs (the last of k equal stretches; 1 epoch = the last), and the mean AUROC each gets.",
+        [f for f in files if f.endswith(".png")],
+        _table(columns, rows) + _table(["members", "epochs", "predictions recorded per sample", "mean AUROC"], cost_rows),
+    )
 
 
 def _galleries(view: RunView, out: Path, per_class: int) -> list[str]:

@@ -1,0 +1,90 @@
+"""Difficulty scores from one recording, computed by hand on a tiny run, and their transfer."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from confusion.analyses import auroc, transfer_report
+from confusion.difficulty import SCORES, WITH_LABELS, difficulty_scores, early_epoch_position, hardness
+from confusion.errors import InputError
+from confusion.importing import import_predictions
+from confusion.store import RunStore
+
+# 2 members x 3 epochs x 3 samples x 2 classes; sample 2 has no label.
+PROBS = np.array([
+    [[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], [[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]], [[1.0, 0.0], [0.3, 0.7], [0.5, 0.5]]],
+    [[[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]], [[0.6, 0.4], [0.2, 0.8], [0.5, 0.5]], [[1.0, 0.0], [0.1, 0.9], [0.5, 0.5]]],
+])
+LABELS = np.array([0, 0, -1])
+
+
+@pytest.fixture
+def table(tmp_path):
+    import_predictions(PROBS, tmp_path / "run", labels=LABELS)
+    return difficulty_scores(RunStore.open(tmp_path / "run"), "val")
+
+
+def test_each_score_by_hand(table):
+    one = table.iloc[1]  # label 0; ensemble averages (0.3, 0.7), (0.4, 0.6), (0.2, 0.8): always class 1
+    assert one["ensemble_msp"] == pytest.approx((0.3 + 0.4 + 0.2) / 3, abs=1e-3)
+    assert one["flips"] == 0 and one["stable_epoch"] == 1
+    assert one["cartography_confidence"] == pytest.approx((0.2 + 0.6 + 0.3 + 0.4 + 0.2 + 0.1) / 6, abs=1e-3)
+    assert one["cartography_variability"] == pytest.approx((np.std([0.2, 0.6, 0.3]) + np.std([0.4, 0.2, 0.1])) / 2, abs=1e-3)
+    assert one["forgetting_events"] == pytest.approx(0.5)  # member 0: wrong, right, wrong; member 1 never right
+    assert one["margin"] == pytest.approx((-0.6 + 0.2 - 0.4 - 0.2 - 0.6 - 0.8) / 6, abs=1e-3)
+    assert one["el2n"] == pytest.approx((np.hypot(0.8, 0.8) + np.hypot(0.6, 0.6)) / 2, abs=1e-3)  # first epoch
+    # Entropies in bits: the last epoch's average (0.2, 0.8); member 0 alone at its last epoch (0.3, 0.7).
+    h = lambda p: -(p * np.log2(p)).sum()  # noqa: E731
+    assert one["last_epoch_entropy"] == pytest.approx(h(np.array([0.2, 0.8])), abs=1e-3)
+    assert one["single_model_entropy"] == pytest.approx(h(np.array([0.3, 0.7])), abs=1e-3)
+    assert one["member_entropy"] == pytest.approx(np.mean([h(np.array(p)) for p in ([0.2, 0.8], [0.6, 0.4], [0.3, 0.7])]), abs=1e-3)
+    uniform = table.iloc[2]
+    assert uniform["confusion"] == pytest.approx(1.0) and uniform["disagreement"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_label_scores_are_empty_not_zero_where_the_label_is_unknown(table):
+    assert table.loc[2, WITH_LABELS].isna().all()
+    assert table.loc[:1, WITH_LABELS].notna().all().all()
+    assert list(table.columns) == ["sample", "split", "label", *SCORES]
+
+
+def test_flips_and_the_epoch_the_prediction_settles(tmp_path):
+    flipping = np.array([[[[0.9, 0.1]], [[0.2, 0.8]], [[0.7, 0.3]], [[0.6, 0.4]]]])  # classes 0, 1, 0, 0
+    import_predictions(flipping, tmp_path / "run")
+    row = difficulty_scores(RunStore.open(tmp_path / "run"), "val").iloc[0]
+    assert row["flips"] == 2 and row["stable_epoch"] == 3
+
+
+def test_hardness_orients_every_score_higher_is_harder():
+    assert hardness(np.array([0.9, 0.1]), "cartography_confidence").tolist() == [-0.9, -0.1]
+    assert hardness(np.array([0.9, 0.1]), "confusion").tolist() == [0.9, 0.1]
+    with pytest.raises(InputError, match="unknown difficulty score"):
+        hardness(np.zeros(2), "vibes")
+    assert early_epoch_position(20) == 1 and early_epoch_position(3) == 0
+
+
+def test_transfer_report_against_hand_counts():
+    labels = np.array([0, 1, 0, 1])
+    final = np.array([[[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]]])  # wrong on samples 1 and 2
+    found = transfer_report({"good": np.array([0.0, 1.0, 0.9, 0.1]), "bad": np.array([1.0, 0.0, 0.1, 0.9])}, final, labels, top=0.5)
+    assert found["scores"]["good"]["auroc_error"] == 1.0 and found["scores"]["bad"]["auroc_error"] == 0.0
+    assert found["scores"]["good"]["hard_error"] == 1.0 and found["scores"]["good"]["rest_error"] == 0.0
+    own_msp = 1 - final[0].max(axis=1)
+    assert found["own_baselines"]["auroc_msp"] == auroc(own_msp, np.array([False, True, True, False]))
+    with pytest.raises(InputError, match="every label known"):
+        transfer_report({}, final, np.array([0, 1, 0, -1]))
+
+
+def test_difficulty_command_writes_every_score(tmp_path, cli, probs_file):
+    path, labels_path, _, _ = probs_file
+    assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "run").exit_code == 0
+    result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.parquet")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "d.parquet")
+    assert len(table) == 200 and set(SCORES) <= set(table.columns) and table[list(SCORES)].notna().all().all()
+    result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.txt")
+    assert result.exit_code == 2 and ".csv or .parquet" in result.stderr
+    result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.csv", "--split", "test")
+    assert result.exit_code == 2 and "no split 'test'" in result.stderr and not (tmp_path / "d.csv").exists()
