@@ -43,6 +43,8 @@ def test_command_on_a_run_and_per_member(trained, cli):
     table = pd.read_csv(root / "res.csv")
     assert table["model"].tolist() == ["run member 0", "run member 1"]
     assert (root / "res_bands.csv").exists() and "hard / rest" in result.stdout
+    for column in ("auroc_confusion", "auroc_own_msp", "auroc_own_entropy"):
+        assert table[column].between(0, 1).all(), column
 
 
 def test_a_torchvision_model_with_a_weights_file(trained, cli, tmp_path):

@@ -79,3 +79,18 @@ def test_hardset_command_on_a_trained_run(tmp_path, cli):
     assert result.exit_code == 2 and "exactly one of --top" in result.stderr
     result = cli("hardset", tmp_path / "run", "--top", "0.1", "--split", "test", "--out", tmp_path / "x.csv")
     assert result.exit_code == 2 and "no split 'test'" in result.stderr
+
+
+def test_another_label_free_score_can_rank_the_hard_set(tmp_path, cli):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.full(4, 0.4), size=(3, 5, 200))
+    import_predictions(probs, tmp_path / "run", labels=rng.integers(0, 4, 200))
+    store = RunStore.open(tmp_path / "run")
+    by_confusion = manifest(store, "val", top=0.1)
+    by_last = manifest(store, "val", top=0.1, score="last_epoch_entropy")
+    assert (by_confusion["score"] == "confusion").all() and np.allclose(by_confusion["score_value"], by_confusion["confusion"])
+    expected = store.scores("val").per_epoch[-1]
+    assert np.allclose(by_last["score_value"], np.sort(expected)[::-1][:20])
+    assert set(by_last["sample"]) != set(by_confusion["sample"])
+    result = cli("hardset", tmp_path / "run", "--out", tmp_path / "hard.csv", "--top", "0.1", "--score", "margin")
+    assert result.exit_code == 2 and "label-free score" in result.stderr and not (tmp_path / "hard.csv").exists()

@@ -77,3 +77,5 @@ def test_bad_mitigation_input(tmp_path, cli):
         MitigationConfig(methods=["jtt"]).check()
     with pytest.raises(Exception, match="not both"):
         MitigationConfig(band_edges=[1.0], quantiles=[0.5]).check()
+    with pytest.raises(Exception, match="label-free score in bits"):
+        MitigationConfig(score="ensemble_msp").check()

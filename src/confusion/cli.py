@@ -312,6 +312,7 @@ def hardset(
     per_class: Annotated[bool, typer.Option(help="With --top: keep the fraction within each class (the label, or the ensemble's prediction where labels are unknown).")] = False,
     materialize: Annotated[Optional[Path], typer.Option(help="Also write the chosen images here, for other tools.")] = None,
     format: Annotated[str, typer.Option(help="With --materialize: folders (one folder of PNGs per class) or npz (x, y, ids, confusion, classes).")] = "folders",
+    score: Annotated[str, typer.Option(help="The label-free score that ranks the samples (higher = harder): confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy (bits), ensemble_msp, flips, stable_epoch. --threshold is in its unit. See `confusion difficulty --help`.")] = "confusion",
 ):
     """Choose the most confusing samples of a split as a hard benchmark set (a manifest)."""
     from .datasets import load_for_run
@@ -323,10 +324,11 @@ def hardset(
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")
     store = RunStore.open(run)
-    table = manifest(store, split, top=top, threshold=threshold, per_class=per_class)
+    table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
     write_table_atomic(table, out)
     n = store.n_samples(split)
-    term.info(f"hard set: {len(table)} of {n} {split} samples ({len(table) / n:.1%}), confusion >= {table['confusion'].min() if len(table) else float('nan'):.3f} bits; wrote {out}")
+    lowest = table["score_value"].min() if len(table) else float("nan")
+    term.info(f"hard set: {len(table)} of {n} {split} samples ({len(table) / n:.1%}), {score} >= {lowest:.3f}; wrote {out}")
     if materialize is not None:
         config = store.meta.get("config")
         if not config:
@@ -445,6 +447,7 @@ def mitigate(
     seed: Annotated[int, typer.Option(help="First seed.")] = 100,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule, Adam).")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size, in samples.")] = 128,
+    score: Annotated[str, typer.Option(help="The label-free score in bits that bands the samples: confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy or single_model_entropy.")] = "confusion",
     band_edges: Annotated[Optional[str], typer.Option(help="Comma-separated band edges in bits (default: the middle of [0, log2 C]).")] = None,
     quantiles: Annotated[Optional[str], typer.Option(help="Comma-separated quantiles of the train scores as band edges, e.g. 0.5,0.9.")] = None,
     per_class_groups: Annotated[bool, typer.Option(help="Groups are band x class instead of band.")] = False,
@@ -471,7 +474,7 @@ def mitigate(
         methods=method or ["erm", "groupdro", "upsample"], arch=arch, epochs=epochs, members=members, seed=seed, lr=lr,
         batch_size=batch_size, band_edges=numbers(band_edges, "band-edges"), quantiles=numbers(quantiles, "quantiles"),
         per_class_groups=per_class_groups, eta=eta, group_adjustment=group_adjustment, balanced_sampling=balanced_sampling,
-        upsample_factor=upsample_factor, augment=augment, device=device,
+        upsample_factor=upsample_factor, augment=augment, device=device, score=score,
     ).check()
     metrics = run_mitigation(run, out, config, on_done=lambda r: term.info(f"mitigate: {r['method']} seed {r['seed']}: val error {r['overall']:.4f}"))
     print_mitigation(metrics)

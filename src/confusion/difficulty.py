@@ -86,6 +86,7 @@ SCORES: dict[str, ScoreInfo] = {
 }
 
 LABEL_FREE = [name for name, info in SCORES.items() if not info.needs_labels]
+IN_BITS = [name for name, info in SCORES.items() if info.unit == "bits"]  # on confusion's 0..log2 C scale
 WITH_LABELS = [name for name, info in SCORES.items() if info.needs_labels]
 BLOCK_BYTES = 64 * 2**20  # float32 working set per block of samples
 
@@ -96,6 +97,15 @@ def hardness(values: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"unknown difficulty score {name!r}; choose from {', '.join(SCORES)}")
     values = np.asarray(values, dtype=np.float64)
     return -values if SCORES[name].harder == "lower" else values
+
+
+def label_free_score(store: RunStore, split: str, name: str = "confusion") -> np.ndarray:
+    """One label-free score of every sample of `split` (all of them: higher = harder)."""
+    if name not in LABEL_FREE:
+        raise InputError(f"--score must be a label-free score ({', '.join(LABEL_FREE)}), got {name!r}")
+    if name == "confusion":
+        return store.scores(split).confusion
+    return difficulty_scores(store, split)[name].to_numpy(np.float64)
 
 
 def early_epoch_position(n_epochs: int) -> int:

@@ -1,9 +1,10 @@
 """Hard sets: the most confusing samples of a split, chosen without labels, as a manifest.
 
 A manifest is a table with one row per chosen sample: `sample` (id), `split`, `confusion`
-(bits), `confusion_normalized`, `rank` (1 = most confusing), `label` (-1 when unknown),
-`predicted` (the ensemble's class at the last epoch), `source` (file path, when the data came
-from files). `materialize` writes the chosen images as class folders or one .npz that other
+(bits), `confusion_normalized`, `rank` (1 = hardest by the chosen score), `label` (-1 when
+unknown), `predicted` (the ensemble's class at the last epoch), `source` (file path, when the
+data came from files), `score` (the name of the score that chose it, `confusion` by default)
+and `score_value`. `materialize` writes the chosen images as class folders or one .npz that other
 tools read. numpy and pandas only.
 """
 
@@ -17,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ._files import write_table_atomic
+from .difficulty import label_free_score
 from .errors import InputError
 from .store import RunStore
 
-MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source"]
+MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source", "score", "score_value"]
 
 
 def select(scores: np.ndarray, *, top: float | None = None, threshold: float | None = None, groups: np.ndarray | None = None) -> np.ndarray:
@@ -50,15 +52,23 @@ def select(scores: np.ndarray, *, top: float | None = None, threshold: float | N
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 
 
-def manifest(store: RunStore, split: str, *, top: float | None = None, threshold: float | None = None, per_class: bool = False) -> pd.DataFrame:
-    """The hard-set manifest of one split of a run (see the module docstring)."""
+def manifest(
+    store: RunStore, split: str, *, top: float | None = None, threshold: float | None = None, per_class: bool = False, score: str = "confusion"
+) -> pd.DataFrame:
+    """The hard-set manifest of one split of a run (see the module docstring).
+
+    score: the label-free difficulty score that ranks the samples (`confusion.difficulty`);
+    `threshold` is in its unit. The manifest's `score` and `score_value` columns name it and
+    give its value; `confusion` is there whatever ranked them.
+    """
+    values = label_free_score(store, split, score)
     scores = store.scores(split)
     labels = store.labels(split)
     final = store.probs(split)[:, len(store.recorded_epochs) - 1].astype(np.float32).mean(axis=0)
     predicted = final.argmax(axis=1)
     # Per class by the label where every sample has one, else by the ensemble's prediction.
     groups = (labels if (labels >= 0).all() else predicted) if per_class else None
-    chosen = select(scores.confusion, top=top, threshold=threshold, groups=groups)
+    chosen = select(values, top=top, threshold=threshold, groups=groups)
     sources = store.sources(split)
     return pd.DataFrame(
         {
@@ -70,6 +80,8 @@ def manifest(store: RunStore, split: str, *, top: float | None = None, threshold
             "label": labels[chosen],
             "predicted": predicted[chosen],
             "source": sources[chosen] if sources is not None else "",
+            "score": score,
+            "score_value": values[chosen],
         },
         columns=MANIFEST_COLUMNS,
     )

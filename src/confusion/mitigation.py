@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import write_json_atomic
+from .difficulty import IN_BITS, LABEL_FREE, label_free_score
 from .errors import InputError
 from .store import RunStore
 
@@ -41,6 +42,7 @@ class MitigationConfig:
     lr: float = 1e-3
     batch_size: int = 128
     augment: bool = True
+    score: str = "confusion"  # the score that bands the samples: one in bits (difficulty.IN_BITS)
     band_edges: list[float] | None = None  # in bits; default: the middle of [0, log2 C]
     quantiles: list[float] | None = None  # alternatively: edges at these quantiles of the train scores
     per_class_groups: bool = False
@@ -58,6 +60,8 @@ class MitigationConfig:
             raise InputError("--epochs, --members and --upsample-factor must be at least 1")
         if self.band_edges is not None and self.quantiles is not None:
             raise InputError("give --band-edges or --quantiles, not both")
+        if self.score not in IN_BITS or self.score not in LABEL_FREE:
+            raise InputError(f"--score must be a label-free score in bits ({', '.join(s for s in IN_BITS if s in LABEL_FREE)}), got {self.score!r}")
         if self.quantiles is not None and not all(0 < q < 1 for q in self.quantiles):
             raise InputError("--quantiles must lie strictly between 0 and 1")
         if not (self.eta >= 0 and math.isfinite(self.eta)):
@@ -206,7 +210,7 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
 
     dataset = load_for_run(run_config)
     build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail before any job
-    scores = {split: store.scores(split).confusion for split in ("train", "val")}
+    scores = {split: label_free_score(store, split, config.score) for split in ("train", "val")}
     for split in ("train", "val"):
         if store.sample_ids(split).tolist() != dataset.splits[split].ids.tolist():
             raise InputError(f"the {split} samples of {run} no longer match its dataset; was the data changed?")
@@ -262,7 +266,7 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
         "run": str(store.path),
         "bands": names,
         "band_edges_bits": edges.tolist(),
-        "band_definition": "confusion of each sample (bits) from " + str(store.path) + ", cut at " + ", ".join(f"{e:.3f}" for e in edges) + " bits",
+        "band_definition": f"{config.score} of each sample (bits) from " + str(store.path) + ", cut at " + ", ".join(f"{e:.3f}" for e in edges) + " bits",
         "train_band_counts": np.bincount(train_bands, minlength=len(names)).tolist(),
         "val_band_counts": np.bincount(val_bands, minlength=len(names)).tolist(),
         "groups": n_groups,
