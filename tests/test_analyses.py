@@ -73,7 +73,9 @@ def test_robustness_on_a_run_like_array():
     full, one = confusion_scores(probs), confusion_scores(probs, members=[0])
     result = analyses.robustness(full, one, rng.random(300), max_score=2.0, min_count=5)
     assert result["epochs"]["all"]["all"]["kendall_tau_with_full"] == pytest.approx(1.0)
-    assert result["epochs"]["all"]["5"]["epochs_used"] == [3, 7, 11, 15, 19]
+    assert result["epochs"]["all"]["5"]["epochs_used"] == [4, 8, 12, 16, 20]  # training epochs, 1-based
+    every_other = analyses.robustness(full, one, None, max_score=2.0, epoch_numbers=list(range(2, 41, 2)))
+    assert every_other["epochs"]["1"]["5"]["epochs_used"] == [8, 16, 24, 32, 40]
     assert -1 <= result["seeds"]["1"]["kendall_tau_with_full"] < 1
 
 

@@ -251,12 +251,17 @@ def epoch_subsets(n_epochs: int, counts=(5, 10, 20, 33)) -> dict[str, np.ndarray
     return subsets
 
 
-def robustness(scores_all, scores_one_seed, reference_errors: np.ndarray | None, *, max_score: float, bins: int = 20, min_count: int = 20) -> dict:
+def robustness(
+    scores_all, scores_one_seed, reference_errors: np.ndarray | None, *, max_score: float, bins: int = 20, min_count: int = 20,
+    epoch_numbers=None,
+) -> dict:
     """Epoch and seed subsets of a run's scores: their Kendall tau with the full score and
     how they track a reference model's error (figs. 5-6).
 
     scores_all / scores_one_seed: `Scores` from all members and from member 0 alone.
     reference_errors: (samples,) errors of a reference model, or None.
+    epoch_numbers: the 1-based training epoch of each recorded epoch (a run's
+    `recorded_epochs`), so `epochs_used` names training epochs; default: positions + 1.
     """
     full = scores_all.confusion
     out: dict = {"epochs": {}, "seeds": {}}
@@ -264,7 +269,7 @@ def robustness(scores_all, scores_one_seed, reference_errors: np.ndarray | None,
         for name, positions in epoch_subsets(len(scores.epochs)).items():
             subset = scores.for_epochs(positions).confusion
             entry = {
-                "epochs_used": [int(scores.epochs[p]) for p in positions],
+                "epochs_used": [int(epoch_numbers[scores.epochs[p]]) if epoch_numbers is not None else int(scores.epochs[p]) + 1 for p in positions],
                 "kendall_tau_with_full": kendall_tau(subset, full),
                 "mean_confusion": float(subset.mean()),
             }

@@ -293,7 +293,10 @@ def build_report(
             reference_model, reference_errors = best.name, best.member_error(split)[in_best]
     if reference_errors is None and (reference.labels(split) >= 0).all():
         reference_errors = reference.member_error(split)
-    robust = analyses.robustness(scores_all, one_seed, reference_errors, max_score=max_score, bins=bins, min_count=min_count)
+    robust = analyses.robustness(
+        scores_all, one_seed, reference_errors, max_score=max_score, bins=bins, min_count=min_count,
+        epoch_numbers=reference.store.recorded_epochs,
+    )
     robust["reference_model"] = reference_model
     robust["split"] = split
     metrics["robustness"] = robust
