@@ -15,7 +15,7 @@ def test_score_an_array_file(cli, tmp_path, probs_file):
     result = cli("score", "--probs", path, "--labels", labels_path, "--out", tmp_path / "s.csv")
     assert result.exit_code == 0, result.stderr
     table = pd.read_csv(tmp_path / "s.csv")
-    assert list(table.columns) == COLUMNS + ["label"]
+    assert list(table.columns) == COLUMNS + ["label", "unit"]
     assert table["sample"].tolist() == list(range(200))
     np.testing.assert_array_equal(table["label"], labels)
     # eqs. 1-3 by hand in float64
@@ -34,6 +34,7 @@ def test_score_in_nats_and_from_logits(cli, tmp_path, probs_file):
     assert result.exit_code == 0, result.stderr
     bits, nats = pd.read_csv(tmp_path / "bits.csv"), pd.read_parquet(tmp_path / "nats.parquet")
     np.testing.assert_allclose(nats["confusion"] / math.log(2), bits["confusion"], atol=1e-4)
+    assert set(nats["unit"]) == {"nats"} and set(bits["unit"]) == {"bits"}
 
 
 def test_import_then_score_the_run(cli, tmp_path, probs_file):
@@ -44,7 +45,7 @@ def test_import_then_score_the_run(cli, tmp_path, probs_file):
     result = cli("score", tmp_path / "run", "--out", tmp_path / "s.parquet")
     assert result.exit_code == 0, result.stderr
     table = pd.read_parquet(tmp_path / "s.parquet")
-    assert list(table.columns) == COLUMNS + ["label"]
+    assert list(table.columns) == COLUMNS + ["label", "unit"]
     assert table["split"].tolist() == ["val"] * 200 + ["pool"] * 30
     assert (table.loc[table.split == "pool", "label"] == -1).all()
     direct = pd.read_csv(tmp_path / "d.csv") if cli("score", "--probs", path, "--out", tmp_path / "d.csv").exit_code == 0 else None

@@ -80,3 +80,18 @@ def test_bad_evaluate_input(trained, cli, tmp_path, args, message):
     args = [str(tmp_path / "cnn.pt") if a == "WRONG" else a for a in args]
     result = cli("evaluate", *args, "--hardset", root / "hard.csv")
     assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_nats_score_table_is_converted_and_one_without_a_unit_refused(trained, cli, tmp_path):
+    root, _, _ = trained
+    assert cli("score", root / "run", "--base", "e", "--out", tmp_path / "nats.csv").exit_code == 0
+    assert cli("score", root / "run", "--out", tmp_path / "bits.csv").exit_code == 0
+    results = {}
+    for unit in ("nats", "bits"):
+        result = cli("evaluate", root / "run", "--hardset", root / "hard.csv", "--scores", tmp_path / f"{unit}.csv", "--out", tmp_path / f"{unit}-res.csv")
+        assert result.exit_code == 0, result.stderr
+        results[unit] = pd.read_csv(tmp_path / f"{unit}-res_bands.csv")
+    pd.testing.assert_frame_equal(results["nats"], results["bits"])  # the same bands: nats were converted
+    pd.read_csv(tmp_path / "bits.csv").drop(columns="unit").to_csv(tmp_path / "no-unit.csv", index=False)
+    result = cli("evaluate", root / "run", "--hardset", root / "hard.csv", "--scores", tmp_path / "no-unit.csv")
+    assert result.exit_code == 2 and "lacks the columns ['unit']" in result.stderr

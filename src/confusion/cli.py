@@ -372,7 +372,7 @@ def evaluate(
     import pandas as pd
 
     from .datasets import load_dataset, load_for_run
-    from .evaluate import evaluate_on_hardset, load_predictors
+    from .evaluate import evaluate_on_hardset, load_predictors, read_score_table
     from .hardset import read_manifest
     from .store import RunStore, is_run_store
 
@@ -386,12 +386,7 @@ def evaluate(
         raise InputError("--data is needed: the model is not a run that remembers its dataset")
     score_table = None
     if scores is not None:
-        if is_run_store(scores):
-            score_table = RunStore.open(scores).score_table()
-        elif scores.is_file():
-            score_table = pd.read_parquet(scores) if scores.suffix == ".parquet" else pd.read_csv(scores, dtype={"sample": str})
-        else:
-            raise InputError(f"--scores {scores} is neither a run directory nor a scores file")
+        score_table = read_score_table(scores)
         split = hard["split"].iloc[0] if len(hard) else "val"
         universe = set(score_table.loc[score_table["split"].astype(str) == split, "sample"].astype(str))
         if split in dataset.splits and universe:

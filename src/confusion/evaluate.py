@@ -149,6 +149,37 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
     return [Predictor(name or model, _weights_predictions([network.to(device)], dataset, None, device))]
 
 
+def read_score_table(path: str | Path) -> pd.DataFrame:
+    """A `confusion score` table (or a run directory's scores), with `confusion` in bits.
+
+    The table's `unit` column says what its scores are in; nats are converted to bits, and a
+    table that does not say (or says something else) is refused rather than binned in a unit
+    it may not be in.
+    """
+    path = Path(path)
+    if is_run_store(path):
+        return RunStore.open(path).score_table()
+    if not path.is_file():
+        raise InputError(f"--scores {path} is neither a run directory nor a scores file")
+    try:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"sample": str})
+    except (ValueError, OSError) as error:
+        raise InputError(f"--scores {path} is not a readable table: {str(error).splitlines()[0]}") from None
+    missing = [c for c in ("sample", "confusion", "unit") if c not in table.columns]
+    if missing:
+        raise InputError(f"--scores {path} lacks the columns {missing}; write it with `confusion score` (it names its unit)")
+    units = set(table["unit"].astype(str))
+    if units == {"nats"}:
+        table = table.copy()
+        for column in ("confusion", "expected_entropy", "disagreement"):
+            if column in table:
+                table[column] = table[column] / math.log(2)
+        table["unit"] = "bits"
+    elif units != {"bits"}:
+        raise InputError(f"--scores {path} has scores in {sorted(units)}; expected bits or nats")
+    return table
+
+
 def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Top-1 error on the hard set, on its complement and overall (same split), per model;
     with `scores` (a `confusion score` table of that split) also per fixed-width confusion band,

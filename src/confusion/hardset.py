@@ -3,8 +3,8 @@
 A manifest is a table with one row per chosen sample: `sample` (id), `split`, `confusion`
 (bits), `confusion_normalized`, `rank` (1 = hardest by the chosen score), `label` (-1 when
 unknown), `predicted` (the ensemble's class at the last epoch), `source` (file path, when the
-data came from files), `score` (the name of the score that chose it, `confusion` by default)
-and `score_value`. `materialize` writes the chosen images as class folders or one .npz that other
+data came from files), `score` (the name of the score that chose it, `confusion` by default),
+`score_value` and `score_unit`, and `unit` (of the confusion column: bits). `materialize` writes the chosen images as class folders or one .npz that other
 tools read. numpy and pandas only.
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ._files import write_table_atomic
-from .difficulty import label_free_score
+from .difficulty import SCORES, label_free_score
 from .errors import InputError
 from .store import RunStore
 
-MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source", "score", "score_value"]
+MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source", "score", "score_value", "score_unit", "unit"]
 
 
 def select(scores: np.ndarray, *, top: float | None = None, threshold: float | None = None, groups: np.ndarray | None = None) -> np.ndarray:
@@ -82,6 +82,8 @@ def manifest(
             "source": sources[chosen] if sources is not None else "",
             "score": score,
             "score_value": values[chosen],
+            "score_unit": SCORES[score].unit,
+            "unit": scores.unit,  # of the confusion column
         },
         columns=MANIFEST_COLUMNS,
     )

@@ -123,6 +123,7 @@ class Scores:
         columns["disagreement"] = self.disagreement
         if labels is not None:
             columns["label"] = np.asarray(labels)
+        columns["unit"] = self.unit  # of confusion, expected_entropy and disagreement: a reader checks it
         return pd.DataFrame(columns)
 
 
