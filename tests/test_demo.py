@@ -25,3 +25,6 @@ def test_quick_demo_end_to_end(tmp_path, cli_process):
         assert (out / "report" / name).exists(), name
     assert set(summary["mitigation"]["methods"]) == {"erm", "groupdro", "upsample"}
     assert "report: " in result.stderr and "hard / rest" in result.stdout
+    stages = summary["stage_seconds"]
+    assert len(stages) == 6 and abs(sum(stages.values()) - summary["seconds"]) <= 3  # every second in a stage
+    assert "where the time went" in result.stdout

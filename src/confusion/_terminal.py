@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
@@ -56,9 +55,14 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def flush() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
+def mitigation_table(metrics: dict) -> None:
+    """Per method and band: validation error, mean and std over seeds (from `confusion mitigate`)."""
+    rows = [
+        [name, band, entry[band]["n"], entry[band]["error_mean"], entry[band]["error_std"]]
+        for name, entry in metrics["methods"].items()
+        for band in [*metrics["bands"], "overall"]
+    ]
+    table(f"top-1 val error per confusion band, mean and std over {metrics['seeds']} seeds", ["method", "band", "samples", "mean error", "std"], rows)
 
 
 def epoch_ranges(epochs: Sequence[int]) -> str:

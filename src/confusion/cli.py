@@ -488,15 +488,7 @@ def mitigate(
         upsample_factor=upsample_factor, augment=augment, device=device, score=score,
     ).check()
     metrics = run_mitigation(run, out, config, on_done=lambda r: term.info(f"mitigate: {r['method']} seed {r['seed']}: val error {r['overall']:.4f}"))
-    print_mitigation(metrics)
-
-
-def print_mitigation(metrics: dict) -> None:
-    rows = []
-    for name, entry in metrics["methods"].items():
-        for band in [*metrics["bands"], "overall"]:
-            rows.append([name, band, entry[band]["n"], entry[band]["error_mean"], entry[band]["error_std"]])
-    term.table(f"top-1 val error per confusion band, mean and std over {metrics['seeds']} seeds", ["method", "band", "samples", "mean error", "std"], rows)
+    term.mitigation_table(metrics)
 
 
 # --------------------------------------------------------------------------- demo

@@ -70,10 +70,10 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    starts: dict[str, float] = {}
 
     def stage(name: str) -> None:
-        timings[name] = time.perf_counter()
+        starts[name] = time.perf_counter()
         term.info(f"demo [{time.perf_counter() - started:5.0f} s] {name}")
 
     base = TrainConfig(data=data, root=root, limit_train=preset.limit_train, limit_val=preset.limit_val)
@@ -115,8 +115,11 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     zoo_runs = [out / "zoo" / run_name(a) for a in preset.zoo_archs]
     metrics = build_report(out / "runs" / "cnn-s", out / "report", compare=[out / "runs" / "cnn-m"], models=zoo_runs, mitigation=out / "mitigation")
     total = time.perf_counter() - started
+    ends = [*list(starts.values())[1:], started + total]
+    timings = {name: round(end - begin, 1) for (name, begin), end in zip(starts.items(), ends)}
     summary = {
         "seconds": round(total),
+        "stage_seconds": timings,
         "val": metrics.get("val", {}),
         "kendall_tau_small_vs_large": next(iter(metrics.get("transfer", {}).values()), {}).get("kendall_tau"),
         "hardset": evaluation.to_dict(orient="records"),
@@ -153,7 +156,7 @@ def _print_summary(summary: dict) -> None:
         ["model", "hard", "rest", "hard / rest"],
         [[r["model"], r["hard_error"], r["rest_error"], r["hard_to_rest"]] for r in summary["hardset"]],
     )
-    from .cli import print_mitigation
-
-    print_mitigation(summary["mitigation"])
+    term.mitigation_table(summary["mitigation"])
+    stages = summary["stage_seconds"]
+    term.table("where the time went", ["stage", "seconds", "share"], [[k, v, f"{v / max(summary['seconds'], 1):.0%}"] for k, v in stages.items()])
     term.info(f"demo finished in {summary['seconds']} s; report: {summary['report']}")

@@ -201,13 +201,3 @@ def train_zoo(
         }
     write_json_atomic(out / "zoo.json", summary)
     return summary
-
-
-def load_zoo(directory: str | Path) -> list[Path]:
-    """The run directories of a zoo (from zoo.json when present)."""
-    directory = Path(directory)
-    listing = directory / "zoo.json"
-    if listing.exists():
-        models = json.loads(listing.read_text(encoding="utf-8"))["models"]
-        return [Path(m["run"]) for m in models.values()]
-    return sorted(p for p in directory.iterdir() if is_run_store(p))
