@@ -129,3 +129,15 @@ def test_every_model_gets_transfer_aurocs_and_its_own_baselines(report_dir):
     assert "Which difficulty score predicts another model&#x27;s errors?" in page and 'src="difficulty_transfer.png"' in page
     table = (report_dir / "tables" / "difficulty_transfer.csv").read_text()
     assert "cartography_confidence (labels)" in table and "own 1 - max prob" in table
+
+
+def test_the_numbers_are_computed_without_writing_a_page(runs, tmp_path):
+    from confusion.report import compute_report, render_report
+
+    root, _, _, _ = runs
+    result = compute_report(root / "small", models=[root / "cnn"], min_count=5)
+    assert result.curves["val"].pearson == result.metrics["val"]["pearson_error_by_bin"]
+    assert set(result.model_curves) == set(result.metrics["models"]) and len(result.difficulty) == 359
+    assert not any(tmp_path.iterdir())  # nothing written yet
+    metrics = render_report(result, tmp_path / "page")
+    assert (tmp_path / "page" / "index.html").exists() and metrics is result.metrics

@@ -82,6 +82,40 @@ def _pick_split(view: RunView, preferred: str = "val") -> str:
     return preferred if preferred in view.scores else next(iter(view.scores))
 
 
+@dataclass
+class TransferPair:
+    """Kendall's tau between the reference run's scores and another run's (fig. 3)."""
+
+    name: str
+    split: str
+    n: int
+    tau: float
+    counts: np.ndarray  # (bins, bins) joint histogram
+    edges: np.ndarray
+
+
+@dataclass
+class ReportResult:
+    """Everything the report shows, computed from run stores; `render` only draws and writes it.
+
+    `metrics` is what metrics.json holds; the other fields are the arrays behind the figures
+    and tables, so each number can be checked without the page.
+    """
+
+    reference: RunView
+    metrics: dict
+    split: str  # the split other runs are compared on
+    detection_rows: list[list] = field(default_factory=list)
+    curves: dict[str, analyses.BinnedError] = field(default_factory=dict)  # split -> own error by bin (fig. 2)
+    pairs: list[TransferPair] = field(default_factory=list)  # fig. 3
+    model_curves: dict[str, analyses.BinnedError] = field(default_factory=dict)  # fig. 4
+    difficulty: pd.DataFrame | None = None  # every difficulty score of the reference split
+    aggregate: tuple[list[float], list[float], list[str]] | None = None  # mean confusion, accuracy, names
+    distribution_panels: dict = field(default_factory=dict)  # fig. 5
+    error_panels: dict | None = None  # fig. 6
+    gallery: tuple[np.ndarray, list, np.ndarray] | None = None  # images, rows, scores (fig. 1)
+
+
 def build_report(
     run: str | Path,
     out: str | Path,
@@ -95,50 +129,74 @@ def build_report(
     progress=None,
 ) -> dict:
     """Write OUT/index.html, figures, tables and metrics.json; returns the metrics."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = out / "tables"
-    reference = RunView.load(run)
-    step = progress or (lambda message: None)
-    C = reference.store.n_classes
-    max_score = reference.max_score
-    metrics: dict = {
-        "run": {
-            "path": str(reference.store.path),
-            "name": reference.name,
-            "n_classes": C,
-            "max_score_bits": max_score,
-            "members": reference.store.n_members,
-            "recorded_epochs": reference.store.recorded_epochs,
-            "config": reference.store.meta.get("config"),
-            "unit": SCORE_UNIT,
-            "bins": bins,
-            "min_count_per_bin": min_count,
-            "report_made": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "confusion_version": __version__,
-        }
-    }
-    sections: list[str] = []
-
-    # ------------------------------------------------------------------ 3.1 error identification
-    step("error identification")
-    files = figures.score_histograms(
-        {s: sc.confusion for s, sc in reference.scores.items()}, max_score=max_score, unit=SCORE_UNIT, directory=out
+    result = compute_report(
+        run, compare=compare, models=models, mitigation=mitigation, bins=bins, min_count=min_count,
+        gallery_per_class=gallery_per_class, progress=progress,
     )
-    curves = {}
-    rows = []
+    return render_report(result, out)
+
+
+# ----------------------------------------------------------------------------- compute
+def compute_report(
+    run: str | Path,
+    *,
+    compare: Sequence[str | Path] = (),
+    models: Sequence[str | Path] = (),
+    mitigation: str | Path | None = None,
+    bins: int = 20,
+    min_count: int = 20,
+    gallery_per_class: int = 6,
+    progress=None,
+) -> ReportResult:
+    """The paper's analyses of `run` (and of `compare`/`models` against it); reads, writes nothing."""
+    step = progress or (lambda message: None)
+    reference = RunView.load(run)
+    split = _pick_split(reference)
+    result = ReportResult(reference, {"run": _run_facts(reference, bins, min_count)}, split)
+    step("error identification")
+    _error_identification(result, bins, min_count)
+    # Other runs are only ever compared on the reference split: score just that one.
+    others = [RunView.load(p, splits=[split]) for p in compare]
+    zoo = [RunView.load(p, splits=[split]) for p in models]
+    if others or zoo:
+        step("transfer")
+    _transfer(result, others, zoo, bins, min_count)
+    _aggregate(result, [reference, *others, *zoo])
+    step("robustness")
+    _robustness(result, [*zoo, *others], bins, min_count)
+    result.gallery = _gallery(reference, gallery_per_class)
+    if mitigation is not None:
+        result.metrics["mitigation"] = json.loads((Path(mitigation) / "metrics.json").read_text(encoding="utf-8"))
+    return result
+
+
+def _run_facts(reference: RunView, bins: int, min_count: int) -> dict:
+    return {
+        "path": str(reference.store.path),
+        "name": reference.name,
+        "n_classes": reference.store.n_classes,
+        "max_score_bits": reference.max_score,
+        "members": reference.store.n_members,
+        "recorded_epochs": reference.store.recorded_epochs,
+        "config": reference.store.meta.get("config"),
+        "unit": SCORE_UNIT,
+        "bins": bins,
+        "min_count_per_bin": min_count,
+        "report_made": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "confusion_version": __version__,
+    }
+
+
+def _error_identification(result: ReportResult, bins: int, min_count: int) -> None:
+    """Per split: the score's distribution, own error by bin, and the score as an error detector (3.1)."""
+    reference = result.reference
     for split, scores in reference.scores.items():
         labels = reference.labels(split)
         entry = {"n": int(len(labels)), "mean_confusion": float(scores.confusion.mean()), "labelled": bool((labels >= 0).any())}
-        write_table_atomic(
-            scores.to_frame(reference.ids(split), labels, split), tables / f"scores_{split}.csv"
-        )
         known = labels >= 0
         if known.all() and known.any():
-            errors = reference.member_error(split)
-            binned = analyses.error_by_bin(scores.confusion, errors, max_score=max_score, bins=bins, min_count=min_count)
-            curves[split] = binned
-            write_table_atomic(pd.DataFrame(binned.to_rows()), tables / f"error_by_bin_{split}.csv")
+            binned = analyses.error_by_bin(scores.confusion, reference.member_error(split), max_score=reference.max_score, bins=bins, min_count=min_count)
+            result.curves[split] = binned
             detection = analyses.detection_report(scores.confusion, reference.final[split], labels)
             entry.update(
                 error_rate=detection["error_rate"],
@@ -149,74 +207,44 @@ def build_report(
                 baselines=detection["baselines"],
                 error_definition=detection["error_definition"],
             )
-            rows.append(
+            result.detection_rows.append(
                 [split, entry["n"], entry["mean_confusion"], entry["error_rate"], binned.pearson, binned.spearman,
                  entry["auroc_error"], detection["baselines"]["auroc_single_entropy"], detection["baselines"]["auroc_msp"],
                  entry["aurc_error"], detection["baselines"]["aurc_msp"]]
             )
         else:
-            rows.append([split, entry["n"], entry["mean_confusion"]] + [None] * 8)
-        metrics[split] = entry
-    if curves:
-        files += figures.error_curves(
-            curves, unit=SCORE_UNIT, title="Top-1 error per confusion bin (own members, last epoch)", directory=out, stem="fig2_error_by_bin"
-        )
-    sections.append(
-        _section(
-            "Error identification without labels (paper 3.1, figure 2)",
-            "Left: how many samples get each confusion score (log scale); most are easy. "
-            "Right: top-1 error of the run's own members at their last recorded epoch, averaged over members, "
-            f"in fixed-width bins of the score over [0, log2 C = {max_score:.2f} bits]; bins with fewer than {min_count} "
-            "samples are left out. ρ is Pearson's correlation of bin centre and error. The AUROC columns treat the score as a "
-            "detector of each member's final-epoch errors; the baselines are one member's own final-epoch entropy and "
-            "1 − max probability (MSP). AURC: area under the risk-coverage curve, lower is better.",
-            [f for f in files if f.endswith(".png")],
-            _table(
-                ["split", "samples", "mean confusion (bits)", "top-1 error", "Pearson ρ (bins)", "Spearman (bins)",
-                 "AUROC confusion", "AUROC single entropy", "AUROC MSP", "AURC confusion", "AURC MSP"],
-                rows,
-            ),
-        )
-    )
+            result.detection_rows.append([split, entry["n"], entry["mean_confusion"]] + [None] * 8)
+        result.metrics[split] = entry
 
-    # ------------------------------------------------------------------ 3.2 transfer
-    # Other runs are only ever compared on the reference split: score just that one.
-    others = [RunView.load(p, splits=[_pick_split(reference)]) for p in compare]
-    zoo = [RunView.load(p, splits=[_pick_split(reference)]) for p in models]
-    if others or zoo:
-        step("transfer")
-    transfer: dict = {}
-    transfer_files: list[str] = []
-    transfer_rows = []
-    for index, other in enumerate(others):
-        split = _pick_split(reference)
+
+def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], bins: int, min_count: int) -> None:
+    """Kendall's tau with each compared run; every other model's errors by the reference's scores (3.2)."""
+    reference, split = result.reference, result.split
+    transfer = {}
+    for other in others:
         if split not in other.scores:
             continue
         in_ref, in_other = analyses.align(reference.ids(split), other.ids(split))
         a, b = reference.scores[split].confusion[in_ref], other.scores[split].confusion[in_other]
         tau = analyses.kendall_tau(a, b)
-        counts, edges = analyses.joint_histogram(a, b, max_score=max_score)
+        counts, edges = analyses.joint_histogram(a, b, max_score=reference.max_score)
+        result.pairs.append(TransferPair(other.name, split, int(len(in_ref)), tau, counts, edges))
         transfer[other.name] = {"kendall_tau": tau, "split": split, "n": int(len(in_ref))}
-        transfer_files += figures.joint_histogram(
-            counts, edges, tau=tau, names=(reference.name, other.name), unit=SCORE_UNIT, directory=out, stem=f"fig3_transfer_{index}"
-        )
-        transfer_rows.append([other.name, split, len(in_ref), tau])
-    metrics["transfer"] = transfer
-
-    model_curves: dict = {}
-    model_metrics: dict = {}
-    split = _pick_split(reference)
+    result.metrics["transfer"] = transfer
     compared = [
         v for v in {str(v.store.path.resolve()): v for v in [*others, *zoo]}.values()
         if split in v.scores and (v.labels(split) >= 0).all()
     ]
-    hardness_by_score = _reference_difficulty(reference, split, tables) if compared else {}
+    if compared:
+        result.difficulty = difficulty_scores(reference.store, split)
+    hardness_by_score = {name: hardness(result.difficulty[name].to_numpy(), name) for name in SCORES} if compared else {}
+    model_metrics: dict = {}
     by_score: dict = {}
     for view in compared:
         in_ref, in_view = analyses.align(reference.ids(split), view.ids(split))
         errors = view.member_error(split)[in_view]
-        binned = analyses.error_by_bin(reference.scores[split].confusion[in_ref], errors, max_score=max_score, bins=bins, min_count=min_count)
-        model_curves[view.name] = binned
+        binned = analyses.error_by_bin(reference.scores[split].confusion[in_ref], errors, max_score=reference.max_score, bins=bins, min_count=min_count)
+        result.model_curves[view.name] = binned
         found = analyses.transfer_report(
             {name: values[in_ref] for name, values in hardness_by_score.items()}, view.final[split][:, in_view], view.labels(split)[in_view]
         )
@@ -225,69 +253,43 @@ def build_report(
             "pearson_error_by_bin": binned.pearson,
             "error_rate": float(errors.mean()),
             "n": int(len(in_ref)),
-            "auroc_error": confusion_entry["auroc_error"],
-            "aurc_error": confusion_entry["aurc_error"],
-            "hard_error": confusion_entry["hard_error"],
-            "rest_error": confusion_entry["rest_error"],
-            "hard_to_rest": confusion_entry["hard_to_rest"],
+            **{key: confusion_entry[key] for key in ("auroc_error", "aurc_error", "hard_error", "rest_error", "hard_to_rest")},
             "own_baselines": found["own_baselines"],
         }
         for name, entry in found["scores"].items():
             by_score.setdefault(name, {})[view.name] = entry
-    metrics["models"] = model_metrics
+    result.metrics["models"] = model_metrics
     if by_score:
-        metrics["difficulty"] = by_score
-        metrics["difficulty_summary"] = _difficulty_summary(by_score, model_metrics)
-        metrics["cost"] = _cost_of_scores(reference, split, compared)
-        sections.append(_difficulty_section(metrics, split, reference.name, out, tables))
-    if model_curves:
-        transfer_files += figures.error_curves(
-            model_curves, unit=SCORE_UNIT, title=f"Other models' top-1 error per bin of {reference.name}'s confusion",
-            directory=out, stem="fig4_models_error_by_bin",
-        )
-    if transfer_rows or model_metrics:
-        sections.append(
-            _section(
-                "Confusion transfers across sizes and architectures (paper 3.2, figures 3-4)",
-                "Kendall's τ between this run's scores and each compared run's, on the samples they share, with the "
-                "2-D histogram of the pairs. Then, for each other model, its top-1 error (members at their last epoch) "
-                f"in bins of this run's {split} confusion: if confusion transfers, every curve rises.",
-                [f for f in transfer_files if f.endswith(".png")],
-                _table(["compared run", "split", "samples", "Kendall τ"], transfer_rows)
-                + _table(["model", "samples", "top-1 error", "Pearson ρ (bins)"],
-                         [[n, m["n"], m["error_rate"], m["pearson_error_by_bin"]] for n, m in model_metrics.items()]),
-            )
-        )
+        result.metrics["difficulty"] = by_score
+        result.metrics["difficulty_summary"] = _difficulty_summary(by_score, model_metrics)
+        result.metrics["cost"] = _cost_of_scores(reference, split, compared)
 
-    # ------------------------------------------------------------------ aggregate
-    runs_for_aggregate = list({str(v.store.path.resolve()): v for v in [reference, *others, *zoo]}.values())
-    labelled = [v for v in runs_for_aggregate if split in v.scores and (v.labels(split) >= 0).all()]
-    if len(labelled) >= 3:
-        mean_confusion = [float(v.scores[split].confusion.mean()) for v in labelled]
-        accuracy = [v.accuracy(split) for v in labelled]
-        summary = analyses.aggregate(np.array(mean_confusion), np.array(accuracy))
-        summary["runs"] = {v.name: {"mean_confusion": m, "accuracy": a} for v, m, a in zip(labelled, mean_confusion, accuracy)}
-        metrics["aggregate"] = summary
-        aggregate_files = figures.aggregate_scatter(mean_confusion, accuracy, [v.name for v in labelled], pearson=summary["pearson"], unit=SCORE_UNIT, directory=out)
-        sections.append(
-            _section(
-                "Confused models fare worse (contribution 2)",
-                f"Each run's mean confusion on {split} (from its own members and epochs) against its top-1 accuracy. "
-                f"Pearson ρ = {summary['pearson']:.3f} over {len(labelled)} runs.",
-                [f for f in aggregate_files if f.endswith(".png")],
-                "",
-            )
-        )
 
-    # ------------------------------------------------------------------ 3.3 robustness
-    step("robustness")
-    split = _pick_split(reference)
+def _aggregate(result: ReportResult, views: list[RunView]) -> None:
+    """Contribution 2: mean confusion against accuracy over the runs labelled on the compared split."""
+    split = result.split
+    unique = list({str(v.store.path.resolve()): v for v in views}.values())
+    labelled = [v for v in unique if split in v.scores and (v.labels(split) >= 0).all()]
+    if len(labelled) < 3:
+        return
+    mean_confusion = [float(v.scores[split].confusion.mean()) for v in labelled]
+    accuracy = [v.accuracy(split) for v in labelled]
+    summary = analyses.aggregate(np.array(mean_confusion), np.array(accuracy))
+    summary["runs"] = {v.name: {"mean_confusion": m, "accuracy": a} for v, m, a in zip(labelled, mean_confusion, accuracy)}
+    result.metrics["aggregate"] = summary
+    result.aggregate = (mean_confusion, accuracy, [v.name for v in labelled])
+
+
+def _robustness(result: ReportResult, candidates: list[RunView], bins: int, min_count: int) -> None:
+    """Scores from fewer epochs and from one seed, against the most accurate other model's errors (3.3)."""
+    reference, split = result.reference, result.split
+    max_score = reference.max_score
     scores_all = reference.scores[split]
     one_seed = reference.store.scores(split, members=[0])
     reference_model, reference_errors = reference.name, None
-    candidates = [v for v in zoo + others if split in v.scores and (v.labels(split) >= 0).all()]
-    if candidates:
-        best = max(candidates, key=lambda v: v.accuracy(split))
+    labelled = [v for v in candidates if split in v.scores and (v.labels(split) >= 0).all()]
+    if labelled:
+        best = max(labelled, key=lambda v: v.accuracy(split))
         in_ref, in_best = analyses.align(reference.ids(split), best.ids(split))
         if len(in_ref) == len(reference.ids(split)):
             reference_model, reference_errors = best.name, best.member_error(split)[in_best]
@@ -299,77 +301,155 @@ def build_report(
     )
     robust["reference_model"] = reference_model
     robust["split"] = split
-    metrics["robustness"] = robust
+    result.metrics["robustness"] = robust
     subsets = analyses.epoch_subsets(len(scores_all.epochs))
-    distribution_panels = {
+    result.distribution_panels = {
         f"{n} seed{'s' if n != '1' else ''}": {k: sc.for_epochs(p).confusion for k, p in subsets.items()}
         for n, sc in (("1", one_seed), (str(reference.store.n_members), scores_all))
     }
-    robust_files = figures.subset_distributions(distribution_panels, max_score=max_score, unit=SCORE_UNIT, directory=out)
     if reference_errors is not None:
-        error_panels = {
-            panel: {k: analyses.error_by_bin(v, reference_errors, max_score=max_score, bins=bins, min_count=min_count) for k, v in curves_.items()}
-            for panel, curves_ in distribution_panels.items()
+        result.error_panels = {
+            panel: {k: analyses.error_by_bin(v, reference_errors, max_score=max_score, bins=bins, min_count=min_count) for k, v in curves.items()}
+            for panel, curves in result.distribution_panels.items()
         }
-        robust_files += figures.subset_error_panels(error_panels, unit=SCORE_UNIT, reference=reference_model, directory=out)
-    robust_rows = []
-    for seeds_name, subsets_metrics in robust["epochs"].items():
-        for name, entry in subsets_metrics.items():
-            robust_rows.append([seeds_name, name, entry["mean_confusion"], entry["kendall_tau_with_full"], entry.get("pearson_reference_error_by_bin")])
-    sections.append(
-        _section(
-            "How many epochs and seeds (paper 3.3, figures 5-6)",
-            f"Scores from k epochs spaced evenly across the {len(scores_all.epochs)} recorded ones (the last of each "
-            "of k equal stretches, as the paper's every 20th/10th/5th/3rd of 100), from member 0 alone and from all "
-            f"members; their distributions, Kendall τ with the full score, and the top-1 error of {reference_model} "
-            "per bin of each.",
-            [f for f in robust_files if f.endswith(".png")],
-            _table(["seeds", "epochs", "mean confusion (bits)", "Kendall τ with full", f"Pearson ρ, error of {reference_model}"], robust_rows),
-        )
-    )
 
-    # ------------------------------------------------------------------ galleries
-    gallery_files = _galleries(reference, out, gallery_per_class)
-    if gallery_files:
-        sections.insert(
-            0,
-            _section(
-                "Easiest and hardest samples (paper figure 1)",
-                "Per class (the label where known), the samples with the lowest and the highest confusion, chosen "
-                "by the score alone, captioned with it in bits.",
-                gallery_files,
-                "",
-            ),
-        )
 
-    # ------------------------------------------------------------------ 3.4 mitigation
-    if mitigation is not None:
-        mitigation_metrics = json.loads((Path(mitigation) / "metrics.json").read_text(encoding="utf-8"))
-        metrics["mitigation"] = mitigation_metrics
-        methods = mitigation_metrics["methods"]
-        bands = mitigation_metrics["bands"]
-        mitigation_files = figures.mitigation_bars(methods, bands, out)
-        rows = [[m, g, methods[m][g]["n"], methods[m][g]["error_mean"], methods[m][g]["error_std"]] for m in methods for g in [*bands, "overall"]]
-        sections.append(
-            _section(
-                "Confusion bands as groups (paper 3.4, figure 7)",
-                f"Validation samples banded by their own confusion ({html.escape(mitigation_metrics.get('band_definition', ''))}); "
-                f"top-1 error per band, mean ± std over {mitigation_metrics.get('seeds', '?')} seeds.",
-                [f for f in mitigation_files if f.endswith(".png")],
-                _table(["method", "band", "samples", "mean error", "std"], rows),
-            )
-        )
-
+# ----------------------------------------------------------------------------- render
+def render_report(result: ReportResult, out: str | Path) -> dict:
+    """Draw the figures and write tables, metrics.json and index.html into `out`; returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = out / "tables"
+    reference, metrics, split = result.reference, result.metrics, result.split
+    for name, scores in reference.scores.items():
+        write_table_atomic(scores.to_frame(reference.ids(name), reference.labels(name), name), tables / f"scores_{name}.csv")
+    for name, binned in result.curves.items():
+        write_table_atomic(pd.DataFrame(binned.to_rows()), tables / f"error_by_bin_{name}.csv")
+    if result.difficulty is not None:
+        write_table_atomic(result.difficulty, tables / f"difficulty_{split}.csv")
+    sections = [_render_detection(result, out)]
+    if "difficulty" in metrics:
+        sections.append(_difficulty_section(metrics, split, reference.name, out, tables))
+    if result.pairs or metrics["models"]:
+        sections.append(_render_transfer(result, out))
+    if result.aggregate is not None:
+        sections.append(_render_aggregate(result, out))
+    sections.append(_render_robustness(result, out))
+    if result.gallery is not None:
+        images, rows, scores = result.gallery
+        files = figures.gallery(images, rows, scores, unit=SCORE_UNIT, directory=out)
+        sections.insert(0, _section(
+            "Easiest and hardest samples (paper figure 1)",
+            "Per class (the label where known), the samples with the lowest and the highest confusion, chosen "
+            "by the score alone, captioned with it in bits.",
+            files,
+            "",
+        ))
+    if "mitigation" in metrics:
+        sections.append(_render_mitigation(metrics["mitigation"], out))
     write_json_atomic(out / "metrics.json", _finite(metrics))
     write_text_atomic(out / "index.html", _page(reference, metrics, sections))
     return metrics
 
 
-def _reference_difficulty(reference: RunView, split: str, tables: Path) -> dict[str, np.ndarray]:
-    """Every difficulty score of the reference run on `split` (written to tables/), oriented higher = harder."""
-    table = difficulty_scores(reference.store, split)
-    write_table_atomic(table, tables / f"difficulty_{split}.csv")
-    return {name: hardness(table[name].to_numpy(), name) for name in SCORES}
+def _pngs(files: list[str]) -> list[str]:
+    return [f for f in files if f.endswith(".png")]
+
+
+def _render_detection(result: ReportResult, out: Path) -> str:
+    reference, max_score, min_count = result.reference, result.reference.max_score, result.metrics["run"]["min_count_per_bin"]
+    files = figures.score_histograms({s: sc.confusion for s, sc in reference.scores.items()}, max_score=max_score, unit=SCORE_UNIT, directory=out)
+    if result.curves:
+        files += figures.error_curves(
+            result.curves, unit=SCORE_UNIT, title="Top-1 error per confusion bin (own members, last epoch)", directory=out, stem="fig2_error_by_bin"
+        )
+    return _section(
+        "Error identification without labels (paper 3.1, figure 2)",
+        "Left: how many samples get each confusion score (log scale); most are easy. "
+        "Right: top-1 error of the run's own members at their last recorded epoch, averaged over members, "
+        f"in fixed-width bins of the score over [0, log2 C = {max_score:.2f} bits]; bins with fewer than {min_count} "
+        "samples are left out. ρ is Pearson's correlation of bin centre and error. The AUROC columns treat the score as a "
+        "detector of each member's final-epoch errors; the baselines are one member's own final-epoch entropy and "
+        "1 − max probability (MSP). AURC: area under the risk-coverage curve, lower is better.",
+        _pngs(files),
+        _table(
+            ["split", "samples", "mean confusion (bits)", "top-1 error", "Pearson ρ (bins)", "Spearman (bins)",
+             "AUROC confusion", "AUROC single entropy", "AUROC MSP", "AURC confusion", "AURC MSP"],
+            result.detection_rows,
+        ),
+    )
+
+
+def _render_transfer(result: ReportResult, out: Path) -> str:
+    reference, model_metrics = result.reference, result.metrics["models"]
+    files: list[str] = []
+    for index, pair in enumerate(result.pairs):
+        files += figures.joint_histogram(
+            pair.counts, pair.edges, tau=pair.tau, names=(reference.name, pair.name), unit=SCORE_UNIT, directory=out, stem=f"fig3_transfer_{index}"
+        )
+    if result.model_curves:
+        files += figures.error_curves(
+            result.model_curves, unit=SCORE_UNIT, title=f"Other models' top-1 error per bin of {reference.name}'s confusion",
+            directory=out, stem="fig4_models_error_by_bin",
+        )
+    return _section(
+        "Confusion transfers across sizes and architectures (paper 3.2, figures 3-4)",
+        "Kendall's τ between this run's scores and each compared run's, on the samples they share, with the "
+        "2-D histogram of the pairs. Then, for each other model, its top-1 error (members at their last epoch) "
+        f"in bins of this run's {result.split} confusion: if confusion transfers, every curve rises.",
+        _pngs(files),
+        _table(["compared run", "split", "samples", "Kendall τ"], [[p.name, p.split, p.n, p.tau] for p in result.pairs])
+        + _table(["model", "samples", "top-1 error", "Pearson ρ (bins)"],
+                 [[n, m["n"], m["error_rate"], m["pearson_error_by_bin"]] for n, m in model_metrics.items()]),
+    )
+
+
+def _render_aggregate(result: ReportResult, out: Path) -> str:
+    mean_confusion, accuracy, names = result.aggregate
+    summary = result.metrics["aggregate"]
+    files = figures.aggregate_scatter(mean_confusion, accuracy, names, pearson=summary["pearson"], unit=SCORE_UNIT, directory=out)
+    return _section(
+        "Confused models fare worse (contribution 2)",
+        f"Each run's mean confusion on {result.split} (from its own members and epochs) against its top-1 accuracy. "
+        f"Pearson ρ = {summary['pearson']:.3f} over {len(names)} runs.",
+        _pngs(files),
+        "",
+    )
+
+
+def _render_robustness(result: ReportResult, out: Path) -> str:
+    robust = result.metrics["robustness"]
+    reference_model = robust["reference_model"]
+    files = figures.subset_distributions(result.distribution_panels, max_score=result.reference.max_score, unit=SCORE_UNIT, directory=out)
+    if result.error_panels is not None:
+        files += figures.subset_error_panels(result.error_panels, unit=SCORE_UNIT, reference=reference_model, directory=out)
+    rows = [
+        [seeds, name, entry["mean_confusion"], entry["kendall_tau_with_full"], entry.get("pearson_reference_error_by_bin")]
+        for seeds, subsets in robust["epochs"].items()
+        for name, entry in subsets.items()
+    ]
+    return _section(
+        "How many epochs and seeds (paper 3.3, figures 5-6)",
+        f"Scores from k epochs spaced evenly across the {len(result.reference.store.recorded_epochs)} recorded ones (the last of each "
+        "of k equal stretches, as the paper's every 20th/10th/5th/3rd of 100), from member 0 alone and from all "
+        f"members; their distributions, Kendall τ with the full score, and the top-1 error of {reference_model} "
+        "per bin of each.",
+        _pngs(files),
+        _table(["seeds", "epochs", "mean confusion (bits)", "Kendall τ with full", f"Pearson ρ, error of {reference_model}"], rows),
+    )
+
+
+def _render_mitigation(mitigation_metrics: dict, out: Path) -> str:
+    methods, bands = mitigation_metrics["methods"], mitigation_metrics["bands"]
+    files = figures.mitigation_bars(methods, bands, out)
+    rows = [[m, g, methods[m][g]["n"], methods[m][g]["error_mean"], methods[m][g]["error_std"]] for m in methods for g in [*bands, "overall"]]
+    return _section(
+        "Confusion bands as groups (paper 3.4, figure 7)",
+        f"Validation samples banded by their own confusion ({mitigation_metrics.get('band_definition', '')}); "
+        f"top-1 error per band, mean ± std over {mitigation_metrics.get('seeds', '?')} seeds.",
+        _pngs(files),
+        _table(["method", "band", "samples", "mean error", "std"], rows),
+    )
 
 
 def _difficulty_summary(by_score: dict, model_metrics: dict) -> dict:
@@ -445,32 +525,34 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
     )
 
 
-def _galleries(view: RunView, out: Path, per_class: int) -> list[str]:
-    """Fig. 1 for image datasets whose files are on this machine; [] otherwise."""
+def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarray] | None:
+    """Fig. 1's pictures for image datasets whose files are on this machine; None otherwise."""
     config = view.store.meta.get("config")
     if not config:
-        return []
+        return None
     from .datasets import load_for_run
 
     try:
         dataset = load_for_run(config)
     except Exception:  # the data may live on another machine: the report goes on without pictures
-        return []
+        return None
     split = _pick_split(view)
     if split not in dataset.splits:
-        return []
+        return None
     data_split = dataset.splits[split]
     position = {sample: i for i, sample in enumerate(data_split.ids)}
     ids = view.ids(split)
     if not all(sample in position for sample in ids):
-        return []
-    images = data_split.images[[position[s] for s in ids]]
+        return None
     labels = view.labels(split)
     classes = labels if (labels >= 0).all() else view.final[split].mean(axis=0).argmax(axis=1)
     scores = view.scores[split].confusion
     picks = analyses.gallery(scores, classes, per_class=per_class)
-    rows = [(view.store.classes[c], list(p["easiest"]), list(p["hardest"])) for c, p in picks.items()]
-    return figures.gallery(images, rows, scores, unit=SCORE_UNIT, directory=out)
+    shown = sorted({int(i) for p in picks.values() for side in p.values() for i in side})
+    local = {sample: k for k, sample in enumerate(shown)}  # only the images shown are kept
+    images = data_split.images[[position[ids[i]] for i in shown]]
+    rows = [(view.store.classes[c], [local[int(i)] for i in p["easiest"]], [local[int(i)] for i in p["hardest"]]) for c, p in picks.items()]
+    return images, rows, scores[shown]
 
 
 def _finite(value):
