@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from confusion.mitigation import GroupDRO, MitigationConfig, assign_bands, band_edges, band_names, groups_from_bands, upsampled_indices
+from confusion.engine import upsampled_indices
+from confusion.mitigation import GroupDRO, MitigationConfig, assign_bands, band_edges, band_names, groups_from_bands
 
 
 def test_groupdro_raises_the_worse_groups_weight_by_exp_eta_loss():

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from confusion.store import RunStore
-from confusion.training import TrainConfig, shift_and_flip, train
+from confusion.engine import shift_and_flip
+from confusion.training import TrainConfig, train
 
 from .conftest import FASHION_ROOT
 

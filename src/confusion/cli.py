@@ -369,8 +369,6 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Write the results table (.csv or .parquet); per-band rows go to a file beside it with _bands in its name.")] = None,
 ):
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
-    import pandas as pd
-
     from .datasets import load_dataset, load_for_run
     from .evaluate import evaluate_on_hardset, load_predictors, read_score_table
     from .hardset import read_manifest

@@ -85,7 +85,7 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     """Average probabilities of torch models over the requested samples."""
     import torch
 
-    from .training import DeviceData, predict
+    from .engine import DeviceData, predict
 
     data = DeviceData(dataset, torch.device(device), normalization)
     lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
@@ -109,7 +109,7 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
     import torch
 
     from .models import is_convolutional
-    from .training import checkpoint_path
+    from .engine import checkpoint_path
 
     channels, size, _ = dataset.image_shape
     if is_run_store(model):

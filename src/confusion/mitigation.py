@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -99,12 +98,6 @@ def groups_from_bands(bands: np.ndarray, labels: np.ndarray | None, n_classes: i
     return bands * n_classes + labels if per_class else bands.copy()
 
 
-def upsampled_indices(bands: np.ndarray, factor: int) -> np.ndarray:
-    """Sample positions for one epoch: high-band samples `factor` times, the others once."""
-    high = bands == bands.max() if bands.max() > 0 else np.zeros(len(bands), bool)
-    return np.concatenate([np.arange(len(bands)), np.repeat(np.flatnonzero(high), factor - 1)])
-
-
 class GroupDRO:
     """Online GroupDRO weights (Sagawa et al. 2020, algorithm 1)."""
 
@@ -132,59 +125,45 @@ class GroupDRO:
 
 
 # ----------------------------------------------------------------------------- one job
-def _train_job(job: dict) -> dict:
-    """Train one (method, seed) model; return its val predictions' errors per band."""
+def _train_jobs(jobs: list[dict], messages, threads: int) -> None:
+    """Train (method, seed) jobs one after another; send each result as ("result", job, result)."""
+    for job in jobs:
+        messages.put(("result", job, _train_job(job, threads)))
+
+
+def _train_job(job: dict, threads: int) -> dict:
+    """Train one (method, seed) model with the engine; return its val predictions' errors per band.
+
+    ERM is the plain loop; upsampling and group-balanced GroupDRO are samplers; GroupDRO is a loss.
+    """
     import torch
     from torch.nn import functional as F
 
-    from ._runtime import die_with_parent
     from .datasets import load_for_run
-    from .models import is_convolutional
-    from .training import DeviceData, TrainConfig, batches, make_member, predict, resolve_precision, shift_and_flip
+    from .engine import DeviceData, fit_epoch, group_balanced, make_member, predict, resolve_precision, upsampled
+    from .training import TrainConfig
 
-    die_with_parent()
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(threads)
     config = MitigationConfig(**job["config"])
     dataset = load_for_run(job["run_config"])
-    device = torch.device(config.device)
-    data = DeviceData(dataset, device)
+    data = DeviceData(dataset, torch.device(config.device))
     train_config = TrainConfig(arch=config.arch, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=job["seed"], device=config.device)
-    n_train = len(dataset.splits["train"])
-    member = make_member(0, train_config, dataset.image_shape, dataset.n_classes, n_train, device)
+    member = make_member(0, train_config, dataset.image_shape, dataset.n_classes, len(dataset.splits["train"]), data.device)
     precision = resolve_precision(train_config)
-    train_groups = torch.from_numpy(np.asarray(job["train_groups"], dtype=np.int64))
-    bands = np.asarray(job["train_bands"])
+    groups = np.asarray(job["train_groups"], dtype=np.int64)
     method = job["method"]
-    dro = GroupDRO(np.bincount(train_groups.numpy(), minlength=job["n_groups"]), config.eta, config.group_adjustment) if method == "groupdro" else None
-    channels_last = is_convolutional(member.model)
-    for epoch in range(1, config.epochs + 1):
-        generator = torch.Generator().manual_seed(job["seed"] * 1_000_003 + epoch)
-        if method == "upsample":
-            pool = torch.from_numpy(upsampled_indices(bands, config.upsample_factor))
-            order = pool[torch.randperm(len(pool), generator=generator)]
-        elif method == "groupdro" and config.balanced_sampling:
-            counts = torch.bincount(train_groups, minlength=job["n_groups"]).double()
-            weights = (1.0 / counts.clamp_min(1))[train_groups]
-            order = torch.multinomial(weights, n_train, replacement=True, generator=generator)
-        else:
-            order = torch.randperm(n_train, generator=generator)
-        member.model.train()
-        for index in batches(order, config.batch_size):
-            x = data.batch("train", index, False)
-            if config.augment:
-                x = shift_and_flip(x, generator, data.flip)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = member.model(x)
-            per_sample = F.cross_entropy(logits.float(), data.labels["train"][index], reduction="none")
-            loss = dro.loss(per_sample, train_groups[index]) if dro is not None else per_sample.mean()
-            member.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            member.optimizer.step()
-            member.scheduler.step()
-    probs = predict(member.model, data, "val", 256, precision)
-    wrong = (probs.argmax(1) != dataset.splits["val"].labels).astype(np.float64)
+    sampler, loss, dro = None, None, None
+    if method == "upsample":
+        sampler = upsampled(np.asarray(job["train_bands"]), config.upsample_factor)
+    elif method == "groupdro":
+        dro = GroupDRO(np.bincount(groups, minlength=job["n_groups"]), config.eta, config.group_adjustment)
+        group_of = torch.from_numpy(groups)
+        loss = lambda logits, y, index: dro.loss(F.cross_entropy(logits, y, reduction="none"), group_of[index.cpu()])  # noqa: E731
+        sampler = group_balanced(groups, job["n_groups"]) if config.balanced_sampling else None
+    for _ in range(config.epochs):
+        fit_epoch(member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, sampler=sampler,
+                  **({"loss": loss} if loss is not None else {}))
+    wrong = (predict(member.model, data, "val", 256, precision).argmax(1) != dataset.splits["val"].labels).astype(np.float64)
     val_bands = np.asarray(job["val_bands"])
     per_band = {int(b): float(wrong[val_bands == b].mean()) for b in np.unique(val_bands)}
     result = {"method": method, "seed": job["seed"], "overall": float(wrong.mean()), "bands": per_band}
@@ -231,26 +210,25 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
             job = {
                 "method": method, "seed": seed, "config": asdict(config), "run_config": run_config,
                 "train_groups": groups.tolist(), "train_bands": train_bands.tolist(), "val_bands": val_bands.tolist(),
-                "n_groups": n_groups, "result_path": str(path), "threads": 1,
+                "n_groups": n_groups, "result_path": str(path),
             }
             if path.exists() and json.loads(path.read_text()).get("config_key") == _key(config, method, seed):
                 continue
             jobs.append(job)
     workers = min(cores, len(jobs)) if config.device == "cpu" else 1
     if jobs:
-        for job in jobs:
-            job["threads"] = max(1, cores // max(1, workers))
+        from .engine import run_processes
         from .store import hold_lock
 
-        with hold_lock(out):
-            import multiprocessing
+        def handle(message: tuple) -> None:
+            _, job, result = message
+            result["config_key"] = _key(config, job["method"], job["seed"])
+            write_json_atomic(job["result_path"], result)
+            if on_done:
+                on_done(result)
 
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for job, result in zip(jobs, pool.map(_train_job, jobs)):
-                    result["config_key"] = _key(config, job["method"], job["seed"])
-                    write_json_atomic(job["result_path"], result)
-                    if on_done:
-                        on_done(result)
+        with hold_lock(out):
+            run_processes(_train_jobs, [jobs[w::workers] for w in range(workers)], max(1, cores // workers), handle)
     names = band_names(edges)
     table: dict = {}
     for method in config.methods:

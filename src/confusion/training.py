@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import os
-import queue as queue_module
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ConfusionError, InputError, RunStoreError
-
-CHECKPOINTS = "checkpoints"
+from .engine import (
+    DeviceData,
+    predict,
+    checkpoint_path,
+    fit_epoch,
+    load_checkpoint,
+    make_member,
+    resolve_precision,
+    restore,
+    run_processes,
+    save_checkpoint,
+)
+from .errors import InputError, RunStoreError
 
 
 @dataclass
@@ -102,231 +109,16 @@ def load_training_data(config: TrainConfig):
     return load_for_run(asdict(config))
 
 
-class DeviceData:
-    """A dataset's splits as uint8 tensors on the device, normalised per batch."""
-
-    def __init__(self, dataset, device, normalization: tuple[list[float], list[float]] | None = None):
-        import torch
-
-        from .datasets import normalization_stats
-
-        self.device = device
-        self.images = {name: torch.from_numpy(split.images).to(device) for name, split in dataset.splits.items()}
-        self.labels = {name: torch.from_numpy(split.labels).to(device) for name, split in dataset.splits.items()}
-        # Per-channel mean and std of the training pixels, in [0, 1] units (or the model's own).
-        mean, std = normalization or normalization_stats(dataset.splits["train"].images)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.flip = dataset.flip_preserves_label
-
-    def batch(self, split: str, index, channels_last: bool):
-        import torch
-
-        x = self.images[split][index].float().div_(255.0).sub_(self.mean).div_(self.std)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def shift_and_flip(x, generator, flip: bool, pad: int = 2):
-    """Random translation by up to `pad` pixels (zero fill) and, if `flip`, horizontal flips."""
-    import torch
-
-    batch, channels, height, width = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(height, device=x.device)[None]).view(batch, 1, height, 1)
-    cols = (dx[:, None] + torch.arange(width, device=x.device)[None]).view(batch, 1, 1, width)
-    if flip:
-        mirrored = torch.rand(batch, generator=generator).to(x.device) < 0.5
-        cols = torch.where(mirrored.view(batch, 1, 1, 1), 2 * dx.view(batch, 1, 1, 1) + width - 1 - cols, cols)
-    samples = torch.arange(batch, device=x.device).view(batch, 1, 1, 1)
-    planes = torch.arange(channels, device=x.device).view(1, channels, 1, 1)
-    return padded[samples, planes, rows, cols]
-
-
-# ----------------------------------------------------------------------------- one member
-@dataclass
-class Member:
-    """One ensemble member's model and training state."""
-
-    index: int
-    seed: int
-    model: Any
-    optimizer: Any
-    scheduler: Any
-    epoch: int = 0  # last finished epoch
-    history: list[dict] = field(default_factory=list)
-
-
-def resolve_precision(config: TrainConfig) -> str:
-    import torch
-
-    from ._runtime import cpu_has_bf16
-
-    if config.precision != "auto":
-        return config.precision
-    if config.device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return max(1, math.ceil(n_train / batch_size))
-
-
-def make_member(index: int, config: TrainConfig, image_shape, n_classes: int, n_train: int, device) -> Member:
-    import torch
-
-    from .models import build_model, is_convolutional
-
-    seed = config.seed + index
-    torch.manual_seed(seed)
-    model = build_model(config.arch, image_shape[0], image_shape[1], n_classes).to(device)
-    if is_convolutional(model):
-        model = model.to(memory_format=torch.channels_last)
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    total_steps = config.epochs * steps_per_epoch(n_train, config.batch_size)
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=config.lr * 0.01)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return Member(index, seed, model, optimizer, scheduler)
-
-
-def checkpoint_path(run: Path, index: int) -> Path:
-    return Path(run) / CHECKPOINTS / f"member-{index}.pt"
-
-
-def save_checkpoint(run: Path, member: Member) -> None:
-    import torch
-
-    from ._files import atomic_path
-
-    state = {
-        "epoch": member.epoch,
-        "seed": member.seed,
-        "model": member.model.state_dict(),
-        "optimizer": member.optimizer.state_dict(),
-        "scheduler": member.scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "history": member.history,
-    }
-    with atomic_path(checkpoint_path(run, member.index)) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    import torch
-
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file is reported, never half-trusted
-        raise RunStoreError(f"checkpoint {path} is unreadable ({error}); delete it to retrain that member") from None
-
-
-def restore(member: Member, state: dict) -> None:
-    import torch
-
-    member.model.load_state_dict(state["model"])
-    member.optimizer.load_state_dict(state["optimizer"])
-    member.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    member.epoch = int(state["epoch"])
-    member.history = list(state.get("history", []))
-
-
-def batches(order, batch_size: int):
-    """Split a permutation into nearly equal batches (no batch of 1, which BatchNorm rejects)."""
-    count = max(1, math.ceil(len(order) / batch_size))
-    bounds = np.linspace(0, len(order), count + 1).round().astype(int)
-    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
-def train_one_epoch(member: Member, data: DeviceData, config: TrainConfig, precision: str, record=None, report=None):
-    """One pass over the training split in a seeded order. Returns (mean loss, accuracy).
-
-    record: optional (samples, classes) float32 tensor that receives the softmax of the
-    training forward pass (--record-train in-loop).
-    """
-    import torch
-    from torch.nn import functional as F
-
-    from .models import is_convolutional
-
-    epoch = member.epoch + 1
-    generator = torch.Generator().manual_seed(member.seed * 1_000_003 + epoch)
-    n_train = data.images["train"].shape[0]
-    order = torch.randperm(n_train, generator=generator)
-    channels_last = is_convolutional(member.model)
-    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    member.model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    parts = batches(order, config.batch_size)
-    for step, index in enumerate(parts):
-        index_on_device = index.to(data.device)
-        x = data.batch("train", index_on_device, False)
-        if config.augment:
-            x = shift_and_flip(x, generator, data.flip)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = data.labels["train"][index_on_device]
-        with autocast:
-            logits = member.model(x)
-            loss = F.cross_entropy(logits, y)
-        member.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        member.optimizer.step()
-        member.scheduler.step()
-        with torch.no_grad():
-            if not torch.isfinite(loss):
-                raise ConfusionError(f"member {member.index}: the loss became {loss.item()} at epoch {epoch}; lower --lr")
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(index)
-            if record is not None:
-                record[index_on_device] = torch.softmax(logits.float(), dim=1)
-        if report is not None:
-            report(step + 1, len(parts), loss_sum / seen)
-    return loss_sum / seen, correct / seen
-
-
-def predict(model, data: DeviceData, split: str, batch_size: int, precision: str):
-    """Eval-mode class probabilities (samples, classes) float32 on the CPU."""
-    import torch
-
-    from .models import is_convolutional
-
-    model.eval()
-    channels_last = is_convolutional(model)
-    n = data.images[split].shape[0]
-    outputs = []
-    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.inference_mode(), autocast:
-        for start in range(0, n, batch_size):
-            index = torch.arange(start, min(n, start + batch_size), device=data.device)
-            logits = model(data.batch(split, index, channels_last))
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train()
-    return torch.cat(outputs).numpy()
-
-
 # ----------------------------------------------------------------------------- worker
-def run_members(indices: list[int], config_dict: dict, run: str, messages, threads: int, worker: bool) -> None:
-    """Train members `indices` to the end, writing predictions and checkpoints every epoch."""
+def run_members(group: tuple, messages, threads: int) -> None:
+    """Train members `indices` of run `run` to the end, writing predictions and checkpoints every
+    epoch (group = (indices, settings as a dict, run directory)); progress goes to `messages`."""
     import torch
 
     from .store import RunStore
 
+    indices, config_dict, run = group
     config = TrainConfig(**config_dict)
-    if worker:
-        from ._runtime import die_with_parent
-
-        die_with_parent()
     torch.set_num_threads(threads)
     device = torch.device(config.device)
     dataset = load_training_data(config)
@@ -367,7 +159,9 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
                 if step == steps or step % 20 == 0:
                     messages.put(("step", member.index, epoch, step, steps, loss))
 
-            loss, accuracy = train_one_epoch(member, data, config, precision, in_loop, report)
+            loss, accuracy = fit_epoch(
+                member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, record=in_loop, report=report
+            )
             train_seconds = time.perf_counter() - started
             val_accuracy = float("nan")
             if recording:
@@ -393,16 +187,6 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
                 writer.end_epoch(epoch, info=metrics)
             save_checkpoint(Path(run), member)  # after the predictions: a crash in between redoes the epoch
             messages.put(("epoch", member.index, epoch, member.history[-1]))
-
-
-def _worker_main(indices, config_dict, run, messages, threads):
-    try:
-        run_members(indices, config_dict, run, messages, threads, worker=True)
-        messages.put(("done", tuple(indices)))
-    except ConfusionError as error:
-        messages.put(("error", "user", str(error)))
-    except BaseException:  # noqa: BLE001 - a bug: send the traceback to the coordinator
-        messages.put(("error", "bug", traceback.format_exc()))
 
 
 # ----------------------------------------------------------------------------- coordinator
@@ -509,78 +293,17 @@ def train(
         workers = max(0, min(workers, len(pending)))
         groups = [g for g in ([pending[w::workers] for w in range(workers)] if workers else [pending]) if g]
         threads = int(store.meta.get("threads_per_member") or 1)
-        done_groups = 0
 
         def handle(message: tuple) -> None:
-            nonlocal done_groups
-            kind = message[0]
-            if kind == "epoch":
+            if message[0] == "epoch":
                 report_commits()
-            elif kind == "done":
-                done_groups += 1
-            elif kind == "error":
-                if message[1] == "user":
-                    raise ConfusionError(message[2])
-                raise RuntimeError("a training process failed:\n" + message[2])
-            if on_event and kind in ("step", "epoch"):
+            if on_event:
                 on_event(message)
 
-        if not workers:  # in this process, one member after another (debugging, CUDA)
-            previous_threads = torch.get_num_threads()
-            try:
-                run_members(pending, asdict(config), str(out), _Inline(handle), threads, worker=False)
-            finally:
-                torch.set_num_threads(previous_threads)
-            report_commits()
-            return store
-        _run_workers(groups, config, out, threads, handle, lambda: done_groups)
+        jobs = [(group, asdict(config), str(out)) for group in groups]
+        run_processes(run_members, jobs, threads, handle, inline=not workers)
         report_commits()
     return store
-
-
-def _run_workers(groups, config: TrainConfig, out: Path, threads: int, handle, done_groups) -> None:
-    """One spawned process per group of members; their messages go to `handle` until all are done."""
-    from ._runtime import worker_environment
-
-    context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    processes = []
-    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update(worker_environment(threads))  # inherited by the spawned workers only
-    try:
-        for group in groups:
-            process = context.Process(target=_worker_main, args=(group, asdict(config), str(out), messages, threads), daemon=True)
-            process.start()
-            processes.append(process)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    try:
-        while done_groups() < len(groups):
-            try:
-                handle(messages.get(timeout=1.0))
-            except queue_module.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"a training process died (exit code {dead[0].exitcode}); rerun to resume") from None
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-            process.join(timeout=10)
-
-
-class _Inline:
-    """A stand-in for the message queue when members train in the coordinator itself."""
-
-    def __init__(self, handle: Callable[[tuple], None]):
-        self.handle = handle
-
-    def put(self, message: tuple) -> None:
-        self.handle(message)
 
 
 def final_accuracy(store, split: str = "val") -> float:

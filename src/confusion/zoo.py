@@ -13,7 +13,6 @@ them like any other run.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from dataclasses import asdict, replace
@@ -128,29 +127,28 @@ def pretrained_features(dataset, cache: Path, image_size: int = 64, progress=Non
 
 
 def train_probe(arch: str, dataset, config, out: Path, cache: Path, epochs: int, progress=None) -> RunStore:
-    """A linear probe on frozen pre-trained features, recording its predictions every epoch."""
+    """A linear probe on frozen pre-trained features, trained by the engine (Adam, lr 1e-3,
+    weight decay 1e-4, batch 256), recording its predictions every epoch."""
     import torch
+
+    from .engine import FeatureData, fit_epoch, make_member, predict
+    from .training import TrainConfig
 
     features = pretrained_features(dataset, cache, progress=progress)
     mean = features["train"].mean(axis=0)
     std = features["train"].std(axis=0) + 1e-6
-    tensors = {name: torch.from_numpy((f - mean) / std) for name, f in features.items()}
-    labels = torch.from_numpy(dataset.splits["train"].labels)
+    device = torch.device("cpu")
+    data = FeatureData({name: (f - mean) / std for name, f in features.items()}, {n: s.labels for n, s in dataset.splits.items()}, device)
+    settings = TrainConfig(seed=config.seed, epochs=epochs, lr=1e-3, weight_decay=1e-4, batch_size=256, schedule="constant")
     torch.manual_seed(config.seed)
-    probe = torch.nn.Linear(tensors["train"].shape[1], dataset.n_classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(config.seed)
-    store = _new_run(out, arch, dataset, config, epochs, {"feature_size": int(tensors["train"].shape[1])})
+    probe = torch.nn.Linear(features["train"].shape[1], dataset.n_classes)
+    member = make_member(0, settings, None, dataset.n_classes, data.n("train"), device, model=probe)
+    store = _new_run(out, arch, dataset, config, epochs, {"feature_size": int(features["train"].shape[1])})
     with store.member_writer(0) as writer:
         for epoch in range(1, epochs + 1):
-            for index in torch.randperm(len(labels), generator=generator).split(256):
-                loss = torch.nn.functional.cross_entropy(probe(tensors["train"][index]), labels[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            with torch.no_grad():
-                for name, x in tensors.items():
-                    writer.log(name, epoch, probe(x), logits=True)
+            fit_epoch(member, data, batch_size=256, augment=False, precision="fp32")
+            for name in dataset.splits:
+                writer.log(name, epoch, predict(member.model, data, name, 4096, "fp32"))
             writer.end_epoch(epoch)
     store.refresh()
     return store

@@ -1,0 +1,411 @@
+"""The one torch training engine: data on the device, a member, one epoch, predictions,
+checkpoints, and the processes that run members.
+
+    data = DeviceData(dataset, device)                  # uint8 splits on the device
+    member = make_member(0, config, image_shape, C, n_train, device)
+    fit_epoch(member, data, batch_size=128, augment=True, precision="fp32",
+              sampler=shuffled, loss=mean_cross_entropy)   # samplers and losses plug in
+    probs = predict(member.model, data, "val", 256, "fp32")
+
+The trainer (`training`) coordinates members through it; mitigation is a sampler
+(`upsampled`, `group_balanced`) and a loss (`mitigation.GroupDRO`) on the same loop; the zoo's
+linear probe and `evaluate` reuse `fit_epoch` and `predict`. `run_processes` is the one
+process coordinator: one spawned, single-purpose process per group of jobs, dying with its
+parent. Everything here needs PyTorch (the `train` extra); it is imported lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import queue as queue_module
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ConfusionError, RunStoreError
+
+CHECKPOINTS = "checkpoints"
+
+
+# ----------------------------------------------------------------------------- data
+class DeviceData:
+    """A dataset's splits as uint8 tensors on the device, normalised per batch."""
+
+    def __init__(self, dataset, device, normalization: tuple[list[float], list[float]] | None = None):
+        import torch
+
+        from .datasets import normalization_stats
+
+        self.device = device
+        self.images = {name: torch.from_numpy(split.images).to(device) for name, split in dataset.splits.items()}
+        self.labels = {name: torch.from_numpy(split.labels).to(device) for name, split in dataset.splits.items()}
+        # Per-channel mean and std of the training pixels, in [0, 1] units (or the model's own).
+        mean, std = normalization or normalization_stats(dataset.splits["train"].images)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.flip = dataset.flip_preserves_label
+        self.augmentable = True
+
+    def n(self, split: str) -> int:
+        return int(self.images[split].shape[0])
+
+    def batch(self, split: str, index, channels_last: bool):
+        import torch
+
+        x = self.images[split][index].float().div_(255.0).sub_(self.mean).div_(self.std)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class FeatureData:
+    """Float feature vectors (samples, features) per split, with the same interface as DeviceData."""
+
+    def __init__(self, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], device):
+        import torch
+
+        self.device = device
+        self.images = {name: torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for name, f in features.items()}
+        self.labels = {name: torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for name, y in labels.items()}
+        self.flip = False
+        self.augmentable = False
+
+    def n(self, split: str) -> int:
+        return int(self.images[split].shape[0])
+
+    def batch(self, split: str, index, channels_last: bool):
+        return self.images[split][index]
+
+
+def shift_and_flip(x, generator, flip: bool, pad: int = 2):
+    """Random translation by up to `pad` pixels (zero fill) and, if `flip`, horizontal flips."""
+    import torch
+
+    batch, channels, height, width = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(height, device=x.device)[None]).view(batch, 1, height, 1)
+    cols = (dx[:, None] + torch.arange(width, device=x.device)[None]).view(batch, 1, 1, width)
+    if flip:
+        mirrored = torch.rand(batch, generator=generator).to(x.device) < 0.5
+        cols = torch.where(mirrored.view(batch, 1, 1, 1), 2 * dx.view(batch, 1, 1, 1) + width - 1 - cols, cols)
+    samples = torch.arange(batch, device=x.device).view(batch, 1, 1, 1)
+    planes = torch.arange(channels, device=x.device).view(1, channels, 1, 1)
+    return padded[samples, planes, rows, cols]
+
+
+# ----------------------------------------------------------------------------- a member
+@dataclass
+class Member:
+    """One ensemble member's model and training state."""
+
+    index: int
+    seed: int
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    epoch: int = 0  # last finished epoch
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_precision(config) -> str:
+    """fp32 or bf16: `config.precision`, or with "auto" bf16 only where the hardware computes in it."""
+    import torch
+
+    from ._runtime import cpu_has_bf16
+
+    if config.precision != "auto":
+        return config.precision
+    if config.device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_train / batch_size))
+
+
+def make_member(index: int, config, image_shape, n_classes: int, n_train: int, device, model=None) -> Member:
+    """Member `index` (seed `config.seed + index`): its model (built by `config.arch` unless
+    given), optimiser and per-step schedule."""
+    import torch
+
+    from .models import build_model, is_convolutional
+
+    seed = config.seed + index
+    torch.manual_seed(seed)
+    if model is None:
+        model = build_model(config.arch, image_shape[0], image_shape[1], n_classes)
+    model = model.to(device)
+    if is_convolutional(model):
+        model = model.to(memory_format=torch.channels_last)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    total_steps = config.epochs * steps_per_epoch(n_train, config.batch_size)
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=config.lr * 0.01)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return Member(index, seed, model, optimizer, scheduler)
+
+
+# ----------------------------------------------------------------------------- one epoch
+def shuffled(n: int):
+    """The default sampler: every training sample once per epoch, in a seeded order."""
+    import torch
+
+    return lambda generator: torch.randperm(n, generator=generator)
+
+
+def upsampled_indices(bands: np.ndarray, factor: int) -> np.ndarray:
+    """Sample positions for one epoch: high-band samples `factor` times, the others once."""
+    high = bands == bands.max() if bands.max() > 0 else np.zeros(len(bands), bool)
+    return np.concatenate([np.arange(len(bands)), np.repeat(np.flatnonzero(high), factor - 1)])
+
+
+def upsampled(bands: np.ndarray, factor: int):
+    """Upsampling (JTT-style): every sample of the highest band `factor` times per epoch."""
+    import torch
+
+    pool = torch.from_numpy(upsampled_indices(bands, factor))
+    return lambda generator: pool[torch.randperm(len(pool), generator=generator)]
+
+
+def group_balanced(groups: np.ndarray, n_groups: int):
+    """Batches drawn with replacement so that every group is equally likely."""
+    import torch
+
+    groups = torch.as_tensor(groups, dtype=torch.int64)
+    weights = (1.0 / torch.bincount(groups, minlength=n_groups).double().clamp_min(1))[groups]
+    return lambda generator: torch.multinomial(weights, len(groups), replacement=True, generator=generator)
+
+
+def mean_cross_entropy(logits, labels, index):
+    """The default loss: mean cross-entropy over the batch."""
+    from torch.nn import functional as F
+
+    return F.cross_entropy(logits, labels)
+
+
+def batches(order, batch_size: int):
+    """Split a permutation into nearly equal batches (no batch of 1, which BatchNorm rejects)."""
+    count = max(1, math.ceil(len(order) / batch_size))
+    bounds = np.linspace(0, len(order), count + 1).round().astype(int)
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def fit_epoch(
+    member: Member,
+    data,
+    *,
+    batch_size: int,
+    augment: bool,
+    precision: str,
+    sampler: Callable | None = None,
+    loss: Callable = mean_cross_entropy,
+    record=None,
+    report: Callable | None = None,
+) -> tuple[float, float]:
+    """One pass over the training split in a seeded order. Returns (mean loss, accuracy).
+
+    sampler(generator) -> the epoch's sample positions (default: `shuffled`); loss(logits,
+    labels, index) -> scalar. The generator is seeded by (member seed, epoch), so a resumed
+    run draws the same order and augmentation. record: optional (samples, classes) float32
+    tensor that receives the softmax of the training forward pass (--record-train in-loop).
+    """
+    import torch
+
+    from .models import is_convolutional
+
+    epoch = member.epoch + 1
+    generator = torch.Generator().manual_seed(member.seed * 1_000_003 + epoch)
+    order = (sampler or shuffled(data.n("train")))(generator)
+    channels_last = is_convolutional(member.model)
+    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    member.model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    parts = batches(order, batch_size)
+    for step, index in enumerate(parts):
+        index_on_device = index.to(data.device)
+        x = data.batch("train", index_on_device, False)
+        if augment and data.augmentable:
+            x = shift_and_flip(x, generator, data.flip)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.labels["train"][index_on_device]
+        with autocast:
+            logits = member.model(x)
+        value = loss(logits.float(), y, index_on_device)
+        member.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        member.optimizer.step()
+        member.scheduler.step()
+        with torch.no_grad():
+            if not torch.isfinite(value):
+                raise ConfusionError(f"member {member.index}: the loss became {value.item()} at epoch {epoch}; lower --lr")
+            loss_sum += value.item() * len(index)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(index)
+            if record is not None:
+                record[index_on_device] = torch.softmax(logits.float(), dim=1)
+        if report is not None:
+            report(step + 1, len(parts), loss_sum / seen)
+    member.epoch = epoch
+    return loss_sum / seen, correct / seen
+
+
+def predict(model, data, split: str, batch_size: int, precision: str):
+    """Eval-mode class probabilities (samples, classes) float32 on the CPU."""
+    import torch
+
+    from .models import is_convolutional
+
+    model.eval()
+    channels_last = is_convolutional(model)
+    n = data.n(split)
+    outputs = []
+    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(n, start + batch_size), device=data.device)
+            logits = model(data.batch(split, index, channels_last))
+            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train()
+    return torch.cat(outputs).numpy()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def checkpoint_path(run: Path, index: int) -> Path:
+    return Path(run) / CHECKPOINTS / f"member-{index}.pt"
+
+
+def save_checkpoint(run: Path, member: Member) -> None:
+    import torch
+
+    from ._files import atomic_path
+
+    state = {
+        "epoch": member.epoch,
+        "seed": member.seed,
+        "model": member.model.state_dict(),
+        "optimizer": member.optimizer.state_dict(),
+        "scheduler": member.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "history": member.history,
+    }
+    with atomic_path(checkpoint_path(run, member.index)) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file is reported, never half-trusted
+        raise RunStoreError(f"checkpoint {path} is unreadable ({error}); delete it to retrain that member") from None
+
+
+def restore(member: Member, state: dict) -> None:
+    import torch
+
+    member.model.load_state_dict(state["model"])
+    member.optimizer.load_state_dict(state["optimizer"])
+    member.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    member.epoch = int(state["epoch"])
+    member.history = list(state.get("history", []))
+
+
+# ----------------------------------------------------------------------------- processes
+def run_processes(target: Callable, groups: list, threads: int, handle: Callable[[tuple], None], *, inline: bool = False) -> None:
+    """Run target(group, messages, threads) for each group, each in its own spawned process.
+
+    A process sends tuples to `messages`; each reaches `handle` in this process, which may
+    raise to stop everything. A process ends by sending ("done",), or ("error", "user"|"bug",
+    text), which is raised here as a ConfusionError or a RuntimeError. Processes run with
+    tcmalloc and `threads` OpenMP threads, and die with this one (PR_SET_PDEATHSIG). With
+    `inline`, the groups run one after another in this process instead (debugging, CUDA).
+    """
+    if inline:
+        import torch
+
+        previous = torch.get_num_threads()
+        try:
+            for group in groups:
+                target(group, _Inline(handle), threads)
+        finally:
+            torch.set_num_threads(previous)
+        return
+    from ._runtime import worker_environment
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = []
+    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(worker_environment(threads))  # inherited by the spawned processes only
+    try:
+        for group in groups:
+            process = context.Process(target=_process_main, args=(target, group, messages, threads), daemon=True)
+            process.start()
+            processes.append(process)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    done = 0
+    try:
+        while done < len(groups):
+            try:
+                message = messages.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a training process died (exit code {dead[0].exitcode}); rerun to resume") from None
+                continue
+            if message[0] == "done":
+                done += 1
+            elif message[0] == "error":
+                if message[1] == "user":
+                    raise ConfusionError(message[2])
+                raise RuntimeError("a training process failed:\n" + message[2])
+            else:
+                handle(message)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=10)
+
+
+def _process_main(target, group, messages, threads) -> None:
+    from ._runtime import die_with_parent
+
+    die_with_parent()  # first: a parent killed during start-up takes this process with it
+    try:
+        target(group, messages, threads)
+        messages.put(("done",))
+    except ConfusionError as error:
+        messages.put(("error", "user", str(error)))
+    except BaseException:  # noqa: BLE001 - a bug: send the traceback to the coordinator
+        messages.put(("error", "bug", traceback.format_exc()))
+
+
+class _Inline:
+    """A stand-in for the message queue when jobs run in the coordinator itself."""
+
+    def __init__(self, handle: Callable[[tuple], None]):
+        self.handle = handle
+
+    def put(self, message: tuple) -> None:
+        self.handle(message)
