@@ -1,6 +1,5 @@
 """Difficulty scores from one recording, computed by hand on a tiny run, and their transfer."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
