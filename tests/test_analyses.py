@@ -90,3 +90,16 @@ def test_align_and_gallery():
 def test_aggregate_correlation():
     result = analyses.aggregate(np.array([0.2, 0.4, 0.6, 0.8]), np.array([0.95, 0.9, 0.8, 0.7]))
     assert result["pearson"] < -0.95 and result["n_runs"] == 4
+
+
+def test_ensemble_and_mean_member_accuracy_are_different_things():
+    # Two members, three samples: each member is right on 2 of 3, their average on all 3.
+    final = np.array([
+        [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]],
+        [[0.4, 0.6], [0.9, 0.1], [0.3, 0.7]],
+    ])
+    labels = np.array([0, 0, 1])
+    assert analyses.ensemble_accuracy(final, labels) == pytest.approx(1.0)
+    assert analyses.mean_member_accuracy(final, labels) == pytest.approx(2 / 3)
+    assert analyses.ensemble_accuracy(final, np.array([-1, 0, -1])) == pytest.approx(1.0)  # unknown labels left out
+    assert np.isnan(analyses.mean_member_accuracy(final, np.full(3, -1)))

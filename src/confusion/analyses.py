@@ -65,6 +65,29 @@ def member_errors(final_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (np.asarray(final_probs).argmax(axis=-1) != np.asarray(labels)[None]).astype(np.float64)
 
 
+def ensemble_accuracy(final_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the members' averaged prediction (eq. 1) over the labelled samples.
+
+    final_probs: (members, samples, classes); labels: (samples,), -1 = unknown (left out).
+    NaN when no sample is labelled.
+    """
+    labels = np.asarray(labels)
+    known = labels >= 0
+    if not known.any():
+        return float("nan")
+    predicted = np.asarray(final_probs, dtype=np.float64).mean(axis=0).argmax(axis=-1)
+    return float((predicted[known] == labels[known]).mean())
+
+
+def mean_member_accuracy(final_probs: np.ndarray, labels: np.ndarray) -> float:
+    """The members' top-1 accuracies, averaged (what one member scores, on average), labelled samples only."""
+    labels = np.asarray(labels)
+    known = labels >= 0
+    if not known.any():
+        return float("nan")
+    return float(1.0 - member_errors(np.asarray(final_probs)[:, known], labels[known]).mean())
+
+
 def detection_report(confusion: np.ndarray, final_probs: np.ndarray, labels: np.ndarray) -> dict:
     """The score as a detector of errors, next to two single-model baselines.
 

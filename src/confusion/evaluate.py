@@ -40,7 +40,7 @@ def _stored_predictions(store: RunStore, member: int | None):
         missing = [s for s in ids if s not in position]
         if missing:
             raise InputError(f"{store.path} has no predictions for {len(missing)} of these samples (e.g. {missing[0]!r})")
-        final = store.probs(split)[:, len(store.recorded_epochs) - 1].astype(np.float32)
+        final = store.final_probs(split)
         chosen = final if member is None else final[member : member + 1]
         return chosen.mean(axis=0)[[position[s] for s in ids]]
 

@@ -64,7 +64,7 @@ def manifest(
     values = label_free_score(store, split, score)
     scores = store.scores(split)
     labels = store.labels(split)
-    final = store.probs(split)[:, len(store.recorded_epochs) - 1].astype(np.float32).mean(axis=0)
+    final = store.final_probs(split).mean(axis=0)
     predicted = final.argmax(axis=1)
     # Per class by the label where every sample has one, else by the ensemble's prediction.
     groups = (labels if (labels >= 0).all() else predicted) if per_class else None

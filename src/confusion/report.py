@@ -44,8 +44,7 @@ class RunView:
             if split not in store.splits:
                 continue
             view.scores[split] = store.scores(split)
-            slot = len(store.recorded_epochs) - 1
-            view.final[split] = store.probs(split)[:, slot].astype(np.float32)
+            view.final[split] = store.final_probs(split)
         return view
 
     @property
@@ -65,8 +64,8 @@ class RunView:
         return np.where(labels >= 0, errors, np.nan)
 
     def accuracy(self, split: str) -> float:
-        known = self.labels(split) >= 0
-        return float(1.0 - np.nanmean(self.member_error(split)[known])) if known.any() else float("nan")
+        """Mean member accuracy at the last epoch (what a single model of this run scores)."""
+        return analyses.mean_member_accuracy(self.final[split], self.labels(split))
 
 
 def run_label(store: RunStore) -> str:

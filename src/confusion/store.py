@@ -287,6 +287,15 @@ class RunStore:
     def sample_ids(self, split: str) -> np.ndarray:
         return _strings(self._split_group(split)["ids"])
 
+    def final_probs(self, split: str) -> np.ndarray:
+        """Every member's probabilities at the last committed epoch: (members, samples, classes) float32.
+
+        The one place "the last epoch's predictions" are read (hard sets, evaluation, reports).
+        """
+        if not self.recorded_epochs:
+            raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to read")
+        return np.asarray(self.probs(split)[:, len(self.recorded_epochs) - 1], dtype=np.float32)
+
     def sources(self, split: str) -> np.ndarray | None:
         group = self._split_group(split)
         return _strings(group["sources"]) if "sources" in group else None

@@ -308,10 +308,8 @@ def train(
 
 def final_accuracy(store, split: str = "val") -> float:
     """Top-1 accuracy of the ensemble average at the last committed epoch (labelled samples)."""
+    from .analyses import ensemble_accuracy
+
     if not store.recorded_epochs:
         return float("nan")
-    labels = store.labels(split)
-    slot = len(store.recorded_epochs) - 1
-    probs = store.probs(split)[:, slot].astype(np.float32).mean(axis=0)
-    known = labels >= 0
-    return float((probs.argmax(1)[known] == labels[known]).mean()) if known.any() else float("nan")
+    return ensemble_accuracy(store.final_probs(split), store.labels(split))
