@@ -172,6 +172,14 @@ def transfer_report(hardness_by_score: dict[str, np.ndarray], final_probs: np.nd
 
 
 # ----------------------------------------------------------------------------- error by bin
+def bin_index(scores: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
+    """The one binning rule: bin 0 below the first inner edge, ..., len(inner_edges) at or above
+    the last (a score on an edge goes to the bin above it). Used for the error-by-bin curves,
+    the per-band evaluation and the mitigation bands alike."""
+    return np.searchsorted(np.asarray(inner_edges, dtype=np.float64), np.asarray(scores, dtype=np.float64), side="right")
+
+
+
 @dataclass
 class BinnedError:
     """Top-1 error per fixed-width score bin; bins with fewer than `min_count` samples are skipped."""
@@ -207,7 +215,7 @@ def error_by_bin(
     if scores.shape != errors.shape:
         raise InputError(f"scores {scores.shape} and errors {errors.shape} differ in shape")
     edges = np.linspace(0.0, max_score, bins + 1)
-    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    index = bin_index(scores, edges[1:-1])
     counts = np.bincount(index, minlength=bins)
     sums = np.bincount(index, weights=errors, minlength=bins)
     used = counts >= max(1, min_count)

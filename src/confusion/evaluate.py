@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .analyses import auroc, entropy_bits
+from .analyses import auroc, bin_index, entropy_bits
 from .errors import InputError
 from .store import RunStore, is_run_store
 
@@ -208,7 +208,7 @@ def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame
         values = np.array([by_id[s] for s in every.ids])
         top = math.log2(dataset.n_classes)
         edges = np.linspace(0, top, bins + 1)
-        band_of = np.clip(np.digitize(values, edges[1:-1]), 0, bins - 1)
+        band_of = bin_index(values, edges[1:-1])
     for predictor in predictors:
         probs = predictor.probabilities(split, every.ids)
         wrong = probs.argmax(axis=1) != every.labels

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._files import write_json_atomic
 from .difficulty import IN_BITS, LABEL_FREE, label_free_score
+from .analyses import bin_index
 from .errors import InputError
 from .store import RunStore
 
@@ -83,7 +84,7 @@ def band_edges(train_scores: np.ndarray, n_classes: int, edges: list[float] | No
 
 def assign_bands(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Band index of each score: 0 below the first edge, ..., len(edges) at or above the last."""
-    return np.searchsorted(edges, scores, side="right")
+    return bin_index(scores, edges)
 
 
 def band_names(edges: np.ndarray) -> list[str]:
