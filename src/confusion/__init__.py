@@ -11,8 +11,8 @@ The scoring side (`confusion.scores`, `confusion.store`, `confusion.analyses`,
 __version__ = "0.1.0"
 
 from .errors import ConfusionError, InputError, RunLockedError, RunStoreError, UnknownNameError  # noqa: E402
-from .scores import Scores, confusion_score, confusion_scores, entropy, softmax  # noqa: E402
 from .recorder import Recorder  # noqa: E402
+from .scores import Scores, confusion_score, confusion_scores, entropy, softmax  # noqa: E402
 
 __all__ = [
     "ConfusionError",

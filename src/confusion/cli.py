@@ -18,7 +18,22 @@ import typer
 
 from . import _terminal as term
 from ._files import write_table_atomic
+from .datasets import load_dataset, load_for_run
+from .demo import run_demo
+from .difficulty import SCORES, difficulty_scores
 from .errors import ConfusionError, InputError
+from .evaluate import evaluate_on_hardset, load_predictors, read_score_table
+from .hardset import images_for, manifest, read_manifest
+from .hardset import materialize as write_images
+from .importing import import_predictions, load_labels, load_predictions
+from .mitigation import MitigationConfig
+from .mitigation import mitigate as run_mitigation
+from .report import build_report, check_inputs
+from .scores import as_four_d, confusion_scores
+from .store import RunStore, is_run_store
+from .training import TrainConfig, final_accuracy
+from .training import train as train_ensemble
+from .zoo import train_zoo
 
 app = typer.Typer(
     name="confusion",
@@ -102,10 +117,6 @@ def score(
     engine: Annotated[str, typer.Option(help="auto (fused numba kernel when it applies), numpy, or numba.")] = "auto",
 ):
     """Confusion score of every sample (paper eqs. 1-3): higher = harder, in [0, log C] bits (or nats)."""
-    from .importing import load_labels, load_predictions
-    from .scores import as_four_d, confusion_scores
-    from .store import RunStore
-
     out = _table_path(out)
     if (run is None) == (probs is None):
         raise InputError("give either a run directory or --probs FILE, not both or neither")
@@ -144,8 +155,6 @@ def import_(
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: 0..C-1).")] = None,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
-    from .importing import import_predictions
-
     sample_ids = None
     if ids is not None:
         if not ids.is_file():
@@ -190,9 +199,6 @@ def train(
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
-    from .training import TrainConfig, final_accuracy
-    from .training import train as train_ensemble
-
     config = TrainConfig(
         data=data, arch=arch, members=members, epochs=epochs, seed=seed, record_every=record_every,
         record_train=record_train, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
@@ -234,8 +240,6 @@ def difficulty(
     lower = harder), el2n (L2 norm, 0..1.41)."""
     import pandas as pd
 
-    from .difficulty import SCORES, difficulty_scores
-    from .store import RunStore
 
     _table_path(out)
     store = RunStore.open(run)
@@ -265,7 +269,6 @@ def status(
     epochs are committed (ended by every member, so scoring reads them)."""
     import json
 
-    from .store import RunStore
 
     state = RunStore.open(run).status()
     if json_output:
@@ -294,8 +297,6 @@ def report(
     gallery: Annotated[int, typer.Option(help="Easiest and hardest samples shown per class.")] = 6,
 ):
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
-    from .report import build_report, check_inputs
-
     if bins < 2 or min_count < 1 or gallery < 1:
         raise InputError("--bins must be at least 2, --min-count and --gallery at least 1")
     check_inputs(run, compare or [], models or [], mitigation)
@@ -331,11 +332,6 @@ def hardset(
     score: Annotated[str, typer.Option(help="The label-free score that ranks the samples (higher = harder): confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy (bits), ensemble_msp, flips, stable_epoch. --threshold is in its unit. See `confusion difficulty --help`.")] = "confusion",
 ):
     """Choose the most confusing samples of a split as a hard benchmark set (a manifest)."""
-    from .datasets import load_for_run
-    from .hardset import images_for, manifest
-    from .hardset import materialize as write_images
-    from .store import RunStore
-
     _table_path(out)
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")
@@ -369,11 +365,6 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Write the results table (.csv or .parquet); per-band rows go to a file beside it with _bands in its name.")] = None,
 ):
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
-    from .datasets import load_dataset, load_for_run
-    from .evaluate import evaluate_on_hardset, load_predictors, read_score_table
-    from .hardset import read_manifest
-    from .store import RunStore, is_run_store
-
     _table_path(out)
     hard = read_manifest(hardset)
     if data is not None:
@@ -428,9 +419,6 @@ def zoo(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ):
     """Train one model per architecture across sizes and families (and scikit-learn and a pre-trained probe)."""
-    from .training import TrainConfig
-    from .zoo import train_zoo
-
     names = [a.strip() for a in archs.split(",") if a.strip()]
     if not names:
         raise InputError("--archs lists no model")
@@ -468,9 +456,6 @@ def mitigate(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ):
     """Train with confusion bands as groups (GroupDRO, upsampling) against ERM; report error per band."""
-    from .mitigation import MitigationConfig
-    from .mitigation import mitigate as run_mitigation
-
     def numbers(text: Optional[str], name: str) -> Optional[list[float]]:
         if text is None:
             return None
@@ -501,8 +486,6 @@ def demo(
 ):
     """The paper end to end: scoring ensemble, larger ensemble, zoo, hard set, mitigation, report.
     Rerunning continues an interrupted demo."""
-    from .demo import run_demo
-
     run_demo(out, quick=quick, data=data, root=str(root) if root else None, top=top)
 
 

@@ -18,6 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import _terminal as term
+from ._files import write_json_atomic, write_table_atomic
+from .evaluate import evaluate_on_hardset, load_predictors
+from .hardset import manifest
+from .mitigation import MitigationConfig, mitigate
+from .report import _finite, build_report
+from .training import TrainConfig, final_accuracy, load_training_data, train
+from .zoo import run_name, train_zoo
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,6 @@ QUICK = Preset(
 
 def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist", root: str | None = None, top: float = 0.1) -> dict:
     """Run every stage into OUT; returns the summary that is printed at the end."""
-    from .evaluate import evaluate_on_hardset, load_predictors
-    from .hardset import manifest
-    from .mitigation import MitigationConfig, mitigate
-    from .report import build_report
-    from .training import TrainConfig, final_accuracy, load_training_data, train
-    from .zoo import run_name, train_zoo
-
     preset = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,8 +92,6 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
 
     stage(f"4/6 hard set (top {top:.0%} of val by confusion) and every model on it")
     hard = manifest(small, "val", top=top)
-    from ._files import write_table_atomic
-
     write_table_atomic(hard, out / "hardset.csv")
     dataset = load_training_data(base)
     predictors = []
@@ -131,9 +129,6 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
         "large_ensemble": str(large.path),
     }
     _print_summary(summary)
-    from ._files import write_json_atomic
-    from .report import _finite
-
     write_json_atomic(out / "summary.json", _finite(summary))
     return summary
 

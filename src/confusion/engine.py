@@ -27,6 +27,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._files import atomic_path
+from ._runtime import cpu_has_bf16, die_with_parent, worker_environment
+from .datasets import normalization_stats
 from .errors import ConfusionError, RunStoreError
 
 CHECKPOINTS = "checkpoints"
@@ -39,7 +42,6 @@ class DeviceData:
     def __init__(self, dataset, device, normalization: tuple[list[float], list[float]] | None = None):
         import torch
 
-        from .datasets import normalization_stats
 
         self.device = device
         self.images = {name: torch.from_numpy(split.images).to(device) for name, split in dataset.splits.items()}
@@ -116,7 +118,6 @@ def resolve_precision(config) -> str:
     """fp32 or bf16: `config.precision`, or with "auto" bf16 only where the hardware computes in it."""
     import torch
 
-    from ._runtime import cpu_has_bf16
 
     if config.precision != "auto":
         return config.precision
@@ -288,7 +289,6 @@ def checkpoint_path(run: Path, index: int) -> Path:
 def save_checkpoint(run: Path, member: Member) -> None:
     import torch
 
-    from ._files import atomic_path
 
     state = {
         "epoch": member.epoch,
@@ -345,7 +345,6 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
         finally:
             torch.set_num_threads(previous)
         return
-    from ._runtime import worker_environment
 
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
@@ -389,8 +388,6 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
 
 
 def _process_main(target, group, messages, threads) -> None:
-    from ._runtime import die_with_parent
-
     die_with_parent()  # first: a parent killed during start-up takes this process with it
     try:
         target(group, messages, threads)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .analyses import auroc, bin_index, entropy_bits
+from .engine import DeviceData, checkpoint_path, predict
 from .errors import InputError
 from .store import RunStore, is_run_store
 
@@ -85,7 +86,6 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     """Average probabilities of torch models over the requested samples."""
     import torch
 
-    from .engine import DeviceData, predict
 
     data = DeviceData(dataset, torch.device(device), normalization)
     lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
@@ -109,7 +109,6 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
     import torch
 
     from .models import is_convolutional
-    from .engine import checkpoint_path
 
     channels, size, _ = dataset.image_shape
     if is_run_store(model):

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError, RunStoreError
-from .scores import describe_invalid, as_four_d, softmax
+from .scores import as_four_d, describe_invalid, softmax
 from .store import RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
 
 

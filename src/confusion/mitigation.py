@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ._files import write_json_atomic
-from .difficulty import IN_BITS, LABEL_FREE, label_free_score
 from .analyses import bin_index
+from .datasets import load_for_run
+from .difficulty import IN_BITS, LABEL_FREE, label_free_score
+from .engine import DeviceData, fit_epoch, group_balanced, make_member, predict, resolve_precision, run_processes, upsampled
 from .errors import InputError
-from .store import RunStore
+from .store import RunStore, hold_lock
+from .training import TrainConfig
 
 METHODS = ("erm", "groupdro", "upsample")
 
@@ -140,9 +143,6 @@ def _train_job(job: dict, threads: int) -> dict:
     import torch
     from torch.nn import functional as F
 
-    from .datasets import load_for_run
-    from .engine import DeviceData, fit_epoch, group_balanced, make_member, predict, resolve_precision, upsampled
-    from .training import TrainConfig
 
     torch.set_num_threads(threads)
     config = MitigationConfig(**job["config"])
@@ -176,8 +176,6 @@ def _train_job(job: dict, threads: int) -> dict:
 # ----------------------------------------------------------------------------- coordinator
 def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_done=None) -> dict:
     """Train every method with every seed (finished jobs are kept on rerun); write DIR/metrics.json."""
-    from .datasets import load_for_run
-
     config.check()
     store = RunStore.open(run)
     run_config = store.meta.get("config")
@@ -218,9 +216,6 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
             jobs.append(job)
     workers = min(cores, len(jobs)) if config.device == "cpu" else 1
     if jobs:
-        from .engine import run_processes
-        from .store import hold_lock
-
         def handle(message: tuple) -> None:
             _, job, result = message
             result["config_key"] = _key(config, job["method"], job["seed"])

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from . import analyses, figures
+from . import __version__, analyses, figures
 from ._files import write_json_atomic, write_table_atomic, write_text_atomic
+from .datasets import load_for_run
 from .difficulty import SCORES, difficulty_scores, hardness
 from .errors import InputError
 from .store import RunStore
@@ -529,7 +529,6 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
     config = view.store.meta.get("config")
     if not config:
         return None
-    from .datasets import load_for_run
 
     try:
         dataset = load_for_run(config)

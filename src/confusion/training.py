@@ -21,21 +21,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
+from .analyses import ensemble_accuracy
+from .datasets import load_for_run, normalization_stats
 from .engine import (
     DeviceData,
-    predict,
     checkpoint_path,
     fit_epoch,
     load_checkpoint,
     make_member,
+    predict,
     resolve_precision,
     restore,
     run_processes,
     save_checkpoint,
 )
 from .errors import InputError, RunStoreError
+from .store import RunStore, SplitData, check_usable_directory, hold_lock
 
 
 @dataclass
@@ -104,8 +105,6 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- data
 def load_training_data(config: TrainConfig):
-    from .datasets import load_for_run
-
     return load_for_run(asdict(config))
 
 
@@ -115,7 +114,6 @@ def run_members(group: tuple, messages, threads: int) -> None:
     epoch (group = (indices, settings as a dict, run directory)); progress goes to `messages`."""
     import torch
 
-    from .store import RunStore
 
     indices, config_dict, run = group
     config = TrainConfig(**config_dict)
@@ -191,16 +189,11 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
 
 # ----------------------------------------------------------------------------- coordinator
 def describe_dataset_for_run(dataset) -> dict:
-    from .store import SplitData
-
     return {name: SplitData(ids=split.ids, labels=split.labels, sources=split.sources) for name, split in dataset.splits.items()}
 
 
 def _open_or_create(out: Path, config: TrainConfig, dataset):
     """The run at `out`: made here, or made by an earlier or concurrent job of the same run."""
-    from .datasets import normalization_stats
-    from .store import RunStore
-
     cores = os.cpu_count() or 1
     store = RunStore.create(
         out,
@@ -248,7 +241,6 @@ def train(
     """
     import torch
 
-    from .store import check_usable_directory, hold_lock
 
     config.check()
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -308,8 +300,6 @@ def train(
 
 def final_accuracy(store, split: str = "val") -> float:
     """Top-1 accuracy of the ensemble average at the last committed epoch (labelled samples)."""
-    from .analyses import ensemble_accuracy
-
     if not store.recorded_epochs:
         return float("nan")
     return ensemble_accuracy(store.final_probs(split), store.labels(split))

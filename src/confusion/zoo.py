@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_path, write_json_atomic
+from .engine import FeatureData, fit_epoch, make_member, predict
 from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
+from .training import TrainConfig, describe_dataset_for_run, final_accuracy, load_training_data, train
 
 SKLEARN = ("sklearn:logreg", "sklearn:forest")
 PRETRAINED = ("pretrained:efficientnet-lite0",)
@@ -39,8 +41,6 @@ def run_name(arch: str) -> str:
 
 
 def _new_run(out: Path, arch: str, dataset, config, epochs: int, info: dict) -> RunStore:
-    from .training import describe_dataset_for_run
-
     return RunStore.create(
         out,
         n_classes=dataset.n_classes,
@@ -131,8 +131,6 @@ def train_probe(arch: str, dataset, config, out: Path, cache: Path, epochs: int,
     weight decay 1e-4, batch 256), recording its predictions every epoch."""
     import torch
 
-    from .engine import FeatureData, fit_epoch, make_member, predict
-    from .training import TrainConfig
 
     features = pretrained_features(dataset, cache, progress=progress)
     mean = features["train"].mean(axis=0)
@@ -166,8 +164,6 @@ def train_zoo(
 
     config: a TrainConfig whose data, epochs and limits every model shares (members are 1).
     """
-    from .training import final_accuracy, load_training_data, train
-
     unknown = [a for a in archs if a not in zoo_names() and not a.startswith("torchvision:")]
     if unknown:
         raise UnknownNameError(f"unknown zoo architecture {unknown[0]!r}; choose from {', '.join(zoo_names())}")
