@@ -238,6 +238,17 @@ def align(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return in_a, in_b
 
 
+def positions(ids: np.ndarray, wanted, where: str) -> np.ndarray:
+    """Positions in `ids` of every sample id in `wanted`, in its order; InputError naming what is
+    missing (`where` says where they were looked for). The one id-to-position lookup."""
+    position = {sample: i for i, sample in enumerate(np.asarray(ids).astype(str))}
+    wanted = np.asarray(wanted).astype(str)
+    missing = [s for s in wanted if s not in position]
+    if missing:
+        raise InputError(f"{len(missing)} of these samples are not in {where} (e.g. {missing[0]!r})")
+    return np.array([position[s] for s in wanted], dtype=np.intp)
+
+
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall's tau-b between two score vectors over the same samples (1 = same order)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -321,7 +332,7 @@ def gallery(scores: np.ndarray, classes: np.ndarray, *, per_class: int = 6) -> d
     scores = np.asarray(scores)
     result = {}
     for label in np.unique(classes):
-        members = np.flatnonzero(classes == label)
-        order = members[np.argsort(scores[members], kind="stable")]
+        in_class = np.flatnonzero(classes == label)
+        order = in_class[np.argsort(scores[in_class], kind="stable")]
         result[int(label)] = {"easiest": order[:per_class], "hardest": order[::-1][:per_class]}
     return result

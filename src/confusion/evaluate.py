@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .analyses import auroc, bin_index, entropy_bits
+from .analyses import auroc, bin_index, entropy_bits, positions
 from .engine import DeviceData, checkpoint_path, predict
 from .errors import InputError
 from .store import RunStore, is_run_store
@@ -37,13 +37,10 @@ def _stored_predictions(store: RunStore, member: int | None):
     def probabilities(split: str, ids: np.ndarray) -> np.ndarray:
         if split not in store.splits:
             raise InputError(f"{store.path} recorded no predictions for split {split!r}")
-        position = {sample: i for i, sample in enumerate(store.sample_ids(split))}
-        missing = [s for s in ids if s not in position]
-        if missing:
-            raise InputError(f"{store.path} has no predictions for {len(missing)} of these samples (e.g. {missing[0]!r})")
+        rows = positions(store.sample_ids(split), ids, f"the predictions of {store.path}")
         final = store.final_probs(split)
         chosen = final if member is None else final[member : member + 1]
-        return chosen.mean(axis=0)[[position[s] for s in ids]]
+        return chosen.mean(axis=0)[rows]
 
     return probabilities
 
@@ -88,16 +85,12 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
 
 
     data = DeviceData(dataset, torch.device(device), normalization)
-    lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
     cache: dict[str, np.ndarray] = {}
 
     def probabilities(split: str, ids: np.ndarray) -> np.ndarray:
         if split not in cache:
             cache[split] = np.mean([predict(m, data, split, batch_size, "fp32") for m in models], axis=0)
-        missing = [s for s in ids if s not in lookup[split]]
-        if missing:
-            raise InputError(f"{len(missing)} samples of the hard set are not in the dataset (e.g. {missing[0]!r})")
-        return cache[split][[lookup[split][s] for s in ids]]
+        return cache[split][positions(dataset.splits[split].ids, ids, f"the dataset's {split} split")]
 
     return probabilities
 
@@ -230,9 +223,9 @@ def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame
             rows[-1]["auroc_own_msp"] = auroc(1.0 - probs.max(axis=1), wrong)
             rows[-1]["auroc_own_entropy"] = auroc(entropy_bits(probs), wrong)
             for band in range(bins):
-                members = band_of == band
-                if members.any():
+                in_band = band_of == band
+                if in_band.any():
                     band_rows.append(
-                        {"model": predictor.name, "band_low": float(edges[band]), "band_high": float(edges[band + 1]), "n": int(members.sum()), "error": float(wrong[members].mean())}
+                        {"model": predictor.name, "band_low": float(edges[band]), "band_high": float(edges[band + 1]), "n": int(in_band.sum()), "error": float(wrong[in_band].mean())}
                     )
     return pd.DataFrame(rows), (pd.DataFrame(band_rows) if band_of is not None else None)

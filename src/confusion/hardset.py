@@ -19,6 +19,7 @@ import pandas as pd
 
 from ._files import write_table_atomic
 from .difficulty import SCORES, label_free_score
+from .analyses import positions
 from .errors import InputError
 from .store import RunStore
 
@@ -45,9 +46,9 @@ def select(scores: np.ndarray, *, top: float | None = None, threshold: float | N
     else:
         partitions = [np.arange(len(scores))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
         chosen_parts = []
-        for members in partitions:
-            order = members[np.argsort(-scores[members], kind="stable")]
-            chosen_parts.append(order[: math.ceil(top * len(members))])
+        for part in partitions:
+            order = part[np.argsort(-scores[part], kind="stable")]
+            chosen_parts.append(order[: math.ceil(top * len(part))])
         chosen = np.concatenate(chosen_parts) if chosen_parts else np.array([], dtype=np.intp)
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 
@@ -141,16 +142,11 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
 
 def images_for(table: pd.DataFrame, dataset) -> np.ndarray:
     """The dataset's images for the manifest's rows (by split and sample id), in row order."""
-    pictures = []
+    pictures = np.zeros((len(table), *dataset.image_shape), np.uint8)
     for split in table["split"].unique():
         if split not in dataset.splits:
             raise InputError(f"the dataset has no split {split!r} (it has {', '.join(dataset.splits)})")
-    lookup = {name: {sample: i for i, sample in enumerate(s.ids)} for name, s in dataset.splits.items()}
-    for split, sample in zip(table["split"], table["sample"]):
-        position = lookup[split].get(sample)
-        if position is None:
-            raise InputError(f"sample {sample!r} of split {split!r} is not in the dataset; was the manifest made from it?")
-        pictures.append(dataset.splits[split].images[position])
-    if not pictures:
-        return np.zeros((0, *dataset.image_shape), np.uint8)
-    return np.stack(pictures)
+        rows = np.flatnonzero((table["split"] == split).to_numpy())
+        where = f"the dataset's {split} split; was the manifest made from it?"
+        pictures[rows] = dataset.splits[split].images[positions(dataset.splits[split].ids, table["sample"].to_numpy()[rows], where)]
+    return pictures

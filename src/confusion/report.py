@@ -538,9 +538,10 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
     if split not in dataset.splits:
         return None
     data_split = dataset.splits[split]
-    position = {sample: i for i, sample in enumerate(data_split.ids)}
     ids = view.ids(split)
-    if not all(sample in position for sample in ids):
+    try:
+        in_data = analyses.positions(data_split.ids, ids, "the dataset")
+    except InputError:  # not the data the run was made from: no pictures rather than wrong ones
         return None
     labels = view.labels(split)
     classes = labels if (labels >= 0).all() else view.final[split].mean(axis=0).argmax(axis=1)
@@ -548,7 +549,7 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
     picks = analyses.gallery(scores, classes, per_class=per_class)
     shown = sorted({int(i) for p in picks.values() for side in p.values() for i in side})
     local = {sample: k for k, sample in enumerate(shown)}  # only the images shown are kept
-    images = data_split.images[[position[ids[i]] for i in shown]]
+    images = data_split.images[in_data[shown]]
     rows = [(view.store.classes[c], [local[int(i)] for i in p["easiest"]], [local[int(i)] for i in p["hardest"]]) for c, p in picks.items()]
     return images, rows, scores[shown]
 
