@@ -13,16 +13,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
-import numpy as np
 import typer
 
 from . import _terminal as term
 from ._files import write_table_atomic
-from .datasets import load_dataset, load_for_run
+from .datasets import load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
 from .errors import ConfusionError, InputError
-from .evaluate import evaluate_on_hardset, load_predictors, read_score_table
+from .evaluate import dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
 from .importing import import_predictions, load_labels, load_predictions
@@ -30,7 +29,7 @@ from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
 from .report import build_report, check_inputs
 from .scores import as_four_d, confusion_scores
-from .store import RunStore, is_run_store
+from .store import RunStore
 from .training import TrainConfig, final_accuracy
 from .training import train as train_ensemble
 from .zoo import train_zoo
@@ -367,20 +366,11 @@ def evaluate(
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
     _table_path(out)
     hard = read_manifest(hardset)
-    if data is not None:
-        dataset = load_dataset(data, root=root)
-    elif is_run_store(model) and RunStore.open(model).meta.get("config"):
-        dataset = load_for_run(RunStore.open(model).meta["config"])
-    else:
-        raise InputError("--data is needed: the model is not a run that remembers its dataset")
+    dataset = dataset_for(model, data, root)
     score_table = None
     if scores is not None:
         score_table = read_score_table(scores)
-        split = hard["split"].iloc[0] if len(hard) else "val"
-        universe = set(score_table.loc[score_table["split"].astype(str) == split, "sample"].astype(str))
-        if split in dataset.splits and universe:
-            keep = np.flatnonzero(np.isin(dataset.splits[split].ids, list(universe)))
-            dataset.splits[split] = dataset.splits[split].subset(keep)
+        limit_to_scored(dataset, hard, score_table)
     predictors = load_predictors(model, dataset, weights=str(weights) if weights else None, per_member=per_member, device=device)
     results, bands = evaluate_on_hardset(predictors, dataset, hard, scores=score_table, bins=bins)
     term.table(

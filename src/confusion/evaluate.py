@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .analyses import auroc, bin_index, entropy_bits, positions
+from .datasets import load_dataset, load_for_run
 from .engine import DeviceData, checkpoint_path, predict
 from .errors import InputError
 from .store import RunStore, is_run_store
@@ -139,6 +140,25 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
     except RuntimeError as error:
         raise InputError(f"{weights} does not fit {model} for {channels}-channel {size}px images and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
     return [Predictor(name or model, _weights_predictions([network.to(device)], dataset, None, device))]
+
+
+def dataset_for(model: str, data: str | None, root=None):
+    """The dataset to evaluate on: `data` by name, else the one the run `model` was trained on."""
+    if data is not None:
+        return load_dataset(data, root=root)
+    if is_run_store(model) and RunStore.open(model).meta.get("config"):
+        return load_for_run(RunStore.open(model).meta["config"])
+    raise InputError("--data is needed: the model is not a run that remembers its dataset")
+
+
+def limit_to_scored(dataset, hard: pd.DataFrame, scores: pd.DataFrame) -> None:
+    """Keep, in the hard set's split, only the samples the score table scored (the complement
+    is then the scored samples outside the hard set)."""
+    split = hard["split"].iloc[0] if len(hard) else "val"
+    scored = scores.loc[scores["split"].astype(str) == split, "sample"].astype(str) if "split" in scores else scores["sample"].astype(str)
+    if split in dataset.splits and len(scored):
+        keep = np.flatnonzero(np.isin(dataset.splits[split].ids, scored.to_numpy()))
+        dataset.splits[split] = dataset.splits[split].subset(keep)
 
 
 def read_score_table(path: str | Path) -> pd.DataFrame:

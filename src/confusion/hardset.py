@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ._files import write_table_atomic
-from .difficulty import SCORES, label_free_score
 from .analyses import positions
+from .difficulty import SCORES, label_free_score
 from .errors import InputError
 from .store import RunStore
 
