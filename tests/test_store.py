@@ -121,3 +121,27 @@ def test_second_writer_is_refused(tmp_path, lock_holder):
     with pytest.raises(RunLockedError, match=f"in use by process {pid}"):
         with hold_lock(tmp_path / "run"):
             pass
+
+
+def test_scores_are_cached_per_selection_and_renewed_when_an_epoch_commits(tmp_path):
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(4, 0.5), size=(2, 3, 50))
+    store = RunStore.create(tmp_path / "run", n_classes=4, members=[{"index": 0}, {"index": 1}], epoch_capacity=0,
+                            splits={"val": SplitData(ids=np.arange(50).astype(str), labels=np.zeros(50, int))})
+    writers = [store.member_writer(m) for m in range(2)]
+    for epoch in (1, 2):
+        for m, writer in enumerate(writers):
+            writer.log("val", epoch, probs[m, epoch - 1])
+            writer.end_epoch(epoch)
+    first = RunStore.open(tmp_path / "run").scores("val")
+    assert len(list((tmp_path / "run" / "cache").glob("scores-*.npz"))) == 1
+    again = RunStore.open(tmp_path / "run").scores("val")  # read back from the cache, the same numbers
+    np.testing.assert_array_equal(first.per_epoch, again.per_epoch)
+    one = RunStore.open(tmp_path / "run").scores("val", members=[0])
+    np.testing.assert_allclose(one.confusion, confusion_scores(probs[:1, :2].astype(np.float16)).confusion, atol=1e-6)
+    for m, writer in enumerate(writers):
+        writer.log("val", 3, probs[m, 2])
+        writer.end_epoch(3)
+        writer.close()
+    renewed = RunStore.open(tmp_path / "run").scores("val")  # epoch 3 committed: not the stale cache
+    np.testing.assert_allclose(renewed.confusion, confusion_scores(probs.astype(np.float16)).confusion, atol=1e-6)

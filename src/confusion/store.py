@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -48,7 +49,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import __version__
-from ._files import write_json_atomic
+from ._files import atomic_path, write_json_atomic
 from .errors import InputError, RunLockedError, RunStoreError
 from .scores import Scores, check_base, confusion_scores, describe_invalid, softmax
 
@@ -62,6 +63,7 @@ MEMBERS_DIR = "members"
 _OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS}
 # Samples per chunk are chosen so one chunk (one member, one epoch) is about this many bytes.
 CHUNK_BYTES = 2**20
+SCORE_CACHE_BYTES = 256 * 2**20  # scores of a selection are cached when they take at most this
 
 
 @dataclass
@@ -436,9 +438,32 @@ class RunStore:
         slots = np.arange(committed) if epochs is None else np.arange(committed)[epochs] if isinstance(epochs, slice) else np.asarray(epochs)
         if len(slots) and (slots.min() < 0 or slots.max() >= committed):
             raise InputError(f"epoch slots {list(slots)} outside the {committed} committed epochs")
-        return confusion_scores(
-            self.probs_reader(split), base=check_base(base), members=members, epochs=slots, engine=engine, progress=progress
-        )
+        base = check_base(base)
+        member_list = list(range(self.n_members))[members] if isinstance(members, slice) else None if members is None else [int(m) for m in members]
+        cache = self._score_cache(split, base, member_list, slots)
+        if cache is not None:
+            cached = _read_cached_scores(cache, self.recorded_epochs)
+            if cached is not None:
+                if progress is not None:
+                    progress(self.n_samples(split))
+                return cached
+        scores = confusion_scores(self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress)
+        if cache is not None:
+            _write_cached_scores(cache, scores, self.recorded_epochs)
+        return scores
+
+    def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray) -> Path | None:
+        """Where scores of this selection are cached (RUN/cache/), or None when too large to keep.
+
+        Committed epochs never change, so scores keyed by (split, base, members, epochs) and
+        checked against the committed epochs they were computed from are reused by every
+        consumer (hard sets, mitigation, the report) instead of being recomputed.
+        """
+        n = self.n_samples(split)
+        if 2 * len(slots) * n * 8 > SCORE_CACHE_BYTES:
+            return None
+        key = json.dumps([self.meta.get("created"), split, n, base, members, [int(s) for s in slots]])
+        return self.path / "cache" / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
     def score_table(self, splits: Sequence[str] | None = None, *, base: float | str = 2.0, progress=None):
         """One row per sample of every split (in split, then sample order), as `confusion score` writes."""
@@ -693,6 +718,33 @@ def _write_rows(array, member: int, slot: int, positions: np.ndarray, rows: np.n
     finally:
         if handle is not None:
             os.close(handle)
+
+
+def _read_cached_scores(path: Path, recorded_epochs: list[int]) -> Scores | None:
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if cached["recorded_epochs"].tolist() != list(recorded_epochs):
+                return None
+            return Scores(
+                per_epoch=cached["per_epoch"], per_epoch_expected=cached["per_epoch_expected"], n_classes=int(cached["n_classes"]),
+                base=float(cached["base"]), members=tuple(cached["members"].tolist()), epochs=tuple(cached["epochs"].tolist()),
+            )
+    except (OSError, KeyError, ValueError):  # absent, or damaged: recompute
+        return None
+
+
+def _write_cached_scores(path: Path, scores: Scores, recorded_epochs: list[int]) -> None:
+    """Best effort: a run directory we may not write into is scored again next time."""
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(
+                    handle, per_epoch=scores.per_epoch, per_epoch_expected=scores.per_epoch_expected, n_classes=scores.n_classes,
+                    base=scores.base, members=np.asarray(scores.members, dtype=np.int64), epochs=np.asarray(scores.epochs, dtype=np.int64),
+                    recorded_epochs=np.asarray(recorded_epochs, dtype=np.int64),
+                )
+    except OSError:
+        pass
 
 
 class ChunkFileReader:
