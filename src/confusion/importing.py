@@ -154,20 +154,7 @@ def import_predictions(
     check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
     with hold_lock(out):
         if adding:
-            store = RunStore.open(out, mode="a")
-            if (store.n_members, len(store.recorded_epochs), store.n_classes) != (n_members, n_epochs, n_classes):
-                raise InputError(
-                    f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
-                    f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
-                )
-            if split in store.splits:
-                raise RunStoreError(f"{out} already has a split named {split!r}")
-
-            def fill():
-                _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(split, m, t, rows, start))
-
-            store.add_split(split, split_data, fill)
-            return store
+            return _add_split(array, out, split, split_data, logits, dtype, progress)
         store = RunStore.create(
             out,
             n_classes=n_classes,
@@ -178,18 +165,7 @@ def import_predictions(
             info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
         )
         try:
-            # The same path as every other writer: each member ends its epochs, the store commits.
-            writers = [store.member_writer(m) for m in range(n_members)]
-            try:
-                def write(member, epoch, start, rows):
-                    writers[member].log(split, epoch + 1, rows, index=np.arange(start, start + len(rows)), validate=False)
-                    if start + len(rows) == n_samples:
-                        writers[member].end_epoch(epoch + 1)
-
-                _copy_validated(array, logits, dtype, progress, write)
-            finally:
-                for writer in writers:
-                    writer.close()
+            _write_epochs(array, store, split, logits, dtype, progress)
         except BaseException:
             if existed:
                 _empty_dir(out)
@@ -198,6 +174,41 @@ def import_predictions(
             raise
     store.refresh()
     return store
+
+
+def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool, dtype, progress) -> RunStore:
+    """A new split of a run whose epochs are committed: listed only once all its data is written."""
+    n_members, n_epochs, _, n_classes = as_four_d(tuple(array.shape))
+    store = RunStore.open(out, mode="a")
+    if (store.n_members, len(store.recorded_epochs), store.n_classes) != (n_members, n_epochs, n_classes):
+        raise InputError(
+            f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
+            f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
+        )
+    if split in store.splits:
+        raise RunStoreError(f"{out} already has a split named {split!r}")
+
+    def fill():
+        _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(split, m, t, rows, start))
+
+    store.add_split(split, split_data, fill)
+    return store
+
+
+def _write_epochs(array, store: RunStore, split: str, logits: bool, dtype, progress) -> None:
+    """The same path as every other writer: each member logs and ends its epochs, the store commits."""
+    n_samples = as_four_d(tuple(array.shape))[2]
+    writers = [store.member_writer(m) for m in range(store.n_members)]
+    try:
+        def write(member, epoch, start, rows):
+            writers[member].log(split, epoch + 1, rows, index=np.arange(start, start + len(rows)), validate=False)
+            if start + len(rows) == n_samples:
+                writers[member].end_epoch(epoch + 1)
+
+        _copy_validated(array, logits, dtype, progress, write)
+    finally:
+        for writer in writers:
+            writer.close()
 
 
 def _empty_dir(path: Path) -> None:
