@@ -145,3 +145,7 @@ def test_scores_are_cached_per_selection_and_renewed_when_an_epoch_commits(tmp_p
         writer.close()
     renewed = RunStore.open(tmp_path / "run").scores("val")  # epoch 3 committed: not the stale cache
     np.testing.assert_allclose(renewed.confusion, confusion_scores(probs.astype(np.float16)).confusion, atol=1e-6)
+    by_epoch = RunStore.open(tmp_path / "run").scores("val", epochs=[3])  # training epochs, 1-based
+    np.testing.assert_allclose(by_epoch.confusion, confusion_scores(probs[:, 2:].astype(np.float16)).confusion, atol=1e-6)
+    with pytest.raises(InputError, match=r"epochs \[4\] are not committed"):
+        RunStore.open(tmp_path / "run").scores("val", epochs=[4])

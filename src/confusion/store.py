@@ -430,17 +430,30 @@ class RunStore:
         epochs: Sequence[int] | slice | None = None,
         engine: str = "auto",
         progress=None,
+        cache: bool = True,
     ) -> Scores:
-        """Confusion scores of one split from the committed epochs (`epochs` index those)."""
-        committed = len(self.meta["recorded_epochs"])
-        if committed == 0:
+        """Confusion scores of one split from the committed epochs.
+
+        epochs: the 1-based training epochs to use (each must be committed), or a slice of the
+        committed ones (e.g. ``slice(-1, None)`` for the last); default all. members: member
+        indices or a slice; default all. The returned `Scores.epochs` are positions in the
+        store's epoch axis. cache: reuse (and keep) the scores in RUN/cache/ (see `_score_cache`).
+        """
+        recorded = self.recorded_epochs
+        if not recorded:
             raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to score")
-        slots = np.arange(committed) if epochs is None else np.arange(committed)[epochs] if isinstance(epochs, slice) else np.asarray(epochs)
-        if len(slots) and (slots.min() < 0 or slots.max() >= committed):
-            raise InputError(f"epoch slots {list(slots)} outside the {committed} committed epochs")
+        if epochs is None:
+            slots = np.arange(len(recorded))
+        elif isinstance(epochs, slice):
+            slots = np.arange(len(recorded))[epochs]
+        else:
+            missing = [int(e) for e in epochs if int(e) not in recorded]
+            if missing:
+                raise InputError(f"epochs {missing} are not committed in {self.path} (committed: {recorded})")
+            slots = np.array([recorded.index(int(e)) for e in epochs], dtype=np.intp)
         base = check_base(base)
         member_list = list(range(self.n_members))[members] if isinstance(members, slice) else None if members is None else [int(m) for m in members]
-        cache = self._score_cache(split, base, member_list, slots)
+        cache = self._score_cache(split, base, member_list, slots) if cache else None
         if cache is not None:
             cached = _read_cached_scores(cache, self.recorded_epochs)
             if cached is not None:
