@@ -154,5 +154,6 @@ def _print_summary(summary: dict) -> None:
     )
     term.mitigation_table(summary["mitigation"])
     stages = summary["stage_seconds"]
-    term.table("where the time went", ["stage", "seconds", "share"], [[k, v, f"{v / max(summary['seconds'], 1):.0%}"] for k, v in stages.items()])
+    rows = [[name.split(":")[0].split(" (")[0], seconds, f"{seconds / max(summary['seconds'], 1):.0%}"] for name, seconds in stages.items()]
+    term.table("where the time went", ["stage", "seconds", "share"], rows)
     term.info(f"demo finished in {summary['seconds']} s; report: {summary['report']}")
