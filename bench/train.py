@@ -30,39 +30,55 @@ from torch.nn import functional as F
 from confusion.datasets import load_dataset, select_subsets
 from confusion.models import build_model
 arch, members, epochs, limit, seed0 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+device = torch.device(sys.argv[7])
 data = select_subsets(load_dataset("fashion-mnist"), limit, None, 0)
 xtr = torch.from_numpy(data.splits["train"].images).float().div(255)
 ytr = torch.from_numpy(data.splits["train"].labels)
 xva = torch.from_numpy(data.splits["val"].images).float().div(255)
 mean, std = xtr.mean(), xtr.std()
-xtr, xva = (xtr - mean) / std, (xva - mean) / std
+xtr, xva = ((xtr - mean) / std).to(device), ((xva - mean) / std).to(device)
+ytr = ytr.to(device)
 train_seconds, probs = 0.0, np.zeros((members, epochs, len(xva), 10), np.float32)
 for m in range(members):
     torch.manual_seed(seed0 + m)
-    model = build_model(arch, 1, 28, 10)
+    model = build_model(arch, 1, 28, 10).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for e in range(epochs):
         start = time.perf_counter()
         model.train()
         for idx in torch.randperm(len(xtr)).split(128):
+            idx = idx.to(device)
             loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
             opt.zero_grad(); loss.backward(); opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         train_seconds += time.perf_counter() - start
         model.eval()
         with torch.no_grad():
-            probs[m, e] = torch.cat([model(b).softmax(1) for b in xva.split(256)]).numpy()
+            probs[m, e] = torch.cat([model(b).softmax(1) for b in xva.split(256)]).cpu().numpy()
 np.save(sys.argv[6], probs)
 print(json.dumps({"train_seconds": train_seconds, "samples": members * epochs * len(xtr)}))
 '''
 
 
-def plain_run(arch: str, members: int, epochs: int, limit: int, seed: int, out: Path) -> dict:
+def plain_run(arch: str, members: int, epochs: int, limit: int, seed: int, out: Path, device: str = "cpu") -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(
-        [sys.executable, "-c", PLAIN, arch, str(members), str(epochs), str(limit), str(seed), str(out)],
+        [sys.executable, "-c", PLAIN, arch, str(members), str(epochs), str(limit), str(seed), str(out), device],
         capture_output=True, text=True, env=env, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda":
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} CPUs ({model})"
 
 
 def main() -> None:
@@ -71,6 +87,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit-train", type=int, default=12000)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both loops run there)")
     args = parser.parse_args()
 
     from scipy.stats import kendalltau
@@ -80,9 +97,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        plain_a = plain_run(args.arch, args.members, args.epochs, args.limit_train, 100, scratch / "a.npy")
-        plain_b = plain_run(args.arch, args.members, args.epochs, args.limit_train, 200, scratch / "b.npy")
-        config = TrainConfig(arch=args.arch, members=args.members, epochs=args.epochs, limit_train=args.limit_train, augment=False, schedule="constant")
+        plain_a = plain_run(args.arch, args.members, args.epochs, args.limit_train, 100, scratch / "a.npy", args.device)
+        plain_b = plain_run(args.arch, args.members, args.epochs, args.limit_train, 200, scratch / "b.npy", args.device)
+        config = TrainConfig(arch=args.arch, members=args.members, epochs=args.epochs, limit_train=args.limit_train, augment=False,
+                             schedule="constant", device=args.device)
         started = time.perf_counter()
         store = train(config, scratch / "run")
         wall = time.perf_counter() - started
@@ -100,7 +118,8 @@ def main() -> None:
             "plain B": confusion_scores(np.load(scratch / "b.npy")).confusion,
         }
 
-    print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, {os.cpu_count()} CPUs")
+    where = torch_device_name(args.device)
+    print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, {where}")
     print(f"\n{'loop':<44} {'member-samples/s':>17} {'ratio':>7}")
     print(f"{'plain fp32 loop (members one after another)':<44} {plain_rate:>17.0f} {1.0:>7.2f}")
     plain_b_rate = plain_b["samples"] / plain_b["train_seconds"]
