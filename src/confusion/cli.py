@@ -24,7 +24,7 @@ from .errors import ConfusionError, InputError
 from .evaluate import dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
-from .importing import import_predictions, load_labels, load_predictions
+from .importing import import_predictions, load_labels, load_predictions, split_from_name
 from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
 from .report import build_report, check_inputs
@@ -145,11 +145,12 @@ def score(
 @app.command("import")
 @handles_errors
 def import_(
-    probs: Annotated[str, typer.Option(help="Predictions: .npy/.npz shaped (members, epochs, samples, classes) or (samples, classes), or a pattern like 'preds/m{member}_e{epoch}.npy' (one (samples, classes) file each).")],
+    probs: Annotated[str, typer.Option(help="Predictions: .npy/.npz or a torch file .pt/.pth (a tensor or a dict of tensors, loaded weights-only) shaped (members, epochs, samples, classes) or (samples, classes), or a pattern like 'preds/m{member}_e{epoch}.npy' (one (samples, classes) file each).")],
     out: Annotated[Path, typer.Option(help="Run directory to create, or an existing run store to add the split to.")],
     logits: Annotated[bool, typer.Option(help="The file holds logits; a softmax over classes is applied before storing.")] = False,
-    labels: Annotated[Optional[Path], typer.Option(help=".npy of (samples,) class indices; -1 = unknown.")] = None,
-    split: Annotated[str, typer.Option(help="Name of the split these predictions are for.")] = "val",
+    labels: Annotated[Optional[Path], typer.Option(help="(samples,) labels: .npy/.npz/.pt of class indices (-1 = unknown), or a text file with one label per line, as indices or class names (names map through --classes, or the run's classes).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Name of the split these predictions are for. Default: train, val or test when the file name says so, else val (the output says which).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the split if the run already has one of that name (the old one stays until the new one is written).")] = False,
     ids: Annotated[Optional[Path], typer.Option(help="Text file with one sample id per line (default: 0..N-1).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: 0..C-1).")] = None,
 ):
@@ -160,9 +161,10 @@ def import_(
             raise InputError(f"ids file {ids} does not exist")
         sample_ids = [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
     class_names = [c.strip() for c in classes.split(",")] if classes else None
-    store = import_predictions(probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names)
+    split, why = split_from_name(probs, split)
+    store = import_predictions(probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite)
     term.info(
-        f"imported split {split!r}: {store.n_members} members x {len(store.recorded_epochs)} epochs x "
+        f"imported split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
         f"{store.n_samples(split)} samples x {store.n_classes} classes into {out}"
     )
 

@@ -22,9 +22,21 @@ from .scores import as_four_d, describe_invalid, softmax
 from .store import RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
 
 
+TORCH_SUFFIXES = (".pt", ".pth")
+TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
+
+
 def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
+    """An array from .npy/.npz, a torch file (.pt/.pth: a tensor, or a dict of tensors, loaded
+    weights-only) or, for labels, a text file with one value per line."""
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist")
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return _load_torch(path, what)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        if what != "labels":
+            raise InputError(f"{path}: {what} must be .npy, .npz, .pt or .pth; a text file holds labels only")
+        return _load_text_labels(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -40,6 +52,47 @@ def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         raise InputError(f"{path} is not a readable .npy/.npz array: {error}") from None
+
+
+def _load_torch(path: Path, what: str) -> np.ndarray:
+    import torch
+
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused or a damaged file: one line
+        raise InputError(f"{path} does not load with torch.load(weights_only=True): {str(error).splitlines()[0]}") from None
+    if isinstance(value, dict):
+        tensors = {k: v for k, v in value.items() if isinstance(v, torch.Tensor)}
+        key = next((k for k in (what, "probs", "logits", "labels") if k in tensors), None)
+        if key is None and len(tensors) == 1:
+            key = next(iter(tensors))
+        if key is None:
+            raise InputError(f"{path} holds a dict with tensors {sorted(tensors)}; name one of them {what!r}")
+        value = tensors[key]
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{path} holds a {type(value).__name__}, not a tensor or a dict of tensors")
+    value = value.detach().cpu()
+    return (value.float() if value.is_floating_point() and value.dtype.itemsize < 4 else value).numpy()
+
+
+def _load_text_labels(path: Path) -> np.ndarray:
+    """One label per line: class indices, or class names (mapped through the class list later)."""
+    values = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.array(values, dtype=str)
+
+
+def split_from_name(source, given: str | None) -> tuple[str, str]:
+    """The split these predictions are for, and why: given, named in the file name, or 'val'."""
+    if given is not None:
+        return given, "given"
+    name = Path(str(source)).name.lower() if not isinstance(source, np.ndarray) else ""
+    for split, words in (("train", ("train",)), ("test", ("test",)), ("val", ("val", "valid", "validation", "dev"))):
+        if any(re.search(rf"(^|[^a-z]){word}([^a-z]|$)", name) for word in words):
+            return split, f"from the file name {name!r}"
+    return "val", "the default; name it with --split"
 
 
 class StackedFiles:
@@ -97,11 +150,17 @@ def load_predictions(source: str | Path | np.ndarray):
     return _load_npy(Path(text), "probs")
 
 
-def load_labels(source, n_samples: int, n_classes: int) -> np.ndarray:
-    """Labels (samples,) as int64 in -1..C-1, from a path or an array."""
+def load_labels(source, n_samples: int, n_classes: int, classes: Sequence[str] | None = None) -> np.ndarray:
+    """Labels (samples,) as int64 in -1..C-1, from a path or an array.
+
+    Class names (strings) are mapped to indices through `classes`; an empty name, "-1" or
+    "unknown" is an unknown label (-1).
+    """
     labels = np.asarray(_load_npy(Path(source), "labels", mmap=False) if not isinstance(source, np.ndarray) else source)
     if labels.ndim != 1 or len(labels) != n_samples:
         raise InputError(f"labels must be (samples,) = ({n_samples},), got shape {labels.shape}")
+    if labels.dtype.kind in "US":
+        labels = _labels_from_names(labels.astype(str), classes)
     if labels.dtype.kind == "f":
         if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
             raise InputError("labels must be whole numbers (class indices, -1 for unknown)")
@@ -111,6 +170,16 @@ def load_labels(source, n_samples: int, n_classes: int) -> np.ndarray:
     if ((labels < -1) | (labels >= n_classes)).any():
         raise InputError(f"labels must lie in 0..{n_classes - 1} (or -1 for unknown)")
     return labels
+
+
+def _labels_from_names(names: np.ndarray, classes: Sequence[str] | None) -> np.ndarray:
+    if classes is None:
+        raise InputError("labels are class names; give the classes in order with --classes a,b,c so they map to indices")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({str(n) for n in names if n not in index and n not in ("", "-1", "unknown")})
+    if unknown:
+        raise InputError(f"labels name classes that are not in --classes: {unknown[:5]}")
+    return np.array([index.get(n, -1) for n in names], dtype=np.int64)
 
 
 def import_predictions(
@@ -123,6 +192,7 @@ def import_predictions(
     sample_ids: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> RunStore:
     """Write predictions into run store `out` as split `split`, creating the run if needed.
 
@@ -141,20 +211,21 @@ def import_predictions(
     dtype = np.dtype(array.dtype)
     if dtype.kind != "f":
         raise InputError(f"probs must be floating point, got dtype {dtype}")
-    label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes)
+    out = Path(out)
+    existed = out.exists()
+    adding = existed and is_run_store(out)
+    label_classes = classes if classes is not None or not adding else RunStore.open(out).classes
+    label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes, label_classes)
     ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
     if len(ids) != n_samples:
         raise InputError(f"{len(ids)} sample ids for {n_samples} samples")
     split_data = SplitData(ids=ids, labels=label_array)
-    out = Path(out)
-    existed = out.exists()
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
-    adding = existed and is_run_store(out)
     check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
     with hold_lock(out):
         if adding:
-            return _add_split(array, out, split, split_data, logits, dtype, progress)
+            return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
         store = RunStore.create(
             out,
             n_classes=n_classes,
@@ -176,8 +247,9 @@ def import_predictions(
     return store
 
 
-def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool, dtype, progress) -> RunStore:
-    """A new split of a run whose epochs are committed: listed only once all its data is written."""
+def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool, dtype, progress, overwrite: bool) -> RunStore:
+    """A new (or, with `overwrite`, a replaced) split of a run whose epochs are committed: listed
+    only once all its data is written."""
     n_members, n_epochs, _, n_classes = as_four_d(tuple(array.shape))
     store = RunStore.open(out, mode="a")
     if (store.n_members, len(store.recorded_epochs), store.n_classes) != (n_members, n_epochs, n_classes):
@@ -185,13 +257,15 @@ def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool
             f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
             f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
         )
-    if split in store.splits:
-        raise RunStoreError(f"{out} already has a split named {split!r}")
+    def fill(group: str = split):
+        _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(group, m, t, rows, start))
 
-    def fill():
-        _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(split, m, t, rows, start))
-
-    store.add_split(split, split_data, fill)
+    if split not in store.splits:
+        store.add_split(split, split_data, fill)
+    elif overwrite:
+        store.replace_split(split, split_data, fill)
+    else:
+        raise RunStoreError(f"{out} already has a split named {split!r}; pass --overwrite to replace it")
     return store
 
 

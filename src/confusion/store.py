@@ -220,7 +220,8 @@ class RunStore:
         group.create_array("ids", shape=(n,), chunks=(n,), dtype=str)[:] = split.ids
         if split.sources is not None:
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
-        return {"n": n, "labelled": bool((split.labels >= 0).any())}
+        # "written" tells cached scores of a replaced split from the new one.
+        return {"n": n, "labelled": bool((split.labels >= 0).any()), "written": time.time_ns()}
 
     def add_split(self, name: str, split: SplitData, fill: Callable[[], None]) -> None:
         """Add a split (e.g. an imported unlabeled one) to a run whose epochs are committed.
@@ -240,6 +241,34 @@ class RunStore:
             self.refresh()
             self.meta["splits"][name] = entry
             self.save_meta()
+
+    def replace_split(self, name: str, split: SplitData, fill: Callable[[str], None]) -> None:
+        """Replace split `name` of a run whose epochs are committed (`import --overwrite`).
+
+        The new arrays are made beside the old ones as `name.new`, `fill(group_name)` writes
+        them, and only then two renames swap them in and run.json is updated, so a failure
+        leaves the old split as it was.
+        """
+        if name not in self.splits:
+            raise InputError(f"{self.path} has no split {name!r} to replace")
+        staging = f"{name}.new"
+        entry = self._create_split(staging, split)
+        try:
+            fill(staging)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                del self._group[staging]
+            raise
+        root = self.path / ARRAYS
+        with _flock(self.path / COMMIT_LOCK):
+            self.refresh()
+            shutil.rmtree(root / f"{name}.old", ignore_errors=True)
+            os.rename(root / name, root / f"{name}.old")
+            os.rename(root / staging, root / name)
+            self.meta["splits"][name] = entry
+            self.save_meta()
+        shutil.rmtree(root / f"{name}.old", ignore_errors=True)
+        self._group = _open_group(self.path, "a")
 
     def save_meta(self) -> None:
         write_json_atomic(self.path / RUN_FILE, self.meta)
@@ -475,7 +504,8 @@ class RunStore:
         n = self.n_samples(split)
         if 2 * len(slots) * n * 8 > SCORE_CACHE_BYTES:
             return None
-        key = json.dumps([self.meta.get("created"), split, n, base, members, [int(s) for s in slots]])
+        written = self.meta["splits"].get(split, {}).get("written")
+        key = json.dumps([self.meta.get("created"), split, n, written, base, members, [int(s) for s in slots]])
         return self.path / "cache" / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
     def score_table(self, splits: Sequence[str] | None = None, *, base: float | str = 2.0, progress=None):

@@ -1,0 +1,82 @@
+"""`confusion import` paper cuts: torch files, text and class-name labels, --overwrite, the split's name."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from confusion.store import RunStore
+
+
+def test_torch_files_tensor_or_dict_of_tensors(cli, tmp_path, probs_file):
+    path, labels_path, probs, labels = probs_file
+    torch.save(torch.from_numpy(probs), tmp_path / "probs.pt")
+    torch.save({"logits": torch.from_numpy(np.log(probs) + 2.0), "epoch": torch.tensor(3)}, tmp_path / "out.pth")
+    torch.save(torch.from_numpy(labels), tmp_path / "labels.pt")
+    assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "npy").exit_code == 0
+    result = cli("import", "--probs", tmp_path / "probs.pt", "--labels", tmp_path / "labels.pt", "--out", tmp_path / "pt")
+    assert result.exit_code == 0, result.stderr
+    result = cli("import", "--probs", tmp_path / "out.pth", "--logits", "--out", tmp_path / "pth")
+    assert result.exit_code == 0, result.stderr
+    reference = RunStore.open(tmp_path / "npy").scores("val").confusion
+    np.testing.assert_allclose(RunStore.open(tmp_path / "pt").scores("val").confusion, reference, atol=1e-6)
+    np.testing.assert_allclose(RunStore.open(tmp_path / "pth").scores("val").confusion, reference, atol=2e-3)
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "pt").labels("val"), labels)
+    result = cli("score", "--probs", tmp_path / "probs.pt", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "s.csv")) == 200
+
+
+def test_a_torch_file_that_is_not_tensors_is_refused_in_one_line(cli, tmp_path):
+    torch.save({"model": "not a tensor", "note": [1, 2]}, tmp_path / "bad.pt")
+    result = cli("import", "--probs", tmp_path / "bad.pt", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_text_labels_as_indices_or_class_names(cli, tmp_path, probs_file):
+    path, _, probs, labels = probs_file
+    names = [f"c{i}" for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(str(v) for v in labels) + "\n")
+    (tmp_path / "names.txt").write_text("\n".join(names[v] for v in labels) + "\n")
+    result = cli("import", "--probs", path, "--labels", tmp_path / "labels.txt", "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "a").labels("val"), labels)
+    result = cli("import", "--probs", path, "--labels", tmp_path / "names.txt", "--classes", ",".join(names), "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "b").labels("val"), labels)
+    result = cli("import", "--probs", path, "--labels", tmp_path / "names.txt", "--out", tmp_path / "c")
+    assert result.exit_code == 2 and "give the classes in order with --classes" in result.stderr
+    result = cli("import", "--probs", path, "--labels", tmp_path / "names.txt", "--classes", ",".join(names[:9] + ["x"]), "--out", tmp_path / "d")
+    assert result.exit_code == 2 and "not in --classes: ['c9']" in result.stderr
+
+
+def test_overwrite_replaces_a_split_and_a_failed_one_keeps_the_old(cli, tmp_path, probs_file):
+    path, labels_path, probs, _ = probs_file
+    assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "run").exit_code == 0
+    np.save(tmp_path / "pool.npy", probs[:, :, :40])
+    assert cli("import", "--probs", tmp_path / "pool.npy", "--split", "pool", "--out", tmp_path / "run").exit_code == 0
+    before = RunStore.open(tmp_path / "run").scores("pool").confusion
+    np.save(tmp_path / "new.npy", probs[:, :, 100:140])  # as many samples as the old: only "written" tells them apart
+    result = cli("import", "--probs", tmp_path / "new.npy", "--split", "pool", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "pass --overwrite to replace it" in result.stderr
+    bad = probs[:, :, 100:140].copy()
+    bad[2, 3, 39, 0] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    result = cli("import", "--probs", tmp_path / "bad.npy", "--split", "pool", "--overwrite", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "run").scores("pool").confusion, before)  # the old split, whole
+    result = cli("import", "--probs", tmp_path / "new.npy", "--split", "pool", "--overwrite", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    store = RunStore.open(tmp_path / "run")
+    assert store.splits == ["val", "pool"] and store.n_samples("pool") == 40
+    np.testing.assert_allclose(store.scores("pool").confusion, store.scores("val").confusion[100:140], atol=1e-9)  # not the cached old one
+
+
+@pytest.mark.parametrize("name, split, why", [("train_probs.npy", "train", "from the file name"), ("val-preds.npy", "val", "from the file name"),
+                                              ("probs.npy", "val", "the default")])
+def test_the_split_comes_from_the_option_the_file_name_or_the_default_and_says_which(cli, tmp_path, probs_file, name, split, why):
+    _, _, probs, _ = probs_file
+    np.save(tmp_path / name, probs)
+    result = cli("import", "--probs", tmp_path / name, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    assert RunStore.open(tmp_path / "run").splits == [split]
+    assert f"imported split {split!r} ({why}" in result.stderr + result.stdout
