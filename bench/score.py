@@ -55,9 +55,10 @@ STORE_CHILD = """
 import json, resource, sys, time
 from confusion.store import RunStore
 store = RunStore.open(sys.argv[1])
-store.scores("val", epochs=[1], cache=False)  # compile / load the kernel outside the timing
+decomposition = sys.argv[2] == "full"
+store.scores("val", epochs=[1], cache=False, decomposition=decomposition)  # compile / load the kernel outside the timing
 start = time.perf_counter()
-scores = store.scores("val", cache=False)
+scores = store.scores("val", cache=False, decomposition=decomposition)
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's size across exec.
 peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -77,7 +78,10 @@ def main() -> None:
 
     array = make_array(args.members, args.epochs, args.samples, args.classes)
     nbytes = array.nbytes
-    print(f"array: {array.shape} float16 = {nbytes / 2**30:.2f} GiB; {os.cpu_count()} CPUs", flush=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = open("/proc/cpuinfo").read()
+    features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags)
+    print(f"array: {array.shape} float16 = {nbytes / 2**30:.2f} GiB; {os.cpu_count()} CPUs ({cpu}; {features})", flush=True)
 
     words = array.reshape(-1).view(np.int64)
     read = best_of(args.repeats, lambda: np.add.reduce(words))
@@ -86,6 +90,8 @@ def main() -> None:
     confusion_scores(array[:, :, :256])  # compile the kernel before timing
     fused_seconds = best_of(args.repeats, lambda: confusion_scores(array))
     rows.append(("fused kernel, in memory", nbytes / fused_seconds / 1e9, "-"))
+    only_seconds = best_of(args.repeats, lambda: confusion_scores(array, decomposition=False))
+    rows.append(("fused kernel, confusion only, in memory", nbytes / only_seconds / 1e9, "-"))
 
     part = array[:, :, : max(1, int(args.samples * args.numpy_fraction))]
     numpy_seconds = best_of(1, lambda: confusion_scores(part, engine="numpy"))
@@ -107,11 +113,10 @@ def main() -> None:
                 for epoch in range(args.epochs):
                     writer.log("val", epoch + 1, array[member, epoch], validate=False)
                     writer.end_epoch(epoch + 1)
-        child = subprocess.run([sys.executable, "-c", STORE_CHILD, str(store.path)], capture_output=True, text=True, check=True)
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
-        rows.append(
-            ("fused kernel, from the run store (fresh process)", nbytes / measured["seconds"] / 1e9, f"{measured['peak_rss'] / 2**20:.0f} MiB")
-        )
+        for what, label in (("full", "fused kernel, from the run store (fresh process)"), ("only", "  confusion only, from the run store")):
+            child = subprocess.run([sys.executable, "-c", STORE_CHILD, str(store.path), what], capture_output=True, text=True, check=True)
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            rows.append((label, nbytes / measured["seconds"] / 1e9, f"{measured['peak_rss'] / 2**20:.0f} MiB"))
 
     bandwidth = rows[0][1]
     print(f"\n{'path':<52} {'GB/s':>7} {'ratio':>7} {'peak RSS':>10}")

@@ -211,3 +211,21 @@ def test_bad_subset_arguments():
         confusion_scores(probs, epochs=[0, 0])
     with pytest.raises(InputError, match="base"):
         confusion_scores(probs, base=10)
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_confusion_only_path_gives_the_same_confusion_and_still_checks_input(engine, dtype):
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.full(7, 0.4), size=(3, 4, 300)).astype(dtype)
+    full = confusion_scores(probs, engine=engine)
+    only = confusion_scores(probs, engine=engine, decomposition=False)
+    np.testing.assert_allclose(only.confusion, full.confusion, atol=1e-6)
+    assert np.isnan(only.expected_entropy).all()
+    bad = probs.copy()
+    bad[2, 1, 150, 3] = -0.25
+    with pytest.raises(InputError, match="member 2, epoch 1, sample 150, class 3"):
+        confusion_scores(bad, engine=engine, decomposition=False)
+    bad[2, 1, 150, 3] = 0.9  # a row that no longer sums to 1
+    with pytest.raises(InputError, match="do not sum to 1"):
+        confusion_scores(bad, engine=engine, decomposition=False)

@@ -153,21 +153,63 @@ def _fused(data, members, epochs, start, stop, entropy_out, expected_out):
     return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
 
 
-def fused_entropies(data, members, epochs, entropy_out, expected_out, start=0, stop=None):
+@njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
+def _fused_confusion_only(data, members, epochs, start, stop, entropy_out):
+    """Eqs. 1-2 only: no member entropies, so one log per class of the average.
+
+    Indexing the values directly (no row views) and summing, then checking, in separate
+    passes measured 1.3x faster than one pass over row views (bench/score.py).
+    """
+    n_classes = data.shape[3]
+    inverse_members = _F(1.0 / members.shape[0])
+    n_blocks = (stop - start + 63) // 64
+    invalid_per_block = np.zeros(n_blocks, np.int64)
+    deviation_per_block = np.zeros(n_blocks, np.float32)
+    for block in prange(n_blocks):
+        average = np.zeros(n_classes, np.float32)
+        invalid = 0
+        deviation = _F(0.0)
+        first = start + block * 64
+        for n in range(first, min(stop, first + 64)):
+            for k in range(epochs.shape[0]):
+                t = epochs[k]
+                for c in range(n_classes):
+                    average[c] = _decode(data[members[0], t, n, c])
+                for j in range(1, members.shape[0]):
+                    for c in range(n_classes):
+                        average[c] += _decode(data[members[j], t, n, c])
+                for j in range(members.shape[0]):
+                    total = _F(0.0)
+                    bad = _I(0)
+                    for c in range(n_classes):
+                        bad += _invalid(data[members[j], t, n, c])
+                        total += _decode(data[members[j], t, n, c])
+                    invalid += bad
+                    deviation = max(deviation, abs(total - _F(1.0)))
+                entropy = _F(0.0)
+                for c in range(n_classes):
+                    p = average[c] * inverse_members  # eq. 1
+                    entropy -= p * _log(max(p, _TINY))  # eq. 2
+                entropy_out[k, n - start] = entropy
+        invalid_per_block[block] = invalid
+        deviation_per_block[block] = deviation
+    return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
+
+
+def fused_entropies(data, members, epochs, entropy_out, expected_out, start=0, stop=None, with_expected=True):
     """Fill entropy_out / expected_out (epochs, stop - start) in nats for samples [start, stop).
 
     data: C-contiguous (members, epochs, samples, classes) float16 or float32.
+    with_expected=False skips the members' own entropies (expected_out is filled with NaN):
+    the path for when only `confusion` is wanted.
     Returns (number of negative/NaN/inf values, max |row sum - 1|) for the caller to judge.
     """
     stop = data.shape[2] if stop is None else stop
     if data.dtype == np.float16:
         data = data.view(np.uint16)
-    return _fused(
-        data,
-        np.ascontiguousarray(members, dtype=np.int64),
-        np.ascontiguousarray(epochs, dtype=np.int64),
-        int(start),
-        int(stop),
-        entropy_out,
-        expected_out,
-    )
+    members = np.ascontiguousarray(members, dtype=np.int64)
+    epochs = np.ascontiguousarray(epochs, dtype=np.int64)
+    if not with_expected:
+        expected_out[...] = np.nan
+        return _fused_confusion_only(data, members, epochs, int(start), int(stop), entropy_out)
+    return _fused(data, members, epochs, int(start), int(stop), entropy_out, expected_out)

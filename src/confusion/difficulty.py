@@ -104,7 +104,7 @@ def label_free_score(store: RunStore, split: str, name: str = "confusion") -> np
     if name not in LABEL_FREE:
         raise InputError(f"--score must be a label-free score ({', '.join(LABEL_FREE)}), got {name!r}")
     if name == "confusion":
-        return store.scores(split).confusion
+        return store.scores(split, decomposition=False).confusion
     return difficulty_scores(store, split)[name].to_numpy(np.float64)
 
 

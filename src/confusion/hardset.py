@@ -63,7 +63,7 @@ def manifest(
     give its value; `confusion` is there whatever ranked them.
     """
     values = label_free_score(store, split, score)
-    scores = store.scores(split)
+    scores = store.scores(split, decomposition=False)  # confusion only: one log per class of the average
     labels = store.labels(split)
     final = store.final_probs(split).mean(axis=0)
     predicted = final.argmax(axis=1)

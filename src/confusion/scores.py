@@ -332,6 +332,7 @@ def confusion_scores(
     logits: bool = False,
     engine: str = "auto",
     progress: Callable[[int], None] | None = None,
+    decomposition: bool = True,
 ) -> Scores:
     """Confusion scores (eqs. 1-3) of every sample, streamed over blocks of samples.
 
@@ -350,6 +351,10 @@ def confusion_scores(
         The fused numba kernel (float16/float32 probabilities) or the plain float64 numpy path.
     progress : callable, optional
         Called with the number of samples finished after each block.
+    decomposition : bool
+        Also compute the members' own entropies (expected entropy, disagreement). False takes
+        one log per class of the ensemble average only, when just ``confusion`` is wanted
+        (hard sets, bands, transfer); expected entropy and disagreement are then NaN.
 
     Returns
     -------
@@ -403,7 +408,7 @@ def confusion_scores(
                 entropy_block = np.empty((len(epoch_index), stop - start))
                 expected_block = np.empty_like(entropy_block)
                 invalid, max_deviation = kernel(
-                    data, reader.members, reader.epochs, entropy_block, expected_block, first, last
+                    data, reader.members, reader.epochs, entropy_block, expected_block, first, last, decomposition
                 )
                 per_epoch[:, start:stop] = entropy_block
                 per_epoch_expected[:, start:stop] = expected_block
@@ -421,7 +426,7 @@ def confusion_scores(
                     selected = softmax(selected)
                 # eq. 1 then eq. 2, in nats; and each member's own entropy for the decomposition.
                 per_epoch[:, start:stop] = entr(selected.mean(axis=0)).sum(axis=-1)
-                per_epoch_expected[:, start:stop] = entr(selected).sum(axis=-1).mean(axis=0)
+                per_epoch_expected[:, start:stop] = entr(selected).sum(axis=-1).mean(axis=0) if decomposition else np.nan
             if progress is not None:
                 progress(stop - start)
 

@@ -460,6 +460,7 @@ class RunStore:
         engine: str = "auto",
         progress=None,
         cache: bool = True,
+        decomposition: bool = True,
     ) -> Scores:
         """Confusion scores of one split from the committed epochs.
 
@@ -467,6 +468,8 @@ class RunStore:
         committed ones (e.g. ``slice(-1, None)`` for the last); default all. members: member
         indices or a slice; default all. The returned `Scores.epochs` are positions in the
         store's epoch axis. cache: reuse (and keep) the scores in RUN/cache/ (see `_score_cache`).
+        decomposition: False when only `confusion` is wanted (faster; see `confusion_scores`);
+        a cached full decomposition is used for it when there is one.
         """
         recorded = self.recorded_epochs
         if not recorded:
@@ -482,19 +485,23 @@ class RunStore:
             slots = np.array([recorded.index(int(e)) for e in epochs], dtype=np.intp)
         base = check_base(base)
         member_list = list(range(self.n_members))[members] if isinstance(members, slice) else None if members is None else [int(m) for m in members]
-        cache = self._score_cache(split, base, member_list, slots) if cache else None
-        if cache is not None:
-            cached = _read_cached_scores(cache, self.recorded_epochs)
+        keys = [self._score_cache(split, base, member_list, slots, True)] if cache else []
+        if cache and not decomposition:
+            keys.append(self._score_cache(split, base, member_list, slots, False))
+        for key in [k for k in keys if k is not None]:
+            cached = _read_cached_scores(key, self.recorded_epochs)
             if cached is not None:
                 if progress is not None:
                     progress(self.n_samples(split))
                 return cached
-        scores = confusion_scores(self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress)
-        if cache is not None:
-            _write_cached_scores(cache, scores, self.recorded_epochs)
+        scores = confusion_scores(
+            self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
+        )
+        if keys and keys[-1] is not None:
+            _write_cached_scores(keys[-1], scores, self.recorded_epochs)
         return scores
 
-    def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray) -> Path | None:
+    def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, decomposition: bool) -> Path | None:
         """Where scores of this selection are cached (RUN/cache/), or None when too large to keep.
 
         Committed epochs never change, so scores keyed by (split, base, members, epochs) and
@@ -505,7 +512,7 @@ class RunStore:
         if 2 * len(slots) * n * 8 > SCORE_CACHE_BYTES:
             return None
         written = self.meta["splits"].get(split, {}).get("written")
-        key = json.dumps([self.meta.get("created"), split, n, written, base, members, [int(s) for s in slots]])
+        key = json.dumps([self.meta.get("created"), split, n, written, base, members, [int(s) for s in slots], decomposition])
         return self.path / "cache" / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
     def score_table(self, splits: Sequence[str] | None = None, *, base: float | str = 2.0, progress=None):
