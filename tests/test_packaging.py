@@ -62,3 +62,26 @@ def test_the_recorder_needs_no_torch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[1]", done.stderr
+
+
+def test_torch_made_unimportable_through_sys_modules_too(tmp_path):
+    """`sys.modules["torch"] = None` is how many people block a package; scipy.stats trips over it."""
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "probs.npy", rng.dirichlet(np.full(4, 0.4), size=(2, 3, 50)).astype(np.float32))
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from confusion.cli import main\n"
+        "sys.argv = ['confusion', 'score', '--probs', 'probs.npy', '--out', 's.csv']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "try:\n"
+        "    import torch\n"
+        "except ImportError:\n"
+        "    print('still unimportable')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "still unimportable" in done.stdout and (tmp_path / "s.csv").exists()
