@@ -95,3 +95,26 @@ def test_a_nats_score_table_is_converted_and_one_without_a_unit_refused(trained,
     pd.read_csv(tmp_path / "bits.csv").drop(columns="unit").to_csv(tmp_path / "no-unit.csv", index=False)
     result = cli("evaluate", root / "run", "--hardset", root / "hard.csv", "--scores", tmp_path / "no-unit.csv")
     assert result.exit_code == 2 and "lacks the columns ['unit']" in result.stderr
+
+
+def test_any_predictions_evaluated_by_id_without_a_dataset(cli, tmp_path, probs_file):
+    path, labels_path, probs, labels = probs_file
+    assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "scoring").exit_code == 0
+    assert cli("hardset", tmp_path / "scoring", "--top", "0.1", "--out", tmp_path / "hard.csv").exit_code == 0
+    other = np.random.default_rng(9).dirichlet(np.full(10, 0.3), size=200)
+    np.save(tmp_path / "other.npy", other)
+    assert cli("import", "--probs", tmp_path / "other.npy", "--out", tmp_path / "other").exit_code == 0  # no labels, no dataset
+    result = cli("evaluate", tmp_path / "other", "--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "scoring", "--out", tmp_path / "r.csv")
+    assert result.exit_code == 0, result.stderr
+    row = pd.read_csv(tmp_path / "r.csv").iloc[0]
+    hard = pd.read_csv(tmp_path / "hard.csv", dtype={"sample": str})
+    wrong = other.argmax(1) != labels
+    in_hard = np.isin(np.arange(200).astype(str), hard["sample"])
+    assert row["hard_n"] == 20 and row["hard_error"] == pytest.approx(wrong[in_hard].mean())
+    assert row["rest_error"] == pytest.approx(wrong[~in_hard].mean())
+    pd.DataFrame({"sample": np.arange(200).astype(str), "predicted": other.argmax(1)}).to_csv(tmp_path / "preds.csv", index=False)
+    result = cli("evaluate", tmp_path / "preds.csv", "--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "scoring", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 0, result.stderr
+    assert pd.read_csv(tmp_path / "t.csv").iloc[0]["hard_error"] == pytest.approx(row["hard_error"])
+    result = cli("evaluate", tmp_path / "other", "--hardset", tmp_path / "hard.csv")
+    assert result.exit_code == 2 and "--scores RUN" in result.stderr

@@ -21,7 +21,7 @@ from .datasets import load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
 from .errors import ConfusionError, InputError
-from .evaluate import dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
+from .evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
 from .importing import import_predictions, load_labels, load_predictions, split_from_name
@@ -29,7 +29,7 @@ from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
 from .report import build_report, check_inputs
 from .scores import as_four_d, confusion_scores
-from .store import RunStore
+from .store import RunStore, is_run_store
 from .training import TrainConfig, final_accuracy
 from .training import train as train_ensemble
 from .zoo import train_zoo
@@ -354,7 +354,7 @@ def hardset(
 @app.command()
 @handles_errors
 def evaluate(
-    model: Annotated[str, typer.Argument(help="A run directory (its members' final weights; or its recorded predictions when it has no weights), or an architecture name (torchvision:NAME, timm:NAME, cnn-m, ...) with --weights.")],
+    model: Annotated[str, typer.Argument(help="A run directory (its members' final weights; or its recorded predictions when it has no weights), an architecture name (torchvision:NAME, timm:NAME, cnn-m, ...) with --weights, or a predictions table (.csv/.parquet: sample, and predicted or one probability column per class). Runs without a dataset and tables are joined by sample id to the labels of --scores RUN.")],
     hardset: Annotated[Path, typer.Option(help="Hard-set manifest from `confusion hardset`.")],
     data: Annotated[Optional[str], typer.Option(help="Dataset the hard set was chosen from (default: the run's own).")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Directory holding the dataset's files.")] = None,
@@ -368,12 +368,16 @@ def evaluate(
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
     _table_path(out)
     hard = read_manifest(hardset)
-    dataset = dataset_for(model, data, root)
+    runs_its_data = is_run_store(model) and RunStore.open(model).meta.get("config")
+    if data is None and not runs_its_data and weights is None:
+        predictors, dataset = by_id(model, hard, scores)  # imported runs, prediction tables: joined by sample id
+    else:
+        dataset = dataset_for(model, data, root)
+        predictors = load_predictors(model, dataset, weights=str(weights) if weights else None, per_member=per_member, device=device)
     score_table = None
     if scores is not None:
         score_table = read_score_table(scores)
         limit_to_scored(dataset, hard, score_table)
-    predictors = load_predictors(model, dataset, weights=str(weights) if weights else None, per_member=per_member, device=device)
     results, bands = evaluate_on_hardset(predictors, dataset, hard, scores=score_table, bins=bins)
     term.table(
         f"top-1 error on the hard set ({int(results['hard_n'].iloc[0])} samples) vs the rest",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .analyses import auroc, bin_index, entropy_bits, positions
-from .datasets import load_dataset, load_for_run
+from .datasets import Dataset, Split, load_dataset, load_for_run
 from .engine import DeviceData, checkpoint_path, predict
 from .errors import InputError
 from .store import RunStore, is_run_store
@@ -140,6 +140,63 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
     except RuntimeError as error:
         raise InputError(f"{weights} does not fit {model} for {channels}-channel {size}px images and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
     return [Predictor(name or model, _weights_predictions([network.to(device)], dataset, None, device))]
+
+
+def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str | None = None) -> tuple[list[Predictor], Dataset]:
+    """Predictions of any model joined by sample id to the labels a run holds: no dataset needed.
+
+    model: a run store (its last epoch's predictions, members averaged), or a table (.csv or
+    .parquet) with a `sample` column and either `predicted` (class index or name) or one
+    probability column per class, named by the class names. The labels come from `scores`
+    when it is a run store whose split is labelled (the scoring run), else from the model's
+    own run. Only samples that have both a prediction and a label are counted.
+    """
+    split = str(hard["split"].iloc[0]) if len(hard) else "val"
+    sources = [s for s in (scores, model) if s is not None and is_run_store(s)]
+    holder = next((RunStore.open(s) for s in sources if split in RunStore.open(s).splits and RunStore.open(s).meta["splits"][split]["labelled"]), None)
+    if holder is None:
+        raise InputError(f"--data is needed, or --scores RUN whose {split!r} split has labels: predictions are joined to them by sample id")
+    ids, labels, classes = holder.sample_ids(split), holder.labels(split), holder.classes
+    if is_run_store(model):
+        store = RunStore.open(model)
+        if split not in store.splits:
+            raise InputError(f"{model} recorded no predictions for split {split!r}")
+        predicted_ids, probabilities = store.sample_ids(split), store.final_probs(split).mean(axis=0)
+    else:
+        predicted_ids, probabilities = _predictions_table(Path(model), classes)
+    keep = np.flatnonzero((labels >= 0) & np.isin(ids, predicted_ids))
+    rows = positions(predicted_ids, ids[keep], f"the predictions of {model}")
+    dataset = Dataset(
+        name="labels by id", classes=list(classes),
+        splits={split: Split(np.zeros((len(keep), 1, 1, 1), np.uint8), labels[keep], ids[keep])}, flip_preserves_label=False,
+    )
+    chosen = probabilities[rows]
+    return [Predictor(name or Path(model).stem, lambda _split, wanted: chosen[positions(ids[keep], wanted, "the labelled predictions")])], dataset
+
+
+def _predictions_table(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sample ids, (samples, classes) probabilities) from a predictions table."""
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"{path} is neither a run directory nor a predictions table (.csv or .parquet)")
+    try:
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={"sample": str})
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path} is not a readable table: {str(error).splitlines()[0]}") from None
+    if "sample" not in table.columns:
+        raise InputError(f"{path} needs a 'sample' column of sample ids")
+    ids = table["sample"].astype(str).to_numpy()
+    if set(classes) <= set(map(str, table.columns)):
+        probabilities = table[list(classes)].to_numpy(np.float64)
+    elif "predicted" in table.columns:
+        index = {name: k for k, name in enumerate(classes)}
+        values = table["predicted"].astype(str).to_numpy()
+        predicted = np.array([index[v] if v in index else int(v) if v.lstrip("-").isdigit() else -1 for v in values])
+        if ((predicted < 0) | (predicted >= len(classes))).any():
+            raise InputError(f"{path}: 'predicted' holds values that are neither class indices 0..{len(classes) - 1} nor class names")
+        probabilities = np.eye(len(classes))[predicted]
+    else:
+        raise InputError(f"{path} needs a 'predicted' column or one probability column per class ({', '.join(classes[:5])}...)")
+    return ids, probabilities
 
 
 def dataset_for(model: str, data: str | None, root=None):
