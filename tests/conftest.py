@@ -1,8 +1,11 @@
 """Shared fixtures: small arrays, the CLI runner, and the data the tests may use."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +75,18 @@ def lock_holder():
     for process in started:
         process.kill()
         process.wait()
+
+
+def kill_after_first_commit(process: subprocess.Popen, run: Path, timeout: float = 300) -> list[int]:
+    """SIGKILL `process` as soon as run.json lists a committed epoch; returns the committed epochs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads((Path(run) / "run.json").read_text())["recorded_epochs"]:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return json.loads((Path(run) / "run.json").read_text())["recorded_epochs"]

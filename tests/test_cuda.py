@@ -4,9 +4,7 @@ Without a GPU they skip, unless CONFUSION_TEST_DEVICE=cpu (what `gpu_check.sh --
 runs the same checks on the CPU, so the script itself is exercised everywhere.
 """
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ import torch
 from confusion import Recorder
 from confusion.store import RunStore
 from confusion.training import TrainConfig, train
+
+from .conftest import kill_after_first_commit
 
 DEVICE = os.environ.get("CONFUSION_TEST_DEVICE", "cuda")
 pytestmark = [
@@ -41,16 +41,7 @@ def test_resume_after_kill_on_the_device(tmp_path):
     command = [sys.executable, "-m", "confusion.cli", "train", "--data", "digits", "--arch", "cnn-s", "--members", "2",
                "--epochs", "4", "--batch-size", "32", "--device", DEVICE, "--out", str(tmp_path / "run")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            if json.loads((tmp_path / "run" / "run.json").read_text())["recorded_epochs"]:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_commit(process, tmp_path / "run", timeout=240)
     time.sleep(1.0)
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -1,8 +1,6 @@
 """The ensemble trainer on tiny slices of real data: store contents, resume after kill -9, errors."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from confusion.store import RunStore
 from confusion.engine import shift_and_flip
 from confusion.training import TrainConfig, train
 
-from .conftest import FASHION_ROOT
+from .conftest import FASHION_ROOT, kill_after_first_commit
 
 TINY = dict(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=64)
 
@@ -79,17 +77,7 @@ def test_kill_9_then_rerun_ends_with_the_same_scores(tmp_path):
 
     run = tmp_path / "killed"
     process = subprocess.Popen([*command, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if json.loads((run / "run.json").read_text())["recorded_epochs"]:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    interrupted = json.loads((run / "run.json").read_text())["recorded_epochs"]
+    interrupted = kill_after_first_commit(process, run)
     assert 1 <= len(interrupted) < 4, interrupted
     time.sleep(1.0)  # the workers die with their parent (PR_SET_PDEATHSIG)
     rerun = subprocess.run([*command, "--out", str(run)], capture_output=True, text=True, timeout=600)

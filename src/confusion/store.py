@@ -911,6 +911,12 @@ def _open_group(path: Path, mode: str):
         raise RunStoreError(f"{path / ARRAYS} is not a readable Zarr v3 group: {error}") from None
 
 
+def _is_own(name: str) -> bool:
+    """Files a run directory holds before its run.json exists: locks, a half-made store, and the
+    temporary run.json another process is writing this moment (racing creators)."""
+    return name in _OWN_NAMES or name.startswith(".member-") or (name.startswith(f".{RUN_FILE}.") and name.endswith(".tmp"))
+
+
 def check_usable_directory(path: Path, exist_ok: bool) -> None:
     """Refuse a file, or a folder holding anything but a run (before anything is written there)."""
     if not path.exists():
@@ -919,6 +925,6 @@ def check_usable_directory(path: Path, exist_ok: bool) -> None:
         raise InputError(f"{path} exists and is not a directory")
     if exist_ok and is_run_store(path):
         return
-    foreign = [p.name for p in path.iterdir() if p.name not in _OWN_NAMES and not p.name.startswith(".member-")]
+    foreign = [p.name for p in path.iterdir() if not _is_own(p.name)]
     if foreign or (is_run_store(path) and not exist_ok):
         raise RunStoreError(f"{path} already exists and is not empty; choose a new --out directory")
