@@ -149,3 +149,22 @@ def test_scores_are_cached_per_selection_and_renewed_when_an_epoch_commits(tmp_p
     np.testing.assert_allclose(by_epoch.confusion, confusion_scores(probs[:, 2:].astype(np.float16)).confusion, atol=1e-6)
     with pytest.raises(InputError, match=r"epochs \[4\] are not committed"):
         RunStore.open(tmp_path / "run").scores("val", epochs=[4])
+
+
+def test_a_run_recorded_before_member_files_resumes_after_its_committed_epochs(tmp_path, probs_file):
+    import shutil
+
+    path, _, probs, _ = probs_file
+    import_predictions(probs[:, :2], tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "members")  # as the previous version left it
+    store = RunStore.open(tmp_path / "run", mode="a")
+    assert store.ended_epochs() == [[1, 2]] * 3
+    before = store.probs("val")[:, :2]
+    for member in range(3):
+        with store.member_writer(member) as writer:
+            assert writer.last_epoch == 2
+            writer.log("val", 3, probs[member, 2])
+            writer.end_epoch(3)
+    again = RunStore.open(tmp_path / "run")
+    assert again.recorded_epochs == [1, 2, 3]
+    np.testing.assert_array_equal(again.probs("val")[:, :2], before)  # the committed epochs untouched

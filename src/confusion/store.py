@@ -360,7 +360,9 @@ class RunStore:
         try:
             state = json.loads(self.member_file(member).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"ended": [], "info": {}}
+            # A run recorded before member files existed committed only epochs every member ended.
+            legacy = not (self.path / MEMBERS_DIR).exists()
+            return {"ended": list(self.recorded_epochs) if legacy else [], "info": {}}
         except (OSError, ValueError) as error:
             raise RunStoreError(f"{self.member_file(member)} is unreadable: {error}") from None
         if not isinstance(state, dict) or not isinstance(state.get("ended"), list):
