@@ -156,7 +156,10 @@ def test_a_run_recorded_before_member_files_resumes_after_its_committed_epochs(t
 
     path, _, probs, _ = probs_file
     import_predictions(probs[:, :2], tmp_path / "run")
-    shutil.rmtree(tmp_path / "run" / "members")  # as the previous version left it
+    shutil.rmtree(tmp_path / "run" / "members")  # as the previous version left it: no member files,
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())  # and no mark that there are any
+    del meta["member_files"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
     store = RunStore.open(tmp_path / "run", mode="a")
     assert store.ended_epochs() == [[1, 2]] * 3
     before = store.probs("val")[:, :2]

@@ -163,6 +163,7 @@ class RunStore:
                 "recorded_epochs": [],
                 "splits": {},
                 "versions": software_versions(),
+                "member_files": True,  # members/member-M.json say which epochs each member ended
             }
             meta.update(info or {})
             store = cls(path, meta, group)
@@ -361,7 +362,7 @@ class RunStore:
             state = json.loads(self.member_file(member).read_text(encoding="utf-8"))
         except FileNotFoundError:
             # A run recorded before member files existed committed only epochs every member ended.
-            legacy = not (self.path / MEMBERS_DIR).exists()
+            legacy = not self.meta.get("member_files")
             return {"ended": list(self.recorded_epochs) if legacy else [], "info": {}}
         except (OSError, ValueError) as error:
             raise RunStoreError(f"{self.member_file(member)} is unreadable: {error}") from None
