@@ -327,10 +327,10 @@ def render_report(result: ReportResult, out: str | Path) -> dict:
     if result.difficulty is not None:
         write_table_atomic(result.difficulty, tables / f"difficulty_{split}.csv")
     sections = [_render_detection(result, out)]
-    if "difficulty" in metrics:
-        sections.append(_difficulty_section(metrics, split, reference.name, out, tables))
     if result.pairs or metrics["models"]:
         sections.append(_render_transfer(result, out))
+    if "difficulty" in metrics:
+        sections.append(_difficulty_section(metrics, split, reference.name, out, tables))
     if result.aggregate is not None:
         sections.append(_render_aggregate(result, out))
     sections.append(_render_robustness(result, out))
