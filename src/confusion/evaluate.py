@@ -152,8 +152,8 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
     own run. Only samples that have both a prediction and a label are counted.
     """
     split = str(hard["split"].iloc[0]) if len(hard) else "val"
-    sources = [s for s in (scores, model) if s is not None and is_run_store(s)]
-    holder = next((RunStore.open(s) for s in sources if split in RunStore.open(s).splits and RunStore.open(s).meta["splits"][split]["labelled"]), None)
+    runs = [RunStore.open(s) for s in (scores, model) if s is not None and is_run_store(s)]
+    holder = next((run for run in runs if split in run.splits and run.meta["splits"][split]["labelled"]), None)
     if holder is None:
         raise InputError(f"--data is needed, or --scores RUN whose {split!r} split has labels: predictions are joined to them by sample id")
     ids, labels, classes = holder.sample_ids(split), holder.labels(split), holder.classes

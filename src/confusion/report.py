@@ -476,23 +476,28 @@ def _difficulty_summary(by_score: dict, model_metrics: dict) -> dict:
 
 def _cost_of_scores(reference: RunView, split: str, compared: list) -> list[dict]:
     """Confusion from fewer epochs and members: the mean transfer AUROC each gets (the cost side)."""
-    rows = []
+    subsets, rows = {}, []
     for seeds, scores in (("all", reference.scores[split]), ("1", reference.store.scores(split, members=[0]))):
+        members = reference.store.n_members if seeds == "all" else 1
         for name, positions in analyses.epoch_subsets(len(scores.epochs), counts=(1, 5, 10, 20, 33)).items():
-            subset = scores.for_epochs(positions).confusion
-            aurocs = []
-            for view in compared:
-                in_ref, in_view = analyses.align(reference.ids(split), view.ids(split))
-                found = analyses.transfer_report({"s": subset[in_ref]}, view.final[split][:, in_view], view.labels(split)[in_view])
-                aurocs.append(found["scores"]["s"]["auroc_error"])
-            members = reference.store.n_members if seeds == "all" else 1
+            subsets[f"{seeds}/{name}"] = scores.for_epochs(positions).confusion
             rows.append({
                 "members": members,
                 "epochs": len(positions),
                 "predictions_recorded": members * len(positions),
                 "epochs_used": [int(reference.store.recorded_epochs[p]) for p in positions],
-                "mean_auroc_error": float(np.nanmean(aurocs)),
             })
+    aurocs = {key: [] for key in subsets}
+    reference_ids = reference.ids(split)
+    for view in compared:  # one alignment and one transfer report per model, every subset in it
+        in_ref, in_view = analyses.align(reference_ids, view.ids(split))
+        found = analyses.transfer_report(
+            {key: values[in_ref] for key, values in subsets.items()}, view.final[split][:, in_view], view.labels(split)[in_view]
+        )
+        for key in subsets:
+            aurocs[key].append(found["scores"][key]["auroc_error"])
+    for row, key in zip(rows, subsets):
+        row["mean_auroc_error"] = float(np.nanmean(aurocs[key]))
     return rows
 
 

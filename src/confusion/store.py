@@ -231,17 +231,22 @@ class RunStore:
         split is listed in run.json only after it returns, so a crash or error never leaves a
         listed split without its data. On error the arrays are removed again.
         """
-        entry = self._create_split(name, split)
-        try:
-            fill()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                del self._group[name]
-            raise
+        entry = self._filled_split(name, split, fill)
         with _flock(self.path / COMMIT_LOCK):
             self.refresh()
             self.meta["splits"][name] = entry
             self.save_meta()
+
+    def _filled_split(self, group: str, split: SplitData, fill: Callable[[], None]) -> dict[str, Any]:
+        """Make the arrays of `group`, let `fill()` write them; on error remove them again."""
+        entry = self._create_split(group, split)
+        try:
+            fill()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                del self._group[group]
+            raise
+        return entry
 
     def replace_split(self, name: str, split: SplitData, fill: Callable[[str], None]) -> None:
         """Replace split `name` of a run whose epochs are committed (`import --overwrite`).
@@ -253,13 +258,7 @@ class RunStore:
         if name not in self.splits:
             raise InputError(f"{self.path} has no split {name!r} to replace")
         staging = f"{name}.new"
-        entry = self._create_split(staging, split)
-        try:
-            fill(staging)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                del self._group[staging]
-            raise
+        entry = self._filled_split(staging, split, lambda: fill(staging))
         root = self.path / ARRAYS
         with _flock(self.path / COMMIT_LOCK):
             self.refresh()
