@@ -24,15 +24,16 @@ from .errors import ConfusionError, InputError
 from .evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
-from .importing import import_predictions, load_labels, load_predictions, split_from_name
+from .hardset import materialize_texts as write_texts
+from .importing import attach_metadata, import_predictions, load_labels, load_predictions, split_from_name
 from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
-from .report import build_report, check_inputs
+from .report import build_report, check_inputs, read_signal
 from .scores import as_four_d, confusion_scores
 from .store import RunStore, is_run_store
 from .training import TrainConfig, final_accuracy
 from .training import train as train_ensemble
-from .zoo import train_zoo
+from .zoo import DEFAULT_ARCHS, data_kind, train_zoo
 
 app = typer.Typer(
     name="confusion",
@@ -87,10 +88,34 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def check_output_folder(path: Path) -> None:
+    """An output folder must be a folder (or not exist yet); said before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder")
+
+
 def _table_path(out: Path | None) -> Path | None:
     if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--out must end in .csv or .parquet, got {out.name}")
     return out
+
+
+def with_metadata(table, store: RunStore, splits: list[str]):
+    """The score table with each split's source files and metadata columns joined by sample id."""
+    import pandas as pd
+
+    parts = []
+    for split in splits:
+        part = table[table["split"] == split].reset_index(drop=True)
+        sources = store.sources(split)
+        if sources is not None:
+            part["source"] = sources
+        meta = store.metadata(split)
+        if meta is not None:
+            for column in meta.columns[1:]:
+                part[column if column not in part.columns else f"meta_{column}"] = meta[column].to_numpy()
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _print_score_summary(table, unit: str) -> None:
@@ -100,6 +125,14 @@ def _print_score_summary(table, unit: str) -> None:
         row = [split, len(part), float(scores.mean()), float(scores.median()), float(scores.quantile(0.9)), float(scores.max())]
         rows.append(row)
     term.table(f"confusion ({unit})", ["split", "samples", "mean", "median", "90th pct", "max"], rows)
+
+
+DATA_HELP = (
+    "Dataset: fashion-mnist, digits, mnist-5k, imagefolder:PATH, npz:PATH (images); features:PATH (float vectors "
+    "of any width: .npz with x_train/y_train/x_val/y_val or x/y, or .parquet/.csv with a label column); text:PATH "
+    "(.csv/.parquet with text and label columns, optional id and split, or class folders of .txt files) or bbc-news "
+    "(BBC News, 5 classes), embedded once by all-MiniLM-L6-v2 (384 features) and cached in the output directory."
+)
 
 
 # --------------------------------------------------------------------------- score
@@ -114,11 +147,14 @@ def score(
     base: Annotated[Base, typer.Option(help="Logarithm base: 2 gives bits (default), e gives nats.")] = Base.bits,
     out: Annotated[Optional[Path], typer.Option(help="Write one row per sample to this .csv or .parquet file (columns: sample, split, confusion, confusion_normalized, expected_entropy, disagreement, label).")] = None,
     engine: Annotated[str, typer.Option(help="auto (fused numba kernel when it applies), numpy, or numba.")] = "auto",
+    with_meta: Annotated[bool, typer.Option(help="With RUN and --out: add the run's per-sample metadata columns (a document's text, columns given to import --meta, source files).")] = False,
 ):
     """Confusion score of every sample (paper eqs. 1-3): higher = harder, in [0, log C] bits (or nats)."""
     out = _table_path(out)
     if (run is None) == (probs is None):
         raise InputError("give either a run directory or --probs FILE, not both or neither")
+    if with_meta and run is None:
+        raise InputError("--with-meta adds a run's metadata: it goes with RUN, not --probs")
     if run is not None:
         if logits or labels is not None:
             raise InputError("--logits and --labels go with --probs; a run store already holds probabilities and labels")
@@ -127,6 +163,8 @@ def score(
         total = sum(store.n_samples(s) for s in chosen)
         with term.progress_bar(total, "scoring", "samples") as advance:
             table = store.score_table(chosen, base=base.value, progress=advance)
+        if with_meta:
+            table = with_metadata(table, store, chosen)
     else:
         array = load_predictions(probs)
         n_samples, n_classes = as_four_d(tuple(array.shape))[2:]
@@ -145,16 +183,29 @@ def score(
 @app.command("import")
 @handles_errors
 def import_(
-    probs: Annotated[str, typer.Option(help="Predictions: .npy/.npz or a torch file .pt/.pth (a tensor or a dict of tensors, loaded weights-only) shaped (members, epochs, samples, classes) or (samples, classes), or a pattern like 'preds/m{member}_e{epoch}.npy' (one (samples, classes) file each).")],
-    out: Annotated[Path, typer.Option(help="Run directory to create, or an existing run store to add the split to.")],
+    out: Annotated[Path, typer.Option(help="Run directory to create, or an existing run store to add the split (or the metadata) to.")],
+    probs: Annotated[Optional[str], typer.Option(help="Predictions: .npy/.npz or a torch file .pt/.pth (a tensor or a dict of tensors, loaded weights-only) shaped (members, epochs, samples, classes) or (samples, classes), or a pattern like 'preds/m{member}_e{epoch}.npy' (one (samples, classes) file each). Omit it to give an existing run's split --meta only.")] = None,
     logits: Annotated[bool, typer.Option(help="The file holds logits; a softmax over classes is applied before storing.")] = False,
     labels: Annotated[Optional[Path], typer.Option(help="(samples,) labels: .npy/.npz/.pt of class indices (-1 = unknown), or a text file with one label per line, as indices or class names (names map through --classes, or the run's classes).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Name of the split these predictions are for. Default: train, val or test when the file name says so, else val (the output says which).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the split if the run already has one of that name (the old one stays until the new one is written).")] = False,
     ids: Annotated[Optional[Path], typer.Option(help="Text file with one sample id per line (default: 0..N-1).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: 0..C-1).")] = None,
+    meta: Annotated[Optional[Path], typer.Option(help="Per-sample metadata: a .csv/.parquet table with a 'sample' (or 'id') column and any others (a 'text' column holds documents), joined by sample id; kept in the run and carried into hard-set manifests, `score --with-meta` and the report's examples.")] = None,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
+    if probs is None:
+        if meta is None:
+            raise InputError("give --probs FILE (predictions to import), or --meta FILE to attach metadata to an existing run")
+        if not is_run_store(out):
+            raise InputError(f"{out} is not a run store: --meta without --probs attaches metadata to an existing run")
+        for name, value in (("--logits", logits), ("--labels", labels), ("--ids", ids), ("--classes", classes), ("--overwrite", overwrite)):
+            if value:
+                raise InputError(f"{name} goes with --probs")
+        split = split or "val"
+        matched = attach_metadata(out, split, meta)
+        term.info(f"attached the columns of {meta} to {matched} of {RunStore.open(out).n_samples(split)} {split} samples of {out}")
+        return
     sample_ids = None
     if ids is not None:
         if not ids.is_file():
@@ -162,10 +213,13 @@ def import_(
         sample_ids = [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
     class_names = [c.strip() for c in classes.split(",")] if classes else None
     split, why = split_from_name(probs, split)
-    store = import_predictions(probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite)
+    store = import_predictions(
+        probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite, meta=meta
+    )
     term.info(
         f"imported split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
         f"{store.n_samples(split)} samples x {store.n_classes} classes into {out}"
+        + (f", with the metadata columns of {meta}" if meta is not None else "")
     )
 
 
@@ -174,8 +228,8 @@ def import_(
 @handles_errors
 def train(
     out: Annotated[Path, typer.Option(help="Run directory to create; an existing one with the same settings is resumed.")],
-    data: Annotated[str, typer.Option(help="Dataset: fashion-mnist, digits, mnist-5k, imagefolder:PATH or npz:PATH.")] = "fashion-mnist",
-    arch: Annotated[str, typer.Option(help="Architecture: mlp-s/m/l, cnn-s/m/l, resnet-s/m/l or torchvision:NAME.")] = "cnn-s",
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "fashion-mnist",
+    arch: Annotated[str, typer.Option(help="Architecture: linear, mlp-s/m/l, cnn-s/m/l, resnet-s/m/l or torchvision:NAME (feature and text data: linear and mlp-*). A comma-separated list gives one per member (--arch mlp-s,linear,mlp-m with --members 3): a mixed ensemble.")] = "cnn-s",
     members: Annotated[int, typer.Option(help="Ensemble members M (the paper: 3); member i uses seed + i.")] = 3,
     epochs: Annotated[int, typer.Option(help="Training epochs T.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of member 0: initialisation, data order and augmentation follow it.")] = 0,
@@ -197,6 +251,8 @@ def train(
     precision: Annotated[str, typer.Option(help="auto (bf16 only where the hardware computes in it), fp32, or bf16.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Training processes (default: one per member on the CPU, 1 on CUDA; 0 = in this process).")] = None,
     member: Annotated[Optional[int], typer.Option(help="Train only member i (0..members-1): one job per seed (a SLURM array, machines sharing the directory). The first job creates the run, the others join it; an epoch is committed once every member's job has ended it. Same settings in every job.")] = None,
+    bagging: Annotated[bool, typer.Option(help="Member diversity: each member trains on its own bootstrap resample of the training split (as many draws as samples, with replacement, fixed by its seed).")] = False,
+    feature_subset: Annotated[Optional[float], typer.Option(help="Member diversity, feature and text data: each member sees its own random subset of this fraction of the features, in (0, 1].")] = None,
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
@@ -206,6 +262,7 @@ def train(
         batch_size=batch_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         root=str(root) if root else None, unlabeled=str(unlabeled) if unlabeled else None, image_size=image_size,
         split_seed=split_seed, device=device, precision=precision, workers=workers, member=member,
+        bagging=bagging, feature_subset=feature_subset,
     ).check()
     started = time.perf_counter()
     with term.TrainingDisplay(members, epochs) as display:
@@ -295,15 +352,18 @@ def report(
     mitigation: Annotated[Optional[Path], typer.Option(help="Directory written by `confusion mitigate`: adds figure 7.")] = None,
     bins: Annotated[int, typer.Option(help="Fixed-width score bins over [0, log2 C] bits.")] = 20,
     min_count: Annotated[int, typer.Option(help="Bins with fewer samples than this are left out of error curves and correlations.")] = 20,
-    gallery: Annotated[int, typer.Option(help="Easiest and hardest samples shown per class.")] = 6,
+    gallery: Annotated[int, typer.Option(help="Easiest and hardest samples shown per class (images; at most 3 each as a table of texts or metadata).")] = 6,
+    signal: Annotated[Optional[str], typer.Option(help="FILE.csv:COLUMN (or .parquet): a per-sample number you trust (human agreement, annotation time), joined by the file's 'sample' (or 'id') column; adds each difficulty score's Spearman and Kendall correlation with it, its AUROC for the signal's lowest quartile, and the signal by confusion decile.")] = None,
 ):
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
     if bins < 2 or min_count < 1 or gallery < 1:
         raise InputError("--bins must be at least 2, --min-count and --gallery at least 1")
     check_inputs(run, compare or [], models or [], mitigation)
+    if signal is not None:
+        read_signal(signal)  # a bad file or column is refused before any work
     metrics = build_report(
         run, out, compare=compare or [], models=models or [], mitigation=mitigation, bins=bins, min_count=min_count,
-        gallery_per_class=gallery, progress=lambda message: term.info(f"report: {message}"),
+        gallery_per_class=gallery, signal=signal, progress=lambda message: term.info(f"report: {message}"),
     )
     rows = []
     for split, entry in metrics.items():
@@ -328,7 +388,7 @@ def hardset(
     top: Annotated[Optional[float], typer.Option(help="Keep this fraction of the split with the highest confusion, in (0, 1].")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Keep every sample with confusion >= this many bits.")] = None,
     per_class: Annotated[bool, typer.Option(help="With --top: keep the fraction within each class (the label, or the ensemble's prediction where labels are unknown).")] = False,
-    materialize: Annotated[Optional[Path], typer.Option(help="Also write the chosen images here, for other tools.")] = None,
+    materialize: Annotated[Optional[Path], typer.Option(help="Also write the chosen samples into this folder, for other tools: images (see --format), or for text data the documents as hardset.csv.")] = None,
     format: Annotated[str, typer.Option(help="With --materialize: folders (one folder of PNGs per class) or npz (x, y, ids, confusion, classes).")] = "folders",
     score: Annotated[str, typer.Option(help="The label-free score that ranks the samples (higher = harder): confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy (bits), ensemble_msp, flips, stable_epoch. --threshold is in its unit. See `confusion difficulty --help`.")] = "confusion",
 ):
@@ -337,16 +397,23 @@ def hardset(
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")
     store = RunStore.open(run)
+    texts = store.metadata(split) is not None and "text" in store.metadata(split).columns if split in store.splits else False
+    config = store.meta.get("config")
+    if materialize is not None and not texts and not config:
+        raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train` (or documents given to import --meta as a 'text' column)")
+    if materialize is not None:
+        check_output_folder(materialize)
     table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
+    dataset = load_for_run(config, run=run) if materialize is not None and not texts else None  # before anything is written
     write_table_atomic(table, out)
     n = store.n_samples(split)
     lowest = table["score_value"].min() if len(table) else float("nan")
     term.info(f"hard set: {len(table)} of {n} {split} samples ({len(table) / n:.1%}), {score} >= {lowest:.3f}; wrote {out}")
-    if materialize is not None:
-        config = store.meta.get("config")
-        if not config:
-            raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train`")
-        write_images(table, images_for(table, load_for_run(config)), store.classes, materialize, format=format)
+    if materialize is not None and texts:
+        write_texts(table, store.classes, materialize)
+        term.info(f"wrote {len(table)} documents to {materialize / 'hardset.csv'} (and manifest.csv)")
+    elif materialize is not None:
+        write_images(table, images_for(table, dataset), store.classes, materialize, format=format)
         term.info(f"wrote {len(table)} images ({format}) and manifest.csv into {materialize}")
 
 
@@ -395,7 +462,6 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- zoo
-DEFAULT_ZOO = "mlp-s,mlp-l,cnn-s,cnn-m,resnet-s,resnet-m,sklearn:logreg,pretrained:efficientnet-lite0"
 
 
 @app.command()
@@ -403,7 +469,7 @@ DEFAULT_ZOO = "mlp-s,mlp-l,cnn-s,cnn-m,resnet-s,resnet-m,sklearn:logreg,pretrain
 def zoo(
     out: Annotated[Path, typer.Option(help="Directory for one run per model (OUT/<arch>/) and zoo.json.")],
     data: Annotated[str, typer.Option(help="Dataset name (as for train).")] = "fashion-mnist",
-    archs: Annotated[str, typer.Option(help="Comma-separated models: any trainer architecture, sklearn:logreg, sklearn:forest, pretrained:efficientnet-lite0 (a linear probe on frozen ImageNet features).")] = DEFAULT_ZOO,
+    archs: Annotated[Optional[str], typer.Option(help="Comma-separated models: any trainer architecture, sklearn:logreg, sklearn:forest, sklearn:tfidf (text data: TF-IDF + logistic regression on the documents), pretrained:efficientnet-lite0 (images: a linear probe on frozen ImageNet features). Default for images: " + ",".join(DEFAULT_ARCHS["images"]) + "; for features: " + ",".join(DEFAULT_ARCHS["features"]) + "; for text: " + ",".join(DEFAULT_ARCHS["text"]) + ".")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs per model (the probe: epochs of its linear layer).")] = 5,
     record_every: Annotated[int, typer.Option(help="Record predictions every K epochs (the last is always recorded).")] = 1,
     limit_train: Annotated[Optional[int], typer.Option(help="Train on a seeded subset of this many training samples.")] = None,
@@ -415,7 +481,7 @@ def zoo(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ):
     """Train one model per architecture across sizes and families (and scikit-learn and a pre-trained probe)."""
-    names = [a.strip() for a in archs.split(",") if a.strip()]
+    names = [a.strip() for a in (archs or ",".join(DEFAULT_ARCHS[data_kind(data)])).split(",") if a.strip()]
     if not names:
         raise InputError("--archs lists no model")
     config = TrainConfig(
@@ -434,7 +500,7 @@ def mitigate(
     run: Annotated[Path, typer.Argument(help="The scoring run: its train-split confusion makes the groups, its val-split confusion the evaluation bands.")],
     out: Annotated[Path, typer.Option(help="Directory for metrics.json and one result per method and seed (kept on rerun).")],
     method: Annotated[Optional[list[str]], typer.Option(help="erm, groupdro or upsample (repeatable; default all three, ERM being the baseline).")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture trained by every method.")] = "cnn-s",
+    arch: Annotated[Optional[str], typer.Option(help="Architecture trained by every method (default: the scoring run's, its first member's when it mixes them).")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 10,
     members: Annotated[int, typer.Option(help="Seeds per method (the same for every method).")] = 3,
     seed: Annotated[int, typer.Option(help="First seed.")] = 100,

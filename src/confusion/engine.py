@@ -64,12 +64,16 @@ class DeviceData:
 
 
 class FeatureData:
-    """Float feature vectors (samples, features) per split, with the same interface as DeviceData."""
+    """Float feature vectors (samples, features) per split, with the same interface as DeviceData;
+    standardised by `normalization` (per-feature mean and std) when given."""
 
-    def __init__(self, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], device):
+    def __init__(self, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], device, normalization=None):
         import torch
 
         self.device = device
+        if normalization is not None:
+            mean, std = (np.asarray(v, dtype=np.float32) for v in normalization)
+            features = {name: (f - mean) / std for name, f in features.items()}
         self.images = {name: torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for name, f in features.items()}
         self.labels = {name: torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for name, y in labels.items()}
         self.flip = False
@@ -80,6 +84,16 @@ class FeatureData:
 
     def batch(self, split: str, index, channels_last: bool):
         return self.images[split][index]
+
+
+def input_data(dataset, device, normalization: tuple[list[float], list[float]] | None = None):
+    """What a model reads: DeviceData for images, standardised FeatureData for feature and text data."""
+    if dataset.kind == "images":
+        return DeviceData(dataset, device, normalization)
+    normalization = normalization or normalization_stats(dataset.splits["train"].images)
+    return FeatureData(
+        {name: split.images for name, split in dataset.splits.items()}, {name: split.labels for name, split in dataset.splits.items()}, device, normalization
+    )
 
 
 def shift_and_flip(x, generator, flip: bool, pad: int = 2):
@@ -130,17 +144,54 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, math.ceil(n_train / batch_size))
 
 
-def make_member(index: int, config, image_shape, n_classes: int, n_train: int, device, model=None) -> Member:
-    """Member `index` (seed `config.seed + index`): its model (built by `config.arch` unless
+def member_arch(arch: str, index: int) -> str:
+    """Member `index`'s architecture: `arch`, or its index-th entry when it lists one per member."""
+    names = [a.strip() for a in arch.split(",")]
+    return names[index] if len(names) > 1 else names[0]
+
+
+def feature_columns(width: int, fraction: float, seed: int) -> np.ndarray:
+    """The random subspace of member `seed`: round(fraction * width) feature columns, sorted."""
+    keep = max(1, int(round(fraction * width)))
+    return np.sort(np.random.default_rng([seed, 7919]).choice(width, size=keep, replace=False))
+
+
+def member_model(config, index: int, input_shape, n_classes: int):
+    """Member `index`'s untrained model: its architecture, on its feature subset if any.
+
+    The same function rebuilds it for evaluation, so checkpoints load into the same shape."""
+    import torch
+
+    from .models import Columns, build_for_input
+
+    arch = member_arch(config.arch, index)
+    fraction = getattr(config, "feature_subset", None)
+    if fraction and len(input_shape) == 1:
+        columns = feature_columns(int(input_shape[0]), fraction, config.seed + index)
+        return Columns(torch.from_numpy(columns), build_for_input(arch, (len(columns),), n_classes))
+    return build_for_input(arch, tuple(input_shape), n_classes)
+
+
+def bootstrap(n: int, seed: int):
+    """Bagging: a member trains on its own bootstrap resample of the training split (n draws
+    with replacement, fixed by its seed), visited in a fresh order every epoch."""
+    import torch
+
+    pool = torch.from_numpy(np.random.default_rng([seed, 104729]).integers(0, n, size=n))
+    return lambda generator: pool[torch.randperm(n, generator=generator)]
+
+
+def make_member(index: int, config, input_shape, n_classes: int, n_train: int, device, model=None) -> Member:
+    """Member `index` (seed `config.seed + index`): its model (built by `member_model` unless
     given), optimiser and per-step schedule."""
     import torch
 
-    from .models import build_model, is_convolutional
+    from .models import is_convolutional
 
     seed = config.seed + index
     torch.manual_seed(seed)
     if model is None:
-        model = build_model(config.arch, image_shape[0], image_shape[1], n_classes)
+        model = member_model(config, index, input_shape, n_classes)
     model = model.to(device)
     if is_convolutional(model):
         model = model.to(memory_format=torch.channels_last)

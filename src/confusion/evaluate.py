@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 
 from .analyses import auroc, bin_index, entropy_bits, positions
 from .datasets import Dataset, Split, load_dataset, load_for_run
-from .engine import DeviceData, checkpoint_path, predict
+from .engine import checkpoint_path, input_data, member_model, predict
 from .errors import InputError
 from .store import RunStore, is_run_store
 
@@ -65,8 +66,12 @@ def _load_state(path: str | Path) -> dict:
     return state
 
 
-def build_named_model(name: str, channels: int, image_size: int, n_classes: int):
+def build_named_model(name: str, input_shape: tuple[int, ...], n_classes: int):
+    """An untrained model by name for inputs of `input_shape` (images or feature vectors)."""
     if name.startswith("timm:"):
+        if len(input_shape) != 3:
+            raise InputError(f"{name} needs images; this data holds feature vectors")
+        channels = input_shape[0]
         try:
             import timm
         except ImportError:
@@ -75,9 +80,9 @@ def build_named_model(name: str, channels: int, image_size: int, n_classes: int)
             return timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=n_classes, in_chans=channels)
         except RuntimeError as error:
             raise InputError(f"timm could not build {name}: {error}") from None
-    from .models import build_model
+    from .models import build_for_input
 
-    return build_model(name, channels, image_size, n_classes)
+    return build_for_input(name, tuple(input_shape), n_classes)
 
 
 def _weights_predictions(models: list, dataset, normalization, device: str = "cpu", batch_size: int = 256):
@@ -85,7 +90,7 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     import torch
 
 
-    data = DeviceData(dataset, torch.device(device), normalization)
+    data = input_data(dataset, torch.device(device), normalization)
     cache: dict[str, np.ndarray] = {}
 
     def probabilities(split: str, ids: np.ndarray) -> np.ndarray:
@@ -104,7 +109,7 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
 
     from .models import is_convolutional
 
-    channels, size, _ = dataset.image_shape
+    shape = dataset.input_shape
     if is_run_store(model):
         if weights is not None:
             raise InputError("--weights goes with an architecture name, not a run directory")
@@ -121,8 +126,9 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
         normalization = store.meta.get("normalization")
         normalization = (normalization["mean"], normalization["std"]) if normalization else None
         networks = []
-        for path in checkpoints:
-            network = build_named_model(arch, channels, size, store.n_classes)
+        settings = SimpleNamespace(arch=config.get("arch") or arch, seed=int(config.get("seed", 0)), feature_subset=config.get("feature_subset"))
+        for m, path in enumerate(checkpoints):
+            network = member_model(settings, m, shape, store.n_classes)
             network.load_state_dict(_load_state(path))
             if is_convolutional(network):
                 network = network.to(memory_format=torch.channels_last)
@@ -134,11 +140,12 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
         raise InputError(f"{model} is a directory but not a run store")
     if weights is None:
         raise InputError(f"{model!r} is not a run directory; give an architecture name with --weights FILE")
-    network = build_named_model(model, channels, size, dataset.n_classes)
+    network = build_named_model(model, shape, dataset.n_classes)
     try:
         network.load_state_dict(_load_state(weights))
     except RuntimeError as error:
-        raise InputError(f"{weights} does not fit {model} for {channels}-channel {size}px images and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
+        described = f"{shape[0]}-channel {shape[1]}px images" if len(shape) == 3 else f"{shape[0]} features"
+        raise InputError(f"{weights} does not fit {model} for {described} and {dataset.n_classes} classes: {str(error).splitlines()[0]}") from None
     return [Predictor(name or model, _weights_predictions([network.to(device)], dataset, None, device))]
 
 
@@ -204,7 +211,7 @@ def dataset_for(model: str, data: str | None, root=None):
     if data is not None:
         return load_dataset(data, root=root)
     if is_run_store(model) and RunStore.open(model).meta.get("config"):
-        return load_for_run(RunStore.open(model).meta["config"])
+        return load_for_run(RunStore.open(model).meta["config"], run=model)
     raise InputError("--data is needed: the model is not a run that remembers its dataset")
 
 

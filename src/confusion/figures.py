@@ -172,3 +172,17 @@ def score_model_heatmap(values: np.ndarray, scores: Sequence[str], models: Seque
     axis.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.03, label="AUROC for the model's errors")
     return _save(figure, directory, stem)
+
+
+def signal_by_decile(deciles, *, column: str, unit: str, directory: Path, stem: str = "signal_by_decile") -> list[str]:
+    """An external per-sample signal's mean (± one standard error) per decile of confusion."""
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    centres = (deciles["confusion_low"] + deciles["confusion_high"]) / 2
+    axis.errorbar(deciles["decile"], deciles["signal_mean"], yerr=deciles["signal_sem"].fillna(0), marker="o", capsize=3)
+    axis.set_xticks(deciles["decile"])
+    axis.set_xticklabels([f"{d}\n{c:.2f}" for d, c in zip(deciles["decile"], centres)], fontsize=7)
+    axis.set_xlabel(f"confusion decile (1 = easiest) and its centre ({unit})")
+    axis.set_ylabel(f"mean {column}")
+    axis.set_title(f"{column} by confusion decile")
+    axis.grid(alpha=0.3)
+    return _save(figure, directory, stem)

@@ -4,8 +4,10 @@ A manifest is a table with one row per chosen sample: `sample` (id), `split`, `c
 (bits), `confusion_normalized`, `rank` (1 = hardest by the chosen score), `label` (-1 when
 unknown), `predicted` (the ensemble's class at the last epoch), `source` (file path, when the
 data came from files), `score` (the name of the score that chose it, `confusion` by default),
-`score_value` and `score_unit`, and `unit` (of the confusion column: bits). `materialize` writes the chosen images as class folders or one .npz that other
-tools read. numpy and pandas only.
+`score_value` and `score_unit`, and `unit` (of the confusion column: bits), then the run's
+per-sample metadata (a document's `text`, columns given to `import --meta`). `materialize`
+writes the chosen images as class folders or one .npz that other tools read, and
+`materialize_texts` the chosen documents as one CSV. numpy and pandas only.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def manifest(
     groups = (labels if (labels >= 0).all() else predicted) if per_class else None
     chosen = select(values, top=top, threshold=threshold, groups=groups)
     sources = store.sources(split)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "sample": store.sample_ids(split)[chosen],
             "split": split,
@@ -88,6 +90,12 @@ def manifest(
         },
         columns=MANIFEST_COLUMNS,
     )
+    meta = store.metadata(split)
+    if meta is not None:
+        for column in meta.columns[1:]:
+            name = column if column not in table.columns else f"meta_{column}"
+            table[name] = meta[column].to_numpy()[chosen]
+    return table
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -138,6 +146,22 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
     write_table_atomic(table, out / "manifest.csv")
     written.append(out / "manifest.csv")
     return written
+
+
+def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) -> list[Path]:
+    """Write the chosen documents as OUT/hardset.csv (rank, sample, label and predicted class
+    names, confusion, text, any other metadata) and OUT/manifest.csv."""
+    if "text" not in table.columns:
+        raise InputError("the run holds no document texts to materialize")
+    out = Path(out)
+    named = table.copy()
+    named.insert(3, "label_name", [classes[k] if k >= 0 else "" for k in table["label"]])
+    named.insert(4, "predicted_name", [classes[k] for k in table["predicted"]])
+    first = ["rank", "sample", "split", "label_name", "predicted_name", "confusion", "score", "score_value", "text"]
+    named = named[first + [c for c in named.columns if c not in first]]
+    write_table_atomic(named, out / "hardset.csv")
+    write_table_atomic(table, out / "manifest.csv")
+    return [out / "hardset.csv", out / "manifest.csv"]
 
 
 def images_for(table: pd.DataFrame, dataset) -> np.ndarray:

@@ -193,6 +193,7 @@ def import_predictions(
     classes: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    meta: str | Path | None = None,
 ) -> RunStore:
     """Write predictions into run store `out` as split `split`, creating the run if needed.
 
@@ -205,6 +206,7 @@ def import_predictions(
         classes, the split is added to it.
     labels : (samples,) ints or path, optional; -1 = unknown. Never used for scoring.
     progress : called with the number of (member, epoch) slices written.
+    meta : a .csv/.parquet table of per-sample metadata joined by sample id (see `read_metadata`).
     """
     array = load_predictions(source)
     n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
@@ -219,7 +221,7 @@ def import_predictions(
     ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
     if len(ids) != n_samples:
         raise InputError(f"{len(ids)} sample ids for {n_samples} samples")
-    split_data = SplitData(ids=ids, labels=label_array)
+    split_data = SplitData(ids=ids, labels=label_array, meta=read_metadata(meta, ids) if meta is not None else None)
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
     check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
@@ -245,6 +247,44 @@ def import_predictions(
             raise
     store.refresh()
     return store
+
+
+def read_metadata(path: str | Path, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of table `path` (.csv or .parquet) in the order of `ids`, joined by its `sample`
+    (or `id`) column; samples it does not name get empty values. At least one must match."""
+    from .datasets import read_table
+
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--meta {path} must be an existing .csv or .parquet file")
+    table = read_table(path, "--meta")
+    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
+    if key is None:
+        raise InputError(f"--meta {path} needs a 'sample' (or 'id') column of sample ids")
+    table[key] = table[key].astype(str)
+    if table[key].duplicated().any():
+        raise InputError(f"--meta {path}: sample id {table[key][table[key].duplicated()].iloc[0]!r} appears twice")
+    ids = np.asarray(ids).astype(str)
+    matched = int(table[key].isin(ids).sum())
+    if matched == 0:
+        raise InputError(f"--meta {path}: none of its {len(table)} sample ids is a sample of this split (e.g. {ids[0]!r})")
+    aligned = table.set_index(key).reindex(ids)
+    return {str(column): aligned[column].to_numpy() for column in aligned.columns if column != "sample"}
+
+
+def attach_metadata(out: str | Path, split: str, path: str | Path) -> int:
+    """Add the columns of table `path` to the metadata of split `split` of run `out` (a column of
+    the same name is replaced); returns the number of samples the table names."""
+    store = RunStore.open(out, mode="a")
+    if split not in store.splits:
+        raise InputError(f"{out} has no split {split!r}; it has {', '.join(store.splits)}")
+    ids = store.sample_ids(split)
+    columns = read_metadata(path, ids)
+    existing = store.metadata(split)  # kept, except columns the new table replaces
+    kept = {c: existing[c].to_numpy() for c in existing.columns[1:] if c not in columns} if existing is not None else {}
+    store.write_metadata(split, ids, {**kept, **columns})
+    first = next(iter(columns.values()))
+    return int(sum(1 for value in first if value is not None and value == value))  # NaN != NaN
 
 
 def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool, dtype, progress, overwrite: bool) -> RunStore:

@@ -27,7 +27,7 @@ from ._files import write_json_atomic
 from .analyses import bin_index
 from .datasets import load_for_run
 from .difficulty import IN_BITS, LABEL_FREE, label_free_score
-from .engine import DeviceData, fit_epoch, group_balanced, make_member, predict, resolve_precision, run_processes, upsampled
+from .engine import fit_epoch, group_balanced, input_data, make_member, member_arch, predict, resolve_precision, run_processes, upsampled
 from .errors import InputError
 from .store import RunStore, hold_lock
 from .training import TrainConfig
@@ -38,7 +38,7 @@ METHODS = ("erm", "groupdro", "upsample")
 @dataclass
 class MitigationConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    arch: str = "cnn-s"
+    arch: str | None = None  # default: the scoring run's architecture (its first member's)
     epochs: int = 10
     members: int = 3  # seeds per method (the same seeds for every method)
     seed: int = 100  # first seed; distinct from the scoring run's so no model is reused
@@ -146,10 +146,10 @@ def _train_job(job: dict, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     config = MitigationConfig(**job["config"])
-    dataset = load_for_run(job["run_config"])
-    data = DeviceData(dataset, torch.device(config.device))
+    dataset = load_for_run(job["run_config"], run=job["run"])
+    data = input_data(dataset, torch.device(config.device))
     train_config = TrainConfig(arch=config.arch, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=job["seed"], device=config.device)
-    member = make_member(0, train_config, dataset.image_shape, dataset.n_classes, len(dataset.splits["train"]), data.device)
+    member = make_member(0, train_config, dataset.input_shape, dataset.n_classes, len(dataset.splits["train"]), data.device)
     precision = resolve_precision(train_config)
     groups = np.asarray(job["train_groups"], dtype=np.int64)
     method = job["method"]
@@ -184,10 +184,11 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
     for split in ("train", "val"):
         if split not in store.splits:
             raise InputError(f"{run} has no {split} split")
-    from .models import build_model
+    from .models import build_for_input
 
-    dataset = load_for_run(run_config)
-    build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail before any job
+    config = replace(config, arch=config.arch or member_arch(str(store.meta.get("arch") or run_config["arch"]), 0))
+    dataset = load_for_run(run_config, run=run)
+    build_for_input(config.arch, dataset.input_shape, dataset.n_classes)  # unknown names fail before any job
     scores = {split: label_free_score(store, split, config.score) for split in ("train", "val")}
     for split in ("train", "val"):
         if store.sample_ids(split).tolist() != dataset.splits[split].ids.tolist():
@@ -207,7 +208,7 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
         for seed in seeds:
             path = out / "jobs" / f"{method}-seed{seed}.json"
             job = {
-                "method": method, "seed": seed, "config": asdict(config), "run_config": run_config,
+                "method": method, "seed": seed, "config": asdict(config), "run_config": run_config, "run": str(store.path),
                 "train_groups": groups.tolist(), "train_bands": train_bands.tolist(), "val_bands": val_bands.tolist(),
                 "n_groups": n_groups, "result_path": str(path),
             }

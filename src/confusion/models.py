@@ -1,12 +1,15 @@
 """Architectures by name, in families with sizes, so "small vs large" is a string (timm-style).
 
-    mlp-s / mlp-m / mlp-l          fully connected on the flattened image
+    linear                         one linear layer on the flattened image or feature vector
+    mlp-s / mlp-m / mlp-l          fully connected on the flattened image or feature vector
     cnn-s / cnn-m / cnn-l          plain conv-pool stacks, 2 / 2 / 3 conv blocks
     resnet-s / resnet-m / resnet-l CIFAR-style ResNets of depth 8 / 20 / 56 (He et al. 2016, sec. 4.2)
     torchvision:NAME               any torchvision classifier, first conv and head fitted to the data
 
 Every builder takes (in_channels, image_size, n_classes) and returns an nn.Module whose
-forward gives logits (batch, n_classes).
+forward gives logits (batch, n_classes). `build_for_input` builds for any input shape: images
+(channels, height, width) take every architecture, feature vectors (width,) take `linear` and
+the MLPs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .errors import InputError, UnknownNameError
 
 Builder = Callable[[int, int, int], nn.Module]
 _REGISTRY: dict[str, Builder] = {}
+FEATURE_ARCHS = ("linear", "mlp-s", "mlp-m", "mlp-l")
+_MLP_HIDDEN = {"linear": [], "mlp-s": [256], "mlp-m": [512, 256], "mlp-l": [1024, 1024, 512]}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -48,6 +53,17 @@ def build_model(name: str, in_channels: int, image_size: int, n_classes: int) ->
     raise UnknownNameError(f"unknown architecture {name!r}; choose from {', '.join(architecture_names())}")
 
 
+def build_for_input(name: str, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Build `name` for inputs of `input_shape`: (channels, height, width) or (features,)."""
+    if len(input_shape) == 3:
+        return build_model(name, input_shape[0], input_shape[1], n_classes)
+    if name in _MLP_HIDDEN:
+        return MLP(int(input_shape[0]), _MLP_HIDDEN[name], n_classes)
+    if name not in _REGISTRY and not name.startswith("torchvision:"):
+        build_model(name, 1, 1, n_classes)  # the unknown-name error
+    raise InputError(f"{name} needs images; feature and text data train {', '.join(FEATURE_ARCHS)}")
+
+
 def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -68,8 +84,20 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-for _size, _hidden in {"s": [256], "m": [512, 256], "l": [1024, 1024, 512]}.items():
-    register(f"mlp-{_size}")(lambda c, s, k, hidden=_hidden: MLP(c * s * s, hidden, k))
+for _name in ("linear", "mlp-s", "mlp-m", "mlp-l"):
+    register(_name)(lambda c, s, k, hidden=_MLP_HIDDEN[_name]: MLP(c * s * s, hidden, k))
+
+
+class Columns(nn.Module):
+    """Keeps a fixed subset of the input features (a member's random subspace), then `model`."""
+
+    def __init__(self, columns: torch.Tensor, model: nn.Module):
+        super().__init__()
+        self.register_buffer("columns", columns.long())
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.index_select(1, self.columns))
 
 
 # ----------------------------------------------------------------------------- CNN

@@ -113,6 +113,9 @@ class ReportResult:
     distribution_panels: dict = field(default_factory=dict)  # fig. 5
     error_panels: dict | None = None  # fig. 6
     gallery: tuple[np.ndarray, list, np.ndarray] | None = None  # images, rows, scores (fig. 1)
+    examples: pd.DataFrame | None = None  # fig. 1 as a table, where there are no pictures to show
+    signal: pd.DataFrame | None = None  # per difficulty score: agreement with an external signal
+    signal_deciles: pd.DataFrame | None = None  # the signal's mean per confusion decile
 
 
 def build_report(
@@ -125,12 +128,13 @@ def build_report(
     bins: int = 20,
     min_count: int = 20,
     gallery_per_class: int = 6,
+    signal: str | None = None,
     progress=None,
 ) -> dict:
     """Write OUT/index.html, figures, tables and metrics.json; returns the metrics."""
     result = compute_report(
         run, compare=compare, models=models, mitigation=mitigation, bins=bins, min_count=min_count,
-        gallery_per_class=gallery_per_class, progress=progress,
+        gallery_per_class=gallery_per_class, signal=signal, progress=progress,
     )
     return render_report(result, out)
 
@@ -145,9 +149,14 @@ def compute_report(
     bins: int = 20,
     min_count: int = 20,
     gallery_per_class: int = 6,
+    signal: str | None = None,
     progress=None,
 ) -> ReportResult:
-    """The paper's analyses of `run` (and of `compare`/`models` against it); reads, writes nothing."""
+    """The paper's analyses of `run` (and of `compare`/`models` against it); reads, writes nothing.
+
+    signal: "FILE.csv:COLUMN" (or .parquet), a per-sample number joined by sample id, that
+    every difficulty score is checked against (see `read_signal`)."""
+    signal_values = read_signal(signal) if signal is not None else None
     step = progress or (lambda message: None)
     reference = RunView.load(run)
     split = _pick_split(reference)
@@ -164,6 +173,11 @@ def compute_report(
     step("robustness")
     _robustness(result, [*zoo, *others], bins, min_count)
     result.gallery = _gallery(reference, gallery_per_class)
+    if result.gallery is None:
+        result.examples = _examples(reference, min(gallery_per_class, 3))
+    if signal_values is not None:
+        step("external signal")
+        _signal(result, *signal_values)
     if mitigation is not None:
         result.metrics["mitigation"] = json.loads((Path(mitigation) / "metrics.json").read_text(encoding="utf-8"))
     return result
@@ -191,7 +205,15 @@ def _error_identification(result: ReportResult, bins: int, min_count: int) -> No
     reference = result.reference
     for split, scores in reference.scores.items():
         labels = reference.labels(split)
-        entry = {"n": int(len(labels)), "mean_confusion": float(scores.confusion.mean()), "labelled": bool((labels >= 0).any())}
+        entry = {
+            "n": int(len(labels)),
+            "mean_confusion": float(scores.confusion.mean()),
+            "labelled": bool((labels >= 0).any()),
+            # How much of the confusion is the members disagreeing (mutual information), not each unsure.
+            "mean_expected_entropy": float(scores.expected_entropy.mean()),
+            "mean_disagreement": float(scores.disagreement.mean()),
+            "disagreement_share": float(scores.disagreement.mean() / scores.confusion.mean()) if scores.confusion.mean() > 0 else float("nan"),
+        }
         known = labels >= 0
         if known.all() and known.any():
             binned = analyses.error_by_bin(scores.confusion, reference.member_error(split), max_score=reference.max_score, bins=bins, min_count=min_count)
@@ -207,12 +229,12 @@ def _error_identification(result: ReportResult, bins: int, min_count: int) -> No
                 error_definition=detection["error_definition"],
             )
             result.detection_rows.append(
-                [split, entry["n"], entry["mean_confusion"], entry["error_rate"], binned.pearson, binned.spearman,
+                [split, entry["n"], entry["mean_confusion"], entry["mean_disagreement"], entry["error_rate"], binned.pearson, binned.spearman,
                  entry["auroc_error"], detection["baselines"]["auroc_single_entropy"], detection["baselines"]["auroc_msp"],
                  entry["aurc_error"], detection["baselines"]["aurc_msp"]]
             )
         else:
-            result.detection_rows.append([split, entry["n"], entry["mean_confusion"]] + [None] * 8)
+            result.detection_rows.append([split, entry["n"], entry["mean_confusion"], entry["mean_disagreement"]] + [None] * 8)
         result.metrics[split] = entry
 
 
@@ -264,17 +286,35 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
         result.metrics["cost"] = _cost_of_scores(reference, split, compared)
 
 
+def dataset_of(view: RunView) -> str | None:
+    """The dataset a run was made from, where it says (trained runs, zoo models)."""
+    config = view.store.meta.get("config") or {}
+    return config.get("data") or (view.store.meta.get("dataset") or {}).get("name")
+
+
 def _aggregate(result: ReportResult, views: list[RunView]) -> None:
-    """Contribution 2: mean confusion against accuracy over the runs labelled on the compared split."""
-    split = result.split
+    """Contribution 2: mean confusion against accuracy, over the runs that share the reference's
+    dataset and split (the same samples, labelled): other runs would not be comparable."""
+    split, reference = result.split, result.reference
     unique = list({str(v.store.path.resolve()): v for v in views}.values())
-    labelled = [v for v in unique if split in v.scores and (v.labels(split) >= 0).all()]
+    dataset, ids = dataset_of(reference), set(reference.ids(split).tolist())
+    labelled, left_out = [], {}
+    for view in unique:
+        if split not in view.scores or not (view.labels(split) >= 0).all():
+            left_out[view.name] = f"no labelled {split} split"
+        elif set(view.ids(split).tolist()) != ids:
+            left_out[view.name] = f"other {split} samples"
+        elif dataset_of(view) not in (None, dataset):
+            left_out[view.name] = f"another dataset ({dataset_of(view)})"
+        else:
+            labelled.append(view)
     if len(labelled) < 3:
         return
     mean_confusion = [float(v.scores[split].confusion.mean()) for v in labelled]
     accuracy = [v.accuracy(split) for v in labelled]
     summary = analyses.aggregate(np.array(mean_confusion), np.array(accuracy))
     summary["runs"] = {v.name: {"mean_confusion": m, "accuracy": a} for v, m, a in zip(labelled, mean_confusion, accuracy)}
+    summary.update(dataset=dataset, split=split, left_out=left_out)
     result.metrics["aggregate"] = summary
     result.aggregate = (mean_confusion, accuracy, [v.name for v in labelled])
 
@@ -344,6 +384,10 @@ def render_report(result: ReportResult, out: str | Path) -> dict:
             files,
             "",
         ))
+    elif result.examples is not None and len(result.examples):
+        sections.insert(0, _render_examples(result, tables))
+    if result.signal is not None:
+        sections.append(_render_signal(result, out))
     if "mitigation" in metrics:
         sections.append(_render_mitigation(metrics["mitigation"], out))
     write_json_atomic(out / "metrics.json", _finite(metrics))
@@ -364,7 +408,8 @@ def _render_detection(result: ReportResult, out: Path) -> str:
         )
     return _section(
         "Error identification without labels (paper 3.1, figure 2)",
-        "Left: how many samples get each confusion score (log scale); most are easy. "
+        f"Left: how many samples get each confusion score (log scale); {_shape_of(reference.scores[result.split].confusion, max_score)} "
+        f"{_diversity_sentence(result.metrics[result.split])} "
         "Right: top-1 error of the run's own members at their last recorded epoch, averaged over members, "
         f"in fixed-width bins of the score over [0, log2 C = {max_score:.2f} bits]; bins with fewer than {min_count} "
         "samples are left out. ρ is Pearson's correlation of bin centre and error. The AUROC columns treat the score as a "
@@ -372,11 +417,42 @@ def _render_detection(result: ReportResult, out: Path) -> str:
         "1 − max probability (MSP). AURC: area under the risk-coverage curve, lower is better.",
         _pngs(files),
         _table(
-            ["split", "samples", "mean confusion (bits)", "top-1 error", "Pearson ρ (bins)", "Spearman (bins)",
+            ["split", "samples", "mean confusion (bits)", "mean disagreement (bits)", "top-1 error", "Pearson ρ (bins)", "Spearman (bins)",
              "AUROC confusion", "AUROC single entropy", "AUROC MSP", "AURC confusion", "AURC MSP"],
             result.detection_rows,
         ),
     )
+
+
+def _shape_of(scores: np.ndarray, max_score: float) -> str:
+    """One sentence on how the scores spread, true for this run (no claim the data does not back)."""
+    low = float((scores < 0.1 * max_score).mean())
+    high = float((scores > 0.5 * max_score).mean())
+    if low >= 0.5:
+        return f"most samples are easy ({low:.0%} score below a tenth of the maximum; {high:.0%} above half of it)."
+    if high >= 0.5:
+        return f"most samples confuse the ensemble ({high:.0%} score above half of the maximum; {low:.0%} below a tenth)."
+    return f"the scores spread out ({low:.0%} below a tenth of the maximum, {high:.0%} above half)."
+
+
+DIVERSITY_FLOOR = 0.05  # below this share of the confusion, the members are effectively one model
+
+
+def _diversity_sentence(entry: dict) -> str:
+    share = entry.get("disagreement_share", float("nan"))
+    if not math.isfinite(share):
+        return ""
+    text = (
+        f"The members disagree by {entry['mean_disagreement']:.3f} bits on average (mean disagreement, the mutual "
+        f"information), {share:.1%} of the mean confusion; the rest is uncertainty every member shares."
+    )
+    if share < DIVERSITY_FLOOR:
+        text += (
+            " That is so little that the ensemble is effectively one model: its score is one model's entropy. "
+            "Members that differ more: `confusion train --bagging`, `--feature-subset 0.5` (feature and text data), "
+            "or mixed architectures `--arch a,b,c`."
+        )
+    return text
 
 
 def _render_transfer(result: ReportResult, out: Path) -> str:
@@ -407,10 +483,12 @@ def _render_aggregate(result: ReportResult, out: Path) -> str:
     mean_confusion, accuracy, names = result.aggregate
     summary = result.metrics["aggregate"]
     files = figures.aggregate_scatter(mean_confusion, accuracy, names, pearson=summary["pearson"], unit=SCORE_UNIT, directory=out)
+    left_out = summary.get("left_out") or {}
+    skipped = f" Left out: {'; '.join(f'{n} ({why})' for n, why in left_out.items())}." if left_out else ""
     return _section(
         "Confused models fare worse (contribution 2)",
-        f"Each run's mean confusion on {result.split} (from its own members and epochs) against its top-1 accuracy. "
-        f"Pearson ρ = {summary['pearson']:.3f} over {len(names)} runs.",
+        f"Each run's mean confusion on {summary.get('dataset') or 'the reference dataset'} {result.split} (from its own members and epochs) "
+        f"against its mean member top-1 accuracy, over the {len(names)} runs on exactly these samples: Pearson ρ = {summary['pearson']:.3f}.{skipped}",
         _pngs(files),
         "",
     )
@@ -532,11 +610,10 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
 def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarray] | None:
     """Fig. 1's pictures for image datasets whose files are on this machine; None otherwise."""
     config = view.store.meta.get("config")
-    if not config:
+    if not config or (view.store.meta.get("dataset") or {}).get("kind", "images") != "images":
         return None
-
     try:
-        dataset = load_for_run(config)
+        dataset = load_for_run(config, run=view.store.path)
     except Exception:  # the data may live on another machine: the report goes on without pictures
         return None
     split = _pick_split(view)
@@ -557,6 +634,146 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
     images = data_split.images[in_data[shown]]
     rows = [(view.store.classes[c], [local[int(i)] for i in p["easiest"]], [local[int(i)] for i in p["hardest"]]) for c, p in picks.items()]
     return images, rows, scores[shown]
+
+
+EXAMPLE_TEXT_CHARS = 400  # a document is cut here on the page (tables/examples_*.csv keep it whole)
+
+
+def _examples(view: RunView, per_class: int) -> pd.DataFrame:
+    """Fig. 1 as a table: per class, the easiest and hardest samples by the score alone, with
+    their text, metadata or source file where the run holds them."""
+    split = _pick_split(view)
+    labels = view.labels(split)
+    predicted = view.final[split].mean(axis=0).argmax(axis=1)
+    classes = labels if (labels >= 0).all() else predicted
+    scores = view.scores[split].confusion
+    names = view.store.classes
+    meta = view.store.metadata(split)
+    sources = view.store.sources(split)
+    rows = []
+    for label, picks in analyses.gallery(scores, classes, per_class=per_class).items():
+        for side in ("hardest", "easiest"):
+            for i in picks[side]:
+                row = {
+                    "class": names[label], "which": side, "sample": view.ids(split)[i], "confusion": float(scores[i]),
+                    "label": names[labels[i]] if labels[i] >= 0 else "", "ensemble predicts": names[predicted[i]],
+                }
+                if sources is not None:
+                    row["source"] = sources[i]
+                if meta is not None:
+                    row.update({column: meta[column].iloc[i] for column in meta.columns[1:]})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_signal(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """'FILE.csv:COLUMN' -> (column name, sample ids, values): a per-sample number a user trusts
+    (human agreement, annotation time), joined to the run by its `sample` (or `id`) column."""
+    from .datasets import read_table
+
+    path_text, _, column = spec.rpartition(":")
+    path = Path(path_text)
+    if not path_text or not column:
+        raise InputError(f"--signal takes FILE.csv:COLUMN (or .parquet), got {spec!r}")
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--signal {path} must be an existing .csv or .parquet file")
+    table = read_table(path, "--signal")
+    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
+    if key is None:
+        raise InputError(f"--signal {path} needs a 'sample' (or 'id') column of sample ids")
+    if column not in table.columns:
+        raise InputError(f"--signal {path} has no column {column!r}; it has {', '.join(map(str, table.columns[:8]))}")
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+    keep = np.isfinite(values)
+    if keep.sum() < 10:
+        raise InputError(f"--signal {path}:{column} has {int(keep.sum())} numeric values; at least 10 are needed")
+    ids = table[key].astype(str).to_numpy()[keep]
+    if len(set(ids.tolist())) != len(ids):
+        raise InputError(f"--signal {path}: a sample id appears twice")
+    return column, ids, values[keep]
+
+
+def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarray) -> None:
+    """Every difficulty score against the external signal: Spearman and Kendall correlation, the
+    AUROC of the score (oriented higher = harder) for the signal's lowest quartile, and the
+    signal's mean per confusion decile."""
+    from scipy import stats
+
+    reference = result.reference
+    matches = {name: int(np.isin(reference.ids(name), ids).sum()) for name in reference.scores}
+    split = result.split if matches[result.split] >= 10 else max(matches, key=matches.get)  # the reference split first
+    in_run, in_signal = analyses.align(reference.ids(split), ids)
+    if len(in_run) < 10:
+        raise InputError(f"--signal names {len(in_run)} samples of the run; at least 10 must match its sample ids")
+    signal = values[in_signal]
+    table = difficulty_scores(reference.store, split) if result.difficulty is None or result.split != split else result.difficulty
+    low = signal <= np.quantile(signal, 0.25)
+    rows = []
+    for name, info in SCORES.items():
+        score = hardness(table[name].to_numpy()[in_run], name)
+        known = np.isfinite(score)
+        if known.sum() < 10:
+            continue
+        rows.append({
+            "score": name, "n": int(known.sum()),
+            "spearman": float(stats.spearmanr(score[known], signal[known]).statistic),
+            "kendall_tau": float(stats.kendalltau(score[known], signal[known]).statistic),
+            "auroc_lowest_quartile": analyses.auroc(score[known], low[known]),
+        })
+    result.signal = pd.DataFrame(rows)
+    confusion = reference.scores[split].confusion[in_run]
+    deciles = np.minimum((stats.rankdata(confusion, method="ordinal") - 1) * 10 // len(confusion), 9).astype(int)
+    result.signal_deciles = pd.DataFrame([
+        {"decile": d + 1, "confusion_low": float(confusion[deciles == d].min()), "confusion_high": float(confusion[deciles == d].max()),
+         "n": int((deciles == d).sum()), "signal_mean": float(signal[deciles == d].mean()),
+         "signal_sem": float(signal[deciles == d].std(ddof=1) / math.sqrt((deciles == d).sum())) if (deciles == d).sum() > 1 else float("nan")}
+        for d in range(10) if (deciles == d).any()
+    ])
+    result.metrics["signal"] = {
+        "column": column, "split": split, "n": int(len(in_run)), "lowest_quartile_at": float(np.quantile(signal, 0.25)),
+        "scores": {r["score"]: {k: v for k, v in r.items() if k != "score"} for r in rows},
+    }
+
+
+def _render_examples(result: ReportResult, tables: Path) -> str:
+    examples = result.examples
+    write_table_atomic(examples, tables / f"examples_{result.split}.csv")
+    shown = [c for c in examples.columns if c != "source" or "text" not in examples.columns][:10]
+
+    def cell(value):
+        text = "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+        if isinstance(text, str) and len(text) > EXAMPLE_TEXT_CHARS:
+            return text[:EXAMPLE_TEXT_CHARS].rstrip() + " …"
+        return text
+
+    what = "documents" if "text" in examples.columns else "samples"
+    extra = "" if len(examples.columns) > 6 else " The run holds no text or metadata for them (give some with `confusion import --meta`)."
+    return _section(
+        "Easiest and hardest samples (paper figure 1)",
+        f"Per class (the label where known, else the ensemble's prediction), the {what} with the highest and the lowest "
+        f"confusion on {result.split}, chosen by the score alone; the score in bits.{extra} Whole rows: "
+        f"tables/examples_{result.split}.csv.",
+        [],
+        _table(shown, [[cell(v) for v in row] for row in examples[shown].itertuples(index=False)]),
+    )
+
+
+def _render_signal(result: ReportResult, out: Path) -> str:
+    facts = result.metrics["signal"]
+    deciles = result.signal_deciles
+    files = figures.signal_by_decile(deciles, column=facts["column"], unit=SCORE_UNIT, directory=out)
+    write_table_atomic(result.signal, out / "tables" / "signal.csv")
+    write_table_atomic(deciles, out / "tables" / "signal_by_decile.csv")
+    return _section(
+        f"Against an external signal: {facts['column']}",
+        f"{facts['n']} {facts['split']} samples joined by id. Per difficulty score (oriented so higher = harder): its Spearman "
+        f"and Kendall correlation with {facts['column']}, and its AUROC for the samples in the lowest quartile of "
+        f"{facts['column']} (at or below {facts['lowest_quartile_at']:.4g}); 0.5 is chance. The figure: the mean of "
+        f"{facts['column']} (± one standard error) in each decile of confusion.",
+        _pngs(files),
+        _table(["score", "samples", "Spearman", "Kendall τ", "AUROC, lowest quartile"],
+               [[r.score, r.n, r.spearman, r.kendall_tau, r.auroc_lowest_quartile] for r in result.signal.itertuples()]),
+    )
 
 
 def _finite(value):

@@ -6,6 +6,8 @@
         <split>/labels        (samples,) int64, -1 where unknown
         <split>/ids           (samples,) str, stable sample ids
         <split>/sources       (samples,) str, source file of each sample (optional)
+    RUN/meta/<split>.parquet  per-sample metadata (optional): a `sample` id column and any others
+                              (a document's text, a user's columns); read joined by sample id
     RUN/members/member-M.json the epochs member M has ended, written by its writer alone
     RUN/.lock                 held (flock) by a command that owns the whole run (train, import)
     RUN/.member-M.lock        held (flock) by the one process writing member M
@@ -60,7 +62,9 @@ LOCK_FILE = ".lock"
 COMMIT_LOCK = ".commit.lock"
 MEMBERS_DIR = "members"
 # Files a run directory may hold before run.json exists (locks, a half-made store).
-_OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS}
+META_DIR = "meta"
+EMBEDDINGS = "embeddings"  # text datasets' cached sentence embeddings (written before the store)
+_OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS, EMBEDDINGS}
 # Samples per chunk are chosen so one chunk (one member, one epoch) is about this many bytes.
 CHUNK_BYTES = 2**20
 SCORE_CACHE_BYTES = 256 * 2**20  # scores of a selection are cached when they take at most this
@@ -73,6 +77,7 @@ class SplitData:
     ids: np.ndarray  # (samples,) str
     labels: np.ndarray  # (samples,) int64, -1 = unknown
     sources: np.ndarray | None = None  # (samples,) str, or None
+    meta: dict[str, np.ndarray] | None = None  # per-sample columns, row-aligned with ids
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)
@@ -85,6 +90,9 @@ class SplitData:
             self.sources = np.asarray(self.sources).astype(str)
             if self.sources.shape != self.ids.shape:
                 raise InputError(f"sources {self.sources.shape} must match sample ids {self.ids.shape}")
+        for name, column in (self.meta or {}).items():
+            if len(column) != len(self.ids) or name == "sample":
+                raise InputError(f"metadata column {name!r} must have one value per sample and not be named 'sample'")
 
 
 def software_versions() -> dict[str, str]:
@@ -169,6 +177,8 @@ class RunStore:
             store = cls(path, meta, group)
             for name, split in splits.items():
                 store.meta["splits"][name] = store._create_split(name, split)
+                if split.meta:
+                    store.write_metadata(name, split.ids, split.meta)
             store.save_meta()
         return store
 
@@ -232,6 +242,8 @@ class RunStore:
         listed split without its data. On error the arrays are removed again.
         """
         entry = self._filled_split(name, split, fill)
+        if split.meta:
+            self.write_metadata(name, split.ids, split.meta)
         with _flock(self.path / COMMIT_LOCK):
             self.refresh()
             self.meta["splits"][name] = entry
@@ -259,6 +271,8 @@ class RunStore:
             raise InputError(f"{self.path} has no split {name!r} to replace")
         staging = f"{name}.new"
         entry = self._filled_split(staging, split, lambda: fill(staging))
+        if split.meta:  # read joined by sample id, so the old arrays with the new metadata stay consistent
+            self.write_metadata(name, split.ids, split.meta)
         root = self.path / ARRAYS
         with _flock(self.path / COMMIT_LOCK):
             self.refresh()
@@ -272,6 +286,34 @@ class RunStore:
 
     def save_meta(self) -> None:
         write_json_atomic(self.path / RUN_FILE, self.meta)
+
+    def write_metadata(self, split: str, ids: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Write (replace) the per-sample metadata of `split`: columns keyed by sample id."""
+        import pandas as pd
+
+        from ._files import write_table_atomic
+
+        table = pd.DataFrame({"sample": np.asarray(ids).astype(str), **{str(k): np.asarray(v) for k, v in columns.items()}})
+        write_table_atomic(table, self.path / META_DIR / f"{split}.parquet")
+
+    def metadata(self, split: str):
+        """The split's metadata as a DataFrame in sample order (first column `sample`), or None.
+
+        Joined by sample id: samples the metadata does not name get empty values."""
+        import pandas as pd
+
+        path = self.path / META_DIR / f"{split}.parquet"
+        if split not in self.meta["splits"] or not path.is_file():
+            return None
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{path} is unreadable ({str(error).splitlines()[0]}); delete it or import --meta again") from None
+        if "sample" not in table.columns:
+            raise RunStoreError(f"{path} lacks its 'sample' column; delete it or import --meta again")
+        ids = self.sample_ids(split)
+        table = table.drop_duplicates("sample").set_index(table["sample"].astype(str).rename(None)).drop(columns="sample")
+        return table.reindex(ids).reset_index(names="sample")
 
     # ----------------------------------------------------------------- facts
     @property

@@ -16,21 +16,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from .analyses import ensemble_accuracy
-from .datasets import load_for_run, normalization_stats
+from .datasets import is_text, load_for_run, normalization_stats
 from .engine import (
-    DeviceData,
+    bootstrap,
     checkpoint_path,
     fit_epoch,
     load_checkpoint,
     make_member,
     predict,
     resolve_precision,
+    input_data,
     restore,
     run_processes,
     save_checkpoint,
@@ -68,6 +70,9 @@ class TrainConfig:
     workers: int | None = None  # processes; default one per member on the CPU, 1 on CUDA
     member: int | None = None  # train only this member (one job per seed); None = all
     eval_batch_size: int = 256  # measured: larger batches infer no faster on a CPU
+    bagging: bool = False  # each member trains on its own bootstrap resample of the train split
+    feature_subset: float | None = None  # feature/text data: each member sees this fraction of the features
+    cache: str | None = None  # where text embeddings are cached (default: the run directory)
 
     def check(self) -> "TrainConfig":
         if self.members < 1 or self.epochs < 1 or self.record_every < 1:
@@ -86,7 +91,27 @@ class TrainConfig:
             raise InputError("--lr must be a positive number and --batch-size at least 2")
         if self.member is not None and not 0 <= self.member < self.members:
             raise InputError(f"--member must be in 0..{self.members - 1} for --members {self.members}, got {self.member}")
+        archs = [a.strip() for a in self.arch.split(",")]
+        if not all(archs) or (len(archs) > 1 and len(archs) != self.members):
+            raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")
+        if self.feature_subset is not None and not (0 < self.feature_subset <= 1):
+            raise InputError(f"--feature-subset must be a fraction in (0, 1], got {self.feature_subset}")
+        if is_text(self.data) or self.data.startswith("features:"):
+            from .models import FEATURE_ARCHS
+
+            wrong = [a for a in archs if a not in FEATURE_ARCHS]
+            if wrong:
+                raise InputError(f"{wrong[0]} needs images; feature and text data train {', '.join(FEATURE_ARCHS)}")
+        elif self.feature_subset is not None:
+            raise InputError("--feature-subset picks feature columns: it is for features: and text data, not images")
         return self
+
+    def check_data(self, dataset) -> None:
+        """What can be checked once the data is loaded, before any training starts."""
+        from .engine import member_model
+
+        for index in range(self.members):  # unknown names, or image models on feature vectors, fail here
+            member_model(self, index, dataset.input_shape, dataset.n_classes)
 
     @property
     def seeds(self) -> list[int]:
@@ -99,7 +124,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the one that started it."""
-        ignored = {"workers", "eval_batch_size", "device", "root", "member"}
+        ignored = {"workers", "eval_batch_size", "device", "root", "member", "cache"}
         return {k: v for k, v in asdict(self).items() if k not in ignored}
 
 
@@ -120,8 +145,9 @@ def run_members(group: tuple, messages, threads: int) -> None:
     torch.set_num_threads(threads)
     device = torch.device(config.device)
     dataset = load_training_data(config)
-    data = DeviceData(dataset, device)
     store = RunStore.open(run, mode="a")
+    normalization = store.meta.get("normalization")
+    data = input_data(dataset, device, (normalization["mean"], normalization["std"]) if normalization else None)
     precision = resolve_precision(config)
     record_epochs = config.record_epochs()
     n_train = len(dataset.splits["train"])
@@ -135,7 +161,7 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
 
     members = []
     for index in indices:
-        member = make_member(index, config, dataset.image_shape, dataset.n_classes, n_train, device)
+        member = make_member(index, config, dataset.input_shape, dataset.n_classes, n_train, device)
         state = load_checkpoint(checkpoint_path(Path(run), index))
         if state is not None:
             restore(member, state)
@@ -157,8 +183,9 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
                 if step == steps or step % 20 == 0:
                     messages.put(("step", member.index, epoch, step, steps, loss))
 
+            sampler = bootstrap(n_train, member.seed) if config.bagging else None
             loss, accuracy = fit_epoch(
-                member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, record=in_loop, report=report
+                member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, sampler=sampler, record=in_loop, report=report
             )
             train_seconds = time.perf_counter() - started
             val_accuracy = float("nan")
@@ -189,7 +216,9 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
 
 # ----------------------------------------------------------------------------- coordinator
 def describe_dataset_for_run(dataset) -> dict:
-    return {name: SplitData(ids=split.ids, labels=split.labels, sources=split.sources) for name, split in dataset.splits.items()}
+    return {
+        name: SplitData(ids=split.ids, labels=split.labels, sources=split.sources, meta=split.meta) for name, split in dataset.splits.items()
+    }
 
 
 def _open_or_create(out: Path, config: TrainConfig, dataset):
@@ -204,9 +233,9 @@ def _open_or_create(out: Path, config: TrainConfig, dataset):
         classes=dataset.classes,
         info={
             "source": "train",
-            "dataset": {"name": config.data, "image_shape": list(dataset.image_shape), **dataset.info},
+            "dataset": {"name": config.data, "kind": dataset.kind, "input_shape": list(dataset.input_shape), **dataset.info},
             "arch": config.arch,
-            "config": asdict(config),
+            "config": {**asdict(config), "cache": None if config.cache == str(out / "embeddings") else config.cache},
             "planned_epochs": config.record_epochs(),
             "normalization": dict(zip(("mean", "std"), normalization_stats(dataset.splits["train"].images))),
             # Fixed by the run, not by how its members are scheduled, so a resumed or
@@ -246,11 +275,17 @@ def train(
     if config.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but no CUDA device is available here")
     out = Path(out)
-    dataset = load_training_data(config)
-    from .models import build_model
-
-    build_model(config.arch, dataset.image_shape[0], dataset.image_shape[1], dataset.n_classes)  # unknown names fail here
-    check_usable_directory(out, exist_ok=True)  # before a lock file goes into a user's folder
+    check_usable_directory(out, exist_ok=True)  # before a lock file (or an embedding cache) goes into a user's folder
+    if config.cache is None and is_text(config.data):
+        config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
+    made_here = not out.exists()
+    try:
+        dataset = load_training_data(config)
+        config.check_data(dataset)
+    except BaseException:
+        if made_here:  # nothing but a cache was written: leave no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     # The whole command owns the run, or a --member job owns its member (its worker holds the lock).
     with hold_lock(out) if config.member is None else contextlib.nullcontext():
         store = _open_or_create(out, config, dataset)

@@ -1,10 +1,13 @@
 """A model zoo: one model per architecture, across sizes and families, each a run store.
 
-    mlp-s ... resnet-l, torchvision:NAME   trained by the ensemble trainer (one member)
-    sklearn:logreg, sklearn:forest          scikit-learn on the pixels: a different kind of model
-    pretrained:efficientnet-lite0           a linear probe on frozen ImageNet features (the paper's
-                                            "ft" models: pre-trained on far more data); the features
-                                            are computed once and cached in the zoo directory
+    linear, mlp-s ... resnet-l, torchvision:NAME   trained by the ensemble trainer (one member)
+    sklearn:logreg, sklearn:forest          scikit-learn on the pixels (or feature vectors): a
+                                            different kind of model
+    sklearn:tfidf                           text data: TF-IDF of words and word pairs + logistic
+                                            regression, on the documents themselves, not embeddings
+    pretrained:efficientnet-lite0           images: a linear probe on frozen ImageNet features (the
+                                            paper's "ft" models: pre-trained on far more data); the
+                                            features are computed once and cached in the zoo directory
 
 Every zoo model records its predictions on every split, so the report and `evaluate` treat
 them like any other run.
@@ -26,8 +29,34 @@ from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
 from .training import TrainConfig, describe_dataset_for_run, final_accuracy, load_training_data, train
 
-SKLEARN = ("sklearn:logreg", "sklearn:forest")
+SKLEARN = ("sklearn:logreg", "sklearn:forest", "sklearn:tfidf")
 PRETRAINED = ("pretrained:efficientnet-lite0",)
+DEFAULT_ARCHS = {
+    "images": ("mlp-s", "mlp-l", "cnn-s", "cnn-m", "resnet-s", "resnet-m", "sklearn:logreg", "pretrained:efficientnet-lite0"),
+    "features": ("linear", "mlp-s", "mlp-l", "sklearn:logreg", "sklearn:forest"),
+    "text": ("linear", "mlp-s", "mlp-l", "sklearn:logreg", "sklearn:tfidf"),
+}
+
+
+def data_kind(name: str) -> str:
+    """images, features or text: what dataset `name` holds, known from its name alone."""
+    from .datasets import is_text
+
+    return "text" if is_text(name) else "features" if name.startswith("features:") else "images"
+
+
+def check_archs(archs: list[str], kind: str) -> None:
+    """Refuse, before any training, names the zoo does not know or that do not fit the data."""
+    from .models import FEATURE_ARCHS
+
+    unknown = [a for a in archs if a not in zoo_names() and not a.startswith("torchvision:")]
+    if unknown:
+        raise UnknownNameError(f"unknown zoo architecture {unknown[0]!r}; choose from {', '.join(zoo_names())}")
+    for arch in archs:
+        if kind != "images" and arch not in FEATURE_ARCHS and arch not in ("sklearn:logreg", "sklearn:forest", "sklearn:tfidf"):
+            raise InputError(f"{arch} needs images; {kind} data takes {', '.join(DEFAULT_ARCHS[kind])}")
+        if arch == "sklearn:tfidf" and kind != "text":
+            raise InputError("sklearn:tfidf reads documents: it needs text data (text:PATH or bbc-news)")
 
 
 def zoo_names() -> list[str]:
@@ -56,16 +85,29 @@ def _flat_pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
+def _sklearn_inputs(arch: str, split) -> np.ndarray:
+    """What a scikit-learn model reads: documents for TF-IDF, else pixels in [0, 1] or features."""
+    if arch == "sklearn:tfidf":
+        return split.meta["text"]
+    return _flat_pixels(split.images) if split.images.dtype == np.uint8 else split.images
+
+
 def train_sklearn(arch: str, dataset, config, out: Path) -> RunStore:
-    """Fit a scikit-learn model on the pixels of the train split; record its probabilities once."""
+    """Fit a scikit-learn model on the train split (pixels, feature vectors, or for sklearn:tfidf
+    the documents); record its probabilities once."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if arch == "sklearn:logreg":
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.05))
+    elif arch == "sklearn:tfidf":
+        if dataset.kind != "text":
+            raise InputError("sklearn:tfidf reads documents: it needs text data (text:PATH or bbc-news)")
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(max_iter=1000, C=10.0))
     else:
         model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=-1, random_state=config.seed)
     train = dataset.splits["train"]
@@ -73,12 +115,12 @@ def train_sklearn(arch: str, dataset, config, out: Path) -> RunStore:
     with warnings.catch_warnings():
         # lbfgs may stop at max_iter before its tolerance; the model is still a fair zoo member.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(_flat_pixels(train.images), train.labels)
+        model.fit(_sklearn_inputs(arch, train), train.labels)
     store = _new_run(out, arch, dataset, config, 1, {"fit_seconds": time.perf_counter() - started})
     with store.member_writer(0) as writer:
         for name, split in dataset.splits.items():
             probs = np.zeros((len(split), dataset.n_classes))
-            probs[:, model.classes_] = model.predict_proba(_flat_pixels(split.images))
+            probs[:, model.classes_] = model.predict_proba(_sklearn_inputs(arch, split))
             writer.log(name, 1, probs)
         writer.end_epoch(1)
     store.refresh()
@@ -164,11 +206,11 @@ def train_zoo(
 
     config: a TrainConfig whose data, epochs and limits every model shares (members are 1).
     """
-    unknown = [a for a in archs if a not in zoo_names() and not a.startswith("torchvision:")]
-    if unknown:
-        raise UnknownNameError(f"unknown zoo architecture {unknown[0]!r}; choose from {', '.join(zoo_names())}")
+    check_archs(archs, data_kind(config.data))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.cache is None and data_kind(config.data) == "text":
+        config = replace(config, cache=str((out / "embeddings").resolve()))  # every model shares one embedding
     summary: dict = {"data": config.data, "models": {}}
     dataset = None
     for arch in archs:
