@@ -141,3 +141,40 @@ def test_the_numbers_are_computed_without_writing_a_page(runs, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written yet
     metrics = render_report(result, tmp_path / "page")
     assert (tmp_path / "page" / "index.html").exists() and metrics is result.metrics
+
+
+def _imported(tmp_path, name, probs, labels, ids):
+    out = tmp_path / name
+    import_predictions(probs, out, labels=labels, split="val", sample_ids=[str(i) for i in ids])
+    return out
+
+
+def test_the_aggregate_panel_compares_only_runs_on_the_same_samples_and_says_which(tmp_path):
+    from confusion.report import compute_report
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 120)
+    runs = [_imported(tmp_path, f"r{k}", rng.dirichlet(np.full(4, 0.5 + k), size=(2, 2, 120)).astype(np.float32), labels, range(120)) for k in range(3)]
+    other = _imported(tmp_path, "other", rng.dirichlet(np.ones(4), size=(2, 2, 60)).astype(np.float32), labels[:60], range(60))
+    result = compute_report(runs[0], models=[runs[1], other], min_count=1)
+    assert "aggregate" not in result.metrics  # two comparable runs are not a correlation
+    result = compute_report(runs[0], models=[runs[1], runs[2], other], min_count=1)
+    aggregate = result.metrics["aggregate"]
+    assert set(aggregate["runs"]) == {"r0 (import, 2 members)", "r1 (import, 2 members)", "r2 (import, 2 members)"}
+    assert aggregate["split"] == "val" and aggregate["left_out"] == {"other (import, 2 members)": "other val samples"}
+
+
+def test_the_prose_follows_the_scores(tmp_path):
+    from confusion.report import build_report
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 200)
+    confused = _imported(tmp_path, "confused", rng.dirichlet(np.full(4, 20.0), size=(3, 2, 200)).astype(np.float32), labels, range(200))
+    build_report(confused, tmp_path / "report", min_count=1)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "most are easy" not in page and "most samples are easy" not in page
+    assert "most samples confuse the ensemble" in page
+    sure = np.eye(4, dtype=np.float32)[labels] * 0.992 + 0.002
+    easy = _imported(tmp_path, "easy", np.broadcast_to(sure, (3, 2, 200, 4)).copy(), labels, range(200))
+    build_report(easy, tmp_path / "report2", min_count=1)
+    assert "most samples are easy" in (tmp_path / "report2" / "index.html").read_text()

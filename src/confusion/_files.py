@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,3 +53,40 @@ def write_table_atomic(frame, path: str | os.PathLike) -> None:
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
+
+
+def check_replaceable_folder(path: str | os.PathLike, marker: str) -> None:
+    """`path` may be made or replaced by a command's output: absent, empty, or holding `marker`
+    (an earlier output of the same kind), never a user's unrelated folder."""
+    from .errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise InputError(f"{path} is not empty and holds no {marker}; choose a new folder")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield an empty temporary sibling of folder `path`; when the block succeeds it replaces
+    `path` in two renames, so a reader sees the old folder or the new one, never half of one.
+    A failure (or a kill: the next call cleans up) leaves `path` as it was."""
+    path = Path(path)
+    check_replaceable_folder(path, marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed earlier call
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{os.getpid()}.old.partial")
+            os.rename(path, old)
+        os.rename(staging, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

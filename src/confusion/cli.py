@@ -7,6 +7,7 @@ stderr and exit with code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from enum import Enum
@@ -16,7 +17,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import _terminal as term
-from ._files import write_table_atomic
+from ._files import check_replaceable_folder, write_table_atomic
 from .datasets import load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
@@ -81,6 +82,9 @@ def handles_errors(command: Callable) -> Callable:
                 raise
             print(f"confusion: error: this command needs {error.name}, which comes with an extra: pip install 'confusion[{extra}]'", file=sys.stderr)
             raise typer.Exit(2) from None
+        except OSError as error:  # a path that cannot be read or written: the user's to fix
+            print(f"confusion: error: {describe_os_error(error)}", file=sys.stderr)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("confusion: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
@@ -88,15 +92,43 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def describe_os_error(error: OSError) -> str:
+    what = error.strerror or type(error).__name__
+    if error.filename is None:
+        return str(error).splitlines()[0] if str(error) else what
+    target = f" -> {error.filename2}" if getattr(error, "filename2", None) else ""
+    return f"{error.filename}{target}: {what}"
+
+
+def _check_parent(path: Path) -> None:
+    """The nearest existing ancestor of `path` must be a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: no permission to write in {parent}")
+
+
 def check_output_folder(path: Path) -> None:
-    """An output folder must be a folder (or not exist yet); said before any work starts."""
+    """An output folder must be a writable folder (or creatable); said before any work starts."""
     if path.exists() and not path.is_dir():
         raise InputError(f"{path} exists and is not a folder")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: no permission to write there")
+    _check_parent(path)
 
 
 def _table_path(out: Path | None) -> Path | None:
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+    """An output table: .csv or .parquet, not a folder, in a folder that can be written."""
+    if out is None:
+        return None
+    if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--out must end in .csv or .parquet, got {out.name}")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name")
+    _check_parent(out)
     return out
 
 
@@ -159,7 +191,10 @@ def score(
         if logits or labels is not None:
             raise InputError("--logits and --labels go with --probs; a run store already holds probabilities and labels")
         store = RunStore.open(run)
-        chosen = split or store.splits
+        chosen = list(dict.fromkeys(split)) if split else store.splits  # a split named twice is scored once
+        unknown = [name for name in chosen if name not in store.splits]
+        if unknown:
+            raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
         total = sum(store.n_samples(s) for s in chosen)
         with term.progress_bar(total, "scoring", "samples") as advance:
             table = store.score_table(chosen, base=base.value, progress=advance)
@@ -301,7 +336,7 @@ def difficulty(
 
     _table_path(out)
     store = RunStore.open(run)
-    chosen = split or store.splits
+    chosen = list(dict.fromkeys(split)) if split else store.splits
     unknown = [name for name in chosen if name not in store.splits]
     if unknown:
         raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
@@ -358,6 +393,8 @@ def report(
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
     if bins < 2 or min_count < 1 or gallery < 1:
         raise InputError("--bins must be at least 2, --min-count and --gallery at least 1")
+    check_replaceable_folder(out, "index.html")
+    check_output_folder(out)
     check_inputs(run, compare or [], models or [], mitigation)
     if signal is not None:
         read_signal(signal)  # a bad file or column is refused before any work
@@ -405,6 +442,8 @@ def hardset(
         check_output_folder(materialize)
     table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
     dataset = load_for_run(config, run=run) if materialize is not None and not texts else None  # before anything is written
+    if dataset is not None and dataset.kind != "images" and format == "folders":
+        raise InputError("this run's data are feature vectors, not pictures: use --materialize with --format npz")
     write_table_atomic(table, out)
     n = store.n_samples(split)
     lowest = table["score_value"].min() if len(table) else float("nan")
@@ -487,7 +526,7 @@ def zoo(
     config = TrainConfig(
         data=data, members=1, epochs=epochs, record_every=record_every, limit_train=limit_train, limit_val=limit_val,
         root=str(root) if root else None, lr=lr, batch_size=batch_size, seed=seed, device=device,
-    ).check()
+    )
     summary = train_zoo(names, out, config, on_model=lambda arch: term.info(f"zoo: {arch}"))
     term.table("zoo", ["model", "kind", "val accuracy", "seconds"],
                [[a, m["kind"], m["val_accuracy"], round(m["seconds"])] for a, m in summary["models"].items()])
@@ -542,7 +581,7 @@ def mitigate(
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for every run, the zoo, the hard set, the mitigation and the report.")] = Path("demo-output"),
     quick: Annotated[bool, typer.Option(help="A slice (3,000 training and 2,000 validation images, fewer epochs): about 3 minutes on 2 cores instead of about 20.")] = False,
-    data: Annotated[str, typer.Option(help="Dataset (the default is the paper-like built-in one).")] = "fashion-mnist",
+    data: Annotated[str, typer.Option(help="Dataset (as for train). fashion-mnist: the paper-like built-in one; bbc-news: the built-in text one (BBC News, 2,225 documents embedded by all-MiniLM-L6-v2; mlp-s and mlp-l ensembles, a zoo with TF-IDF, and a member-diversity stage).")] = "fashion-mnist",
     root: Annotated[Optional[Path], typer.Option(help="Directory holding the dataset's files.")] = None,
     top: Annotated[float, typer.Option(help="Fraction of the val split, by highest confusion, that forms the hard set.")] = 0.1,
 ):
@@ -552,7 +591,25 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """The console entry point: usage errors (a missing argument, a bad choice, an unreadable
+    path) become one `confusion: error:` line and exit code 2, like every other error."""
+    from typer._click import exceptions as usage  # typer's own copy of click
+
+    try:
+        code = app(standalone_mode=False)
+    except usage.NoArgsIsHelpError as shown:  # a bare `confusion`: the help, not an error
+        print(shown.format_message())
+        sys.exit(0)
+    except usage.ClickException as error:
+        context = getattr(error, "ctx", None)
+        command = f"confusion {context.info_name}" if context is not None and context.info_name != "confusion" else "confusion"
+        message = (error.format_message().splitlines() or [type(error).__name__])[0]
+        print(f"confusion: error: {message} (see {command} --help)", file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        print("confusion: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -356,6 +356,17 @@ def dataset_names() -> list[str]:
     return [*_NAMED, *TEXT_NAMED, "imagefolder:PATH", "npz:PATH", "features:PATH", "text:PATH"]
 
 
+def check_dataset_name(name: str) -> None:
+    """Refuse an unknown dataset name, or a PATH form whose path is missing, before any work."""
+    if name in _NAMED or name in TEXT_NAMED:
+        return
+    prefix, _, path = name.partition(":")
+    if prefix not in ("imagefolder", "npz", "features", "text") or not path:
+        raise UnknownNameError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
+    if not Path(path).exists():
+        raise InputError(f"{prefix} data {path} does not exist")
+
+
 def is_text(name: str) -> bool:
     """Whether dataset `name` is made of documents (embedded by a sentence encoder)."""
     return name in TEXT_NAMED or name.startswith("text:")

@@ -129,6 +129,8 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    if format == "folders" and images.ndim != 4:
+        raise InputError("feature vectors cannot be written as pictures: use --format npz")
     if format == "npz":
         target = out / "hardset.npz"
         np.savez(target, x=images, y=table["label"].to_numpy(np.int64), ids=table["sample"].to_numpy(str), confusion=table["confusion"].to_numpy(np.float64), classes=np.array(classes))
@@ -166,7 +168,8 @@ def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) 
 
 def images_for(table: pd.DataFrame, dataset) -> np.ndarray:
     """The dataset's images for the manifest's rows (by split and sample id), in row order."""
-    pictures = np.zeros((len(table), *dataset.image_shape), np.uint8)
+    first = next(iter(dataset.splits.values())).images
+    pictures = np.zeros((len(table), *dataset.input_shape), first.dtype)  # images, or feature vectors
     for split in table["split"].unique():
         if split not in dataset.splits:
             raise InputError(f"the dataset has no split {split!r} (it has {', '.join(dataset.splits)})")

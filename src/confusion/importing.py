@@ -108,7 +108,10 @@ class StackedFiles:
         for name in glob.glob(pattern.replace("{member}", "*").replace("{epoch}", "*")):
             match = regex.match(name)
             if match:
-                found[int(match["member"]), int(match["epoch"])] = Path(name)
+                key = int(match["member"]), int(match["epoch"])
+                if key in found:  # m01_e0 and m1_e0: one slot, two files
+                    raise InputError(f"{found[key]} and {name} both name member {key[0]}, epoch {key[1]}; keep one")
+                found[key] = Path(name)
         if not found:
             raise InputError(f"no files match {pattern}")
         self.member_numbers = sorted({m for m, _ in found})
@@ -166,6 +169,8 @@ def load_labels(source, n_samples: int, n_classes: int, classes: Sequence[str] |
             raise InputError("labels must be whole numbers (class indices, -1 for unknown)")
     elif labels.dtype.kind not in "iu":
         raise InputError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.size and labels.max() >= n_classes:  # checked before the cast: uint64 >= 2^63 would wrap to negatives
+        raise InputError(f"labels must lie in 0..{n_classes - 1} (or -1 for unknown); found {labels.max()}")
     labels = labels.astype(np.int64)
     if ((labels < -1) | (labels >= n_classes)).any():
         raise InputError(f"labels must lie in 0..{n_classes - 1} (or -1 for unknown)")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, analyses, figures
-from ._files import write_json_atomic, write_table_atomic, write_text_atomic
+from ._files import atomic_folder, check_replaceable_folder, write_json_atomic, write_table_atomic, write_text_atomic
 from .datasets import load_for_run
 from .difficulty import SCORES, difficulty_scores, hardness
 from .errors import InputError
@@ -131,12 +131,16 @@ def build_report(
     signal: str | None = None,
     progress=None,
 ) -> dict:
-    """Write OUT/index.html, figures, tables and metrics.json; returns the metrics."""
+    """Write OUT/index.html, figures, tables and metrics.json; returns the metrics.
+
+    The page is drawn into a temporary sibling folder that replaces OUT only when complete."""
+    check_replaceable_folder(out, "index.html")
     result = compute_report(
         run, compare=compare, models=models, mitigation=mitigation, bins=bins, min_count=min_count,
         gallery_per_class=gallery_per_class, signal=signal, progress=progress,
     )
-    return render_report(result, out)
+    with atomic_folder(out, "index.html") as staging:
+        return render_report(result, staging)
 
 
 # ----------------------------------------------------------------------------- compute

@@ -53,10 +53,10 @@ def load_text(name: str, *, seed: int = 0, cache: str | os.PathLike | None = Non
         raise InputError(f"{name}: a classifier needs at least two classes, found {len(classes)}")
     if len(set(ids.tolist())) != len(ids):
         raise InputError(f"{name}: sample ids must be unique")
+    rows = split_rows(labels, split, seed, name)  # a bad split is refused before the slow embedding
     features = embed_texts(texts, cache) if embed else np.zeros((len(texts), 0), np.float32)
     meta = {"text": texts, **meta}
     whole = Split(features, labels, ids, sources, meta)
-    rows = split_rows(labels, split, seed, name)
     info.update({"encoder": ENCODER, "max_tokens": MAX_TOKENS})
     return Dataset(name, classes, {part: whole.subset(r) for part, r in rows.items()}, False, info, "text")
 
@@ -118,7 +118,7 @@ def _read_table(path: Path):
     if len(table) == 0:
         raise InputError(f"{path} has no rows")
     texts = table["text"].fillna("").astype(str).to_numpy()
-    labels, classes = _labels_and_classes(table["label"].to_numpy(dtype=object), None, str(path))
+    labels, classes = _labels_and_classes(table["label"].to_numpy(), None, str(path))
     ids = table["id"].astype(str).to_numpy() if "id" in table.columns else np.array([f"row-{i:06d}" for i in range(len(table))])
     split = table["split"].to_numpy() if "split" in table.columns else None
     meta = {c: table[c].astype(str).to_numpy() for c in table.columns if c not in ("text", "label", "id", "split")}

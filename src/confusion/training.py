@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .analyses import ensemble_accuracy
-from .datasets import is_text, load_for_run, normalization_stats
+from .datasets import check_dataset_name, is_text, load_for_run, normalization_stats
 from .engine import (
     bootstrap,
     checkpoint_path,
@@ -91,6 +91,16 @@ class TrainConfig:
             raise InputError("--lr must be a positive number and --batch-size at least 2")
         if self.member is not None and not 0 <= self.member < self.members:
             raise InputError(f"--member must be in 0..{self.members - 1} for --members {self.members}, got {self.member}")
+        if not 0 <= self.seed < 2**63 - 2**20 or not 0 <= self.split_seed < 2**63:
+            raise InputError("--seed and --split-seed must be whole numbers from 0 to 2^63")
+        if self.image_size is not None and not 4 <= self.image_size <= 4096:
+            raise InputError(f"--image-size must be 4 to 4096 pixels, got {self.image_size}")
+        for name, value in (("--limit-train", self.limit_train), ("--limit-val", self.limit_val), ("--workers", self.workers)):
+            if value is not None and value < (0 if name == "--workers" else 1):
+                raise InputError(f"{name} must be at least {0 if name == '--workers' else 1}, got {value}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or self.eval_batch_size < 1:
+            raise InputError("--weight-decay must be a non-negative number")
+        check_dataset_name(self.data)
         archs = [a.strip() for a in self.arch.split(",")]
         if not all(archs) or (len(archs) > 1 and len(archs) != self.members):
             raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")

@@ -207,6 +207,7 @@ def train_zoo(
     config: a TrainConfig whose data, epochs and limits every model shares (members are 1).
     """
     check_archs(archs, data_kind(config.data))
+    replace(config, arch="cnn-s" if data_kind(config.data) == "images" else "mlp-s").check()  # settings and data name, before any folder
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if config.cache is None and data_kind(config.data) == "text":

@@ -1,0 +1,107 @@
+"""Bad input, as an adversarial user gives it: one `confusion: error:` line, exit code 2,
+nothing left behind, no silently wrong result (issue 15's cases, table-driven)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def run(cli, tmp_path, probs_file):
+    probs, labels, _, _ = probs_file
+    assert cli("import", "--probs", probs, "--labels", labels, "--out", tmp_path / "run").exit_code == 0
+    return tmp_path / "run"
+
+
+BAD_OPTIONS = [
+    (["train", "--data", "nope"], "unknown dataset 'nope'"),
+    (["train", "--data", "digits", "--image-size", "0"], "--image-size must be 4 to 4096"),
+    (["train", "--data", "digits", "--split-seed", "-1"], "--seed and --split-seed"),
+    (["train", "--data", "digits", "--seed", str(2**64)], "--seed and --split-seed"),
+    (["train", "--data", "digits", "--limit-train", "0"], "--limit-train must be at least 1"),
+    (["train", "--data", "npz:/no/such.npz"], "does not exist"),
+    (["zoo", "--data", "nope"], "unknown dataset"),
+    (["demo", "--top", "0"], "--top must be a fraction"),
+    (["demo", "--data", "text:/no/such.csv"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_OPTIONS)
+def test_bad_options_are_refused_before_any_work_and_leave_no_folder(cli_process, tmp_path, args, message):
+    result = cli_process(*args, "--out", tmp_path / "out", timeout=120)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("confusion: error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size at least 2"),
+        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--device", "tpu"], "--device must be cpu or cuda"),
+    ],
+)
+def test_bad_mitigation_settings(cli, run, tmp_path, args, message):
+    result = cli("mitigate", run, "--out", tmp_path / "m", *args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_usage_errors_are_one_line_too(cli_process, run):
+    for args, message in (
+        (["score", "--split"], "requires an argument"),
+        (["hardset"], "Missing argument"),
+        (["score", str(run), "--base", "3"], "--base"),
+        (["nonsense"], "No such command"),
+    ):
+        result = cli_process(*args, timeout=60)
+        assert result.exit_code == 2 and result.stderr.startswith("confusion: error:") and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_output_paths_that_cannot_be_written(cli, run, tmp_path):
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "file").write_text("x")
+    for out, message in ((tmp_path / "folder.csv", "is a folder"), (tmp_path / "file" / "s.csv", "is a file, not a folder")):
+        result = cli("score", run, "--out", out)
+        assert result.exit_code == 2 and message in result.stderr
+    result = cli("report", run, "--out", tmp_path / "file")
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+
+
+def test_a_split_named_twice_is_scored_once(cli, run, tmp_path):
+    assert cli("score", run, "--split", "val", "--split", "val", "--out", tmp_path / "s.csv").exit_code == 0
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert len(table) == 200 and table["sample"].is_unique
+    result = cli("score", run, "--split", "test")
+    assert result.exit_code == 2 and "no split 'test'" in result.stderr
+
+
+def test_labels_beyond_int64_do_not_wrap_and_pattern_files_do_not_collide(cli, tmp_path, probs_file):
+    probs, _, array, labels = probs_file
+    huge = labels.astype(np.uint64)
+    huge[0] = 2**63 + 1  # would wrap to a negative (unknown) label
+    np.save(tmp_path / "huge.npy", huge)
+    result = cli("import", "--probs", probs, "--labels", tmp_path / "huge.npy", "--out", tmp_path / "r1")
+    assert result.exit_code == 2 and "labels must lie in 0..9" in result.stderr and not (tmp_path / "r1").exists()
+    (tmp_path / "preds").mkdir()
+    for name in ("m0_e0", "m00_e0", "m1_e0"):
+        np.save(tmp_path / "preds" / f"{name}.npy", array[0, 0])
+    result = cli("import", "--probs", str(tmp_path / "preds" / "m{member}_e{epoch}.npy"), "--out", tmp_path / "r2")
+    assert result.exit_code == 2 and "both name member 0, epoch 0" in result.stderr
+
+
+def test_a_report_replaces_its_folder_whole_and_never_a_users_folder(cli, run, tmp_path):
+    assert cli("report", run, "--out", tmp_path / "report", "--min-count", "1").exit_code == 0
+    (tmp_path / "report" / "stale.png").write_text("old")
+    assert cli("report", run, "--out", tmp_path / "report", "--min-count", "1").exit_code == 0
+    assert not (tmp_path / "report" / "stale.png").exists()  # the new report, not a mix of two
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no temporary folder left
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = cli("report", run, "--out", tmp_path / "mine")
+    assert result.exit_code == 2 and "holds no index.html" in result.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
