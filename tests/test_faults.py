@@ -105,3 +105,41 @@ def test_a_report_replaces_its_folder_whole_and_never_a_users_folder(cli, run, t
     result = cli("report", run, "--out", tmp_path / "mine")
     assert result.exit_code == 2 and "holds no index.html" in result.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def _chunk_files(run, split, name):
+    return sorted(p for p in (run / "predictions.zarr" / split / name / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda run: _chunk_files(run, "val", "ids")[0].unlink(), "sample ids of split 'val' are missing"),
+        (lambda run: _chunk_files(run, "val", "labels")[0].unlink(), "labels of split 'val' are missing"),
+        (lambda run: _chunk_files(run, "val", "probs")[0].unlink(), "of a committed epoch is missing"),
+        (lambda run: (run / "predictions.zarr" / "val" / "probs" / "zarr.json").write_text("{"), "val/probs is missing or damaged"),
+        (lambda run: (run / "predictions.zarr" / "val" / "ids" / "zarr.json").unlink(), "val/ids is missing or damaged"),
+        (lambda run: (run / "run.json").write_text("[1, 2]"), "has format 'list'"),
+        (lambda run: (run / "run.json").write_bytes(b"\xff\xfe{"), "run.json is unreadable"),
+        (lambda run: _edit_meta(run, n_classes="ten"), "'n_classes' is missing or not a int"),
+        (lambda run: _edit_meta(run, recorded_epochs=[0, 1]), "'recorded_epochs' must be"),
+        (lambda run: _edit_meta(run, splits={"val": []}), "split 'val' has no sample count"),
+    ],
+)
+def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, message):
+    damage(run)
+    for args in (("score", run, "--out", tmp_path / "s.csv"), ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
+                 ("report", run, "--out", tmp_path / "report")):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]  # after any progress lines: the one error line
+        assert last.startswith("confusion: error:") and message in last, result.stderr
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "h.csv").exists() and not (tmp_path / "report").exists()
+
+
+def _edit_meta(run, **changes):
+    import json
+
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(changes)
+    (run / "run.json").write_text(json.dumps(meta))

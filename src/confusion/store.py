@@ -86,6 +86,8 @@ class SplitData:
             raise InputError(f"sample ids {self.ids.shape} and labels {self.labels.shape} must be (samples,) alike")
         if len(np.unique(self.ids)) != len(self.ids):
             raise InputError("sample ids must be unique within a split")
+        if (self.ids == "").any():
+            raise InputError("sample ids must not be empty")
         if self.sources is not None:
             self.sources = np.asarray(self.sources).astype(str)
             if self.sources.shape != self.ids.shape:
@@ -192,15 +194,25 @@ class RunStore:
             raise RunStoreError(f"{path} is not a run store (no {RUN_FILE} and {ARRAYS}/ inside)")
         try:
             meta = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise RunStoreError(f"{path / RUN_FILE} is unreadable: {error}") from None
-        if meta.get("format") != FORMAT:
-            raise RunStoreError(f"{path} has format {meta.get('format')!r}; this version reads {FORMAT!r}")
-        store = cls(path, meta, _open_group(path, mode))
-        for split in meta["splits"]:
-            if split not in store._group:
-                raise RunStoreError(f"{path}: run.json lists split {split!r} but the store has no such group")
-        return store
+        except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+            raise RunStoreError(f"{path / RUN_FILE} is unreadable: {str(error).splitlines()[0]}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise RunStoreError(f"{path} has format {found!r}; this version reads {FORMAT!r}")
+        problem = _damage_in_meta(meta)
+        if problem:
+            raise RunStoreError(f"{path / RUN_FILE} is damaged: {problem}")
+        try:
+            group = _open_group(path, mode)
+            for split in meta["splits"]:
+                for name in ("probs", "labels", "ids"):
+                    group[f"{split}/{name}"]  # each array's metadata must parse
+        except RunStoreError:
+            raise
+        except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
+            where = f"{ARRAYS}/{split}/{name}" if "name" in locals() else ARRAYS
+            raise RunStoreError(f"{path}: {where} is missing or damaged ({type(error).__name__}); the run cannot be read") from None
+        return cls(path, meta, group)
 
     def _create_split(self, name: str, split: SplitData) -> dict[str, Any]:
         """Make the arrays of a split; returns its entry for run.json (the caller lists it)."""
@@ -351,14 +363,23 @@ class RunStore:
         return self._split_group(split)["probs"]
 
     def probs_reader(self, split: str):
-        """What scoring reads: raw chunk files when the store is local and uncompressed, else zarr."""
-        return ChunkFileReader.wrap(self.probs(split))
+        """What scoring reads: raw chunk files when the store is local and uncompressed, else zarr.
+
+        A chunk file of a committed epoch that is missing is reported as damage (zarr itself
+        would read it as zeros)."""
+        return ChunkFileReader.wrap(self.probs(split), committed=len(self.recorded_epochs))
 
     def labels(self, split: str) -> np.ndarray:
-        return np.asarray(self._split_group(split)["labels"][:], dtype=np.int64)
+        labels = np.asarray(self._split_group(split)["labels"][:], dtype=np.int64)
+        if self.meta["splits"][split].get("labelled") and (labels < 0).all():  # zarr's fill value: the chunk is gone
+            raise RunStoreError(f"{self.path}: the labels of split {split!r} are missing ({ARRAYS}/{split}/labels is damaged)")
+        return labels
 
     def sample_ids(self, split: str) -> np.ndarray:
-        return _strings(self._split_group(split)["ids"])
+        ids = _strings(self._split_group(split)["ids"])
+        if len(ids) != self.meta["splits"][split]["n"] or (ids == "").any():  # a lost chunk reads as blanks
+            raise RunStoreError(f"{self.path}: the sample ids of split {split!r} are missing ({ARRAYS}/{split}/ids is damaged)")
+        return ids
 
     def final_probs(self, split: str) -> np.ndarray:
         """Every member's probabilities at the last committed epoch: (members, samples, classes) float32.
@@ -367,7 +388,17 @@ class RunStore:
         """
         if not self.recorded_epochs:
             raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to read")
-        return np.asarray(self.probs(split)[:, len(self.recorded_epochs) - 1], dtype=np.float32)
+        slot = len(self.recorded_epochs) - 1
+        reader = self.probs_reader(split)
+        if isinstance(reader, ChunkFileReader):
+            final = reader[slice(None), slice(slot, slot + 1), slice(None)][:, 0]
+        else:
+            final = reader[:, slot]
+        final = np.asarray(final, dtype=np.float32)
+        empty = np.flatnonzero((final.sum(axis=2) == 0).any(axis=0))
+        if len(empty):  # no probability row sums to 0: the data of these samples is lost
+            raise RunStoreError(f"{self.path}: split {split!r} has no predictions for {len(empty)} samples at its last epoch (its chunk files are damaged)")
+        return final
 
     def sources(self, split: str) -> np.ndarray | None:
         group = self._split_group(split)
@@ -760,6 +791,22 @@ class MemberWriter:
         return epoch
 
 
+def _damage_in_meta(meta: dict) -> str | None:
+    """What is wrong with a parsed run.json, or None: every key the store reads, of its type."""
+    expected = {"n_classes": int, "classes": list, "members": list, "epoch_capacity": int, "recorded_epochs": list, "splits": dict}
+    for key, kind in expected.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if meta["n_classes"] < 1 or len(meta["classes"]) != meta["n_classes"] or not meta["members"]:
+        return "its classes and members do not add up"
+    if not all(isinstance(e, int) and e >= 1 for e in meta["recorded_epochs"]) or len(meta["recorded_epochs"]) > meta["epoch_capacity"]:
+        return "'recorded_epochs' must be training epoch numbers within the epoch capacity"
+    for name, entry in meta["splits"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
+            return f"split {name!r} has no sample count"
+    return None
+
+
 def _epoch_number(epoch) -> int:
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 1:
         raise InputError(f"epoch must be the 1-based training epoch number, got {epoch!r}")
@@ -850,16 +897,17 @@ class ChunkFileReader:
     stores, other key encodings) is read through zarr itself.
     """
 
-    def __init__(self, array, root: Path):
+    def __init__(self, array, root: Path, committed: int | None = None):
         self.array = array
         self.root = root
+        self.committed = committed  # epoch slots below this must have every chunk file
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
         self.chunks = tuple(array.chunks)
         self.encode = array.metadata.encode_chunk_key
 
     @classmethod
-    def wrap(cls, array):
+    def wrap(cls, array, committed: int | None = None):
         from zarr.codecs import BytesCodec
         from zarr.storage import LocalStore
 
@@ -874,7 +922,7 @@ class ChunkFileReader:
             and array.chunks[3] == array.shape[3]
             and float(metadata.fill_value) == 0.0
         )
-        return cls(array, Path(array.store.root) / array.path) if plain else array
+        return cls(array, Path(array.store.root) / array.path, committed) if plain else array
 
     def __getitem__(self, index):
         members, epochs, samples = index
@@ -901,6 +949,8 @@ class ChunkFileReader:
                             handle.seek((first - chunk * per_chunk) * row_bytes)
                             got = handle.readinto(memoryview(target).cast("B"))
                     except FileNotFoundError:  # zarr skips chunks equal to the fill value
+                        if self.committed is not None and epoch0 + j < self.committed:
+                            raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
                         got = 0
                     if got != target.nbytes:
                         if got:
