@@ -143,3 +143,128 @@ def _edit_meta(run, **changes):
     meta = json.loads((run / "run.json").read_text())
     meta.update(changes)
     (run / "run.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from confusion.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits") / "run"
+    train(TrainConfig(data="digits", arch="mlp-s", members=2, epochs=2, limit_train=300), out)
+    return out
+
+
+def test_checkpoints_that_do_not_fit_are_one_line(cli, digits_run, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    torch.save({"model": {"nope": torch.zeros(1)}}, run / "checkpoints" / "member-0.pt")
+    assert cli("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1").exit_code == 0
+    result = cli("evaluate", run, "--hardset", tmp_path / "h.csv")
+    assert result.exit_code == 2 and "member-0.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = cli("train", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--limit-train", "300", "--out", run)
+    assert result.exit_code == 2  # other settings: refused before the checkpoint is read
+    torch.save({"epoch": 1, "model": {"nope": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "torch_rng": torch.get_rng_state()}, run / "checkpoints" / "member-0.pt")
+    from confusion.engine import load_checkpoint, make_member, restore
+    from confusion.errors import RunStoreError
+    from confusion.training import TrainConfig
+
+    member = make_member(0, TrainConfig(data="digits", arch="mlp-s"), (1, 8, 8), 10, 300, torch.device("cpu"))
+    with pytest.raises(RunStoreError, match="does not fit member 0"):
+        restore(member, load_checkpoint(run / "checkpoints" / "member-0.pt"))
+
+
+def test_materialize_writes_a_fresh_folder_and_never_through_a_planted_link(cli, digits_run, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "hard"
+    target.mkdir()
+    (target / "manifest.csv").write_text("sample,split\n")  # an earlier materialization, with a link planted in it
+    (target / "0").symlink_to(outside)
+    result = cli("hardset", digits_run, "--out", tmp_path / "h.csv", "--top", "0.2", "--materialize", target)
+    assert result.exit_code == 0, result.stderr
+    assert list(outside.iterdir()) == []  # nothing written outside the folder named
+    assert not (target / "0").is_symlink() and len(list(target.rglob("*.png"))) == len(pd.read_csv(tmp_path / "h.csv"))
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "notes.txt").write_text("mine")
+    result = cli("hardset", digits_run, "--out", tmp_path / "h2.csv", "--top", "0.2", "--materialize", tmp_path / "users")
+    assert result.exit_code == 2 and "holds no manifest.csv" in result.stderr
+    assert not (tmp_path / "h2.csv").exists()  # refused before the manifest was written
+
+
+def test_class_names_that_sanitise_alike_keep_their_own_folders():
+    from confusion.hardset import class_folders
+
+    assert class_folders(["cat", "dog"]) == ["cat", "dog"]
+    folders = class_folders(["a/b", "a_b", "A_B"])
+    assert len(set(folders)) == 3 and folders[0].startswith("0_")
+
+
+def test_names_with_mathtext_are_drawn_as_written(cli, tmp_path, probs_file):
+    probs, labels, _, _ = probs_file
+    run = tmp_path / r"run$\foo$"
+    assert cli("import", "--probs", probs, "--labels", labels, "--out", run, "--classes", ",".join(rf"$\c{k}$" for k in range(10))).exit_code == 0
+    result = cli("report", run, "--out", tmp_path / "report", "--compare", run, "--min-count", "1")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_compare_with_no_shared_samples_is_refused(cli, tmp_path, probs_file):
+    probs, labels, array, _ = probs_file
+    assert cli("import", "--probs", probs, "--labels", labels, "--out", tmp_path / "a").exit_code == 0
+    (tmp_path / "ids.txt").write_text("\n".join(f"other-{i}" for i in range(200)))
+    assert cli("import", "--probs", probs, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "b").exit_code == 0
+    result = cli("report", tmp_path / "a", "--compare", tmp_path / "b", "--out", tmp_path / "report")
+    assert result.exit_code == 2 and "shares 0 val samples" in result.stderr and not (tmp_path / "report").exists()
+
+
+def test_bad_npz_arrays(cli, tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.images * 16).astype(np.uint8), digits.target
+    cases = {
+        "empty": (dict(x_train=np.zeros((0, 8, 8), np.uint8), y_train=np.zeros(0, int), x_val=x[:10], y_val=y[:10]), "x_train is empty"),
+        "object": (dict(x_train=x[:20], y_train=np.array([1, "a"] * 10, dtype=object), x_val=x[:10], y_val=y[:10]), "Object arrays"),
+        "fractions": (dict(x_train=x[:20], y_train=np.array([0.5, 1.5] * 10), x_val=x[:10], y_val=y[:10]), "not fractions"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        result = cli("train", "--data", f"npz:{tmp_path / name}.npz", "--out", tmp_path / name, "--epochs", "1")
+        assert result.exit_code == 2 and message in result.stderr, (name, result.stderr)
+        assert not (tmp_path / name).exists()
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    from confusion._files import write_text_atomic
+
+    orphan = tmp_path / ".scores.csv.999999999.x.tmp"  # no such pid
+    orphan.write_text("half")
+    write_text_atomic(tmp_path / "scores.csv", "whole")
+    assert not orphan.exists() and (tmp_path / "scores.csv").read_text() == "whole"
+
+
+def test_a_worker_killed_mid_run_stops_the_command_at_once_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "confusion.cli", "train", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "40", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("*.pt")):
+        time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    workers = [int(pid) for pid in children if "spawn" in open(f"/proc/{pid}/cmdline").read()]
+    assert workers, children
+    os.kill(workers[0], signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2 and time.time() - killed_at < 20  # not after the other member's 40 epochs
+    assert stderr.strip().splitlines()[-1].startswith("confusion: error: a training process died")
+    assert "Traceback" not in stderr

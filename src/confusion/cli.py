@@ -440,6 +440,7 @@ def hardset(
         raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train` (or documents given to import --meta as a 'text' column)")
     if materialize is not None:
         check_output_folder(materialize)
+        check_replaceable_folder(materialize, "manifest.csv")
     table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
     dataset = load_for_run(config, run=run) if materialize is not None and not texts else None  # before anything is written
     if dataset is not None and dataset.kind != "images" and format == "folders":

@@ -304,15 +304,24 @@ def load_npz(path: str, seed: int = 0) -> Dataset:
         missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in archive]
         if missing:
             raise InputError(f"{file} lacks arrays {missing}; it needs x_train, y_train, x_val, y_val")
-        splits = {}
-        for split in ("train", "val"):
-            images = as_uint8_images(archive[f"x_{split}"], f"x_{split}")
-            labels = np.asarray(archive[f"y_{split}"]).astype(np.int64).ravel()
-            if len(labels) != len(images):
-                raise InputError(f"{file}: x_{split} has {len(images)} images but y_{split} has {len(labels)} labels")
-            splits[split] = Split(images, labels, np.array([f"{split}-{i:05d}" for i in range(len(labels))]))
-        n_classes = int(max(splits["train"].labels.max(), splits["val"].labels.max())) + 1
-        classes = [str(c) for c in archive["classes"]] if "classes" in archive else [str(c) for c in range(n_classes)]
+        try:
+            arrays = {k: np.asarray(archive[k]) for k in archive.files}
+        except ValueError as error:  # object arrays (pickles) are never loaded
+            raise InputError(f"{file}: {str(error).splitlines()[0]}") from None
+    given = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+    splits = {}
+    for split in ("train", "val"):
+        if arrays[f"x_{split}"].size == 0:
+            raise InputError(f"{file}: x_{split} is empty")
+        images = as_uint8_images(arrays[f"x_{split}"], f"x_{split}")
+        labels, given = _labels_and_classes(arrays[f"y_{split}"].ravel(), given, f"{file}: y_{split}")
+        if len(labels) != len(images):
+            raise InputError(f"{file}: x_{split} has {len(images)} images but y_{split} has {len(labels)} labels")
+        if (labels < 0).any():
+            raise InputError(f"{file}: y_{split} holds unknown labels; npz: data needs a label for every image")
+        splits[split] = Split(images, labels, np.array([f"{split}-{i:05d}" for i in range(len(labels))]))
+    n_classes = int(max(splits["train"].labels.max(), splits["val"].labels.max())) + 1
+    classes = given if given is not None and len(given) >= n_classes else [str(c) for c in range(n_classes)]
     if any((s.labels < 0).any() or (s.labels >= len(classes)).any() for s in splits.values()):
         raise InputError(f"{file}: labels must lie in 0..{len(classes) - 1}")
     if splits["train"].images.shape[1:] != splits["val"].images.shape[1:]:

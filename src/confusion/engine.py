@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,7 @@ import numpy as np
 from ._files import atomic_path
 from ._runtime import cpu_has_bf16, die_with_parent, worker_environment
 from .datasets import normalization_stats
-from .errors import ConfusionError, RunStoreError
+from .errors import ConfusionError, RunStoreError, WorkerDiedError
 
 CHECKPOINTS = "checkpoints"
 
@@ -360,19 +361,30 @@ def load_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings would precede the one-line error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged file is reported, never half-trusted
-        raise RunStoreError(f"checkpoint {path} is unreadable ({error}); delete it to retrain that member") from None
+        raise RunStoreError(f"checkpoint {path} is unreadable ({str(error).splitlines()[0]}); delete it to retrain that member") from None
+    missing = [key for key in ("epoch", "model", "optimizer", "scheduler", "torch_rng") if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise RunStoreError(f"checkpoint {path} lacks {', '.join(missing)}; delete it to retrain that member")
+    state["path"] = str(path)
+    return state
 
 
 def restore(member: Member, state: dict) -> None:
     import torch
 
-    member.model.load_state_dict(state["model"])
-    member.optimizer.load_state_dict(state["optimizer"])
-    member.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    member.epoch = int(state["epoch"])
+    try:
+        member.model.load_state_dict(state["model"])
+        member.optimizer.load_state_dict(state["optimizer"])
+        member.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        member.epoch = int(state["epoch"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        where = state.get("path", "a checkpoint")
+        raise RunStoreError(f"{where} does not fit member {member.index}'s model ({str(error).splitlines()[0][:160]}); delete it to retrain that member") from None
     member.history = list(state.get("history", []))
 
 
@@ -416,12 +428,13 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
     done = 0
     try:
         while done < len(groups):
+            # Checked at every message, not only when all is quiet: the others may keep talking.
+            dead = [p for p in processes if p.exitcode not in (None, 0)]
+            if dead:
+                raise WorkerDiedError(f"a training process died (exit code {dead[0].exitcode}, e.g. killed or out of memory); rerun the same command to resume")
             try:
                 message = messages.get(timeout=1.0)
             except queue_module.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"a training process died (exit code {dead[0].exitcode}); rerun to resume") from None
                 continue
             if message[0] == "done":
                 done += 1

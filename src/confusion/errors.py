@@ -25,3 +25,7 @@ class RunLockedError(RunStoreError):
 
 class UnknownNameError(ConfusionError):
     """A dataset, architecture or method name that is not registered."""
+
+
+class WorkerDiedError(ConfusionError):
+    """A training process ended without a word (killed, out of memory); rerunning resumes."""

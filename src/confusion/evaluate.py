@@ -12,6 +12,7 @@ A model is one of
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,7 +55,9 @@ def _load_state(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings would precede the one-line error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused or a damaged file: say so in one line
         raise InputError(f"{path} is not a weights file that loads with weights_only=True: {str(error).splitlines()[0]}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -129,7 +132,10 @@ def load_predictors(model: str, dataset, *, weights: str | None = None, per_memb
         settings = SimpleNamespace(arch=config.get("arch") or arch, seed=int(config.get("seed", 0)), feature_subset=config.get("feature_subset"))
         for m, path in enumerate(checkpoints):
             network = member_model(settings, m, shape, store.n_classes)
-            network.load_state_dict(_load_state(path))
+            try:
+                network.load_state_dict(_load_state(path))
+            except RuntimeError as error:
+                raise InputError(f"{path} does not fit {arch}: {str(error).splitlines()[0][:160]}") from None
             if is_convolutional(network):
                 network = network.to(memory_format=torch.channels_last)
             networks.append(network.to(device))

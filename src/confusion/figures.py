@@ -6,6 +6,7 @@ directory and returns the file names it wrote. Every score axis is labelled in i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,17 @@ from .analyses import BinnedError  # noqa: E402
 DPI = 110
 
 
+def _plain_text(draw):
+    """Draw with mathtext off: names that come from users (classes, runs, columns) may hold `$`."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _save(figure, directory: Path, stem: str, svg: bool = True) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     names = [f"{stem}.png"]
@@ -32,6 +44,7 @@ def _save(figure, directory: Path, stem: str, svg: bool = True) -> list[str]:
     return names
 
 
+@_plain_text
 def score_histograms(scores_by_split: dict[str, np.ndarray], *, max_score: float, unit: str, directory: Path, stem: str = "fig2_distribution") -> list[str]:
     """Fig. 2 left: distribution of confusion scores per split, log-scale counts."""
     figure, axis = plt.subplots(figsize=(6, 3.6))
@@ -46,6 +59,7 @@ def score_histograms(scores_by_split: dict[str, np.ndarray], *, max_score: float
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def error_curves(curves: dict[str, BinnedError], *, unit: str, title: str, directory: Path, stem: str, ylabel: str = "top-1 error") -> list[str]:
     """Fig. 2 right / fig. 4 / fig. 6: top-1 error per score bin, one curve each, Pearson in the legend."""
     figure, axis = plt.subplots(figsize=(6.4, 4))
@@ -61,6 +75,7 @@ def error_curves(curves: dict[str, BinnedError], *, unit: str, title: str, direc
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def joint_histogram(counts: np.ndarray, edges: np.ndarray, *, tau: float, names: tuple[str, str], unit: str, directory: Path, stem: str) -> list[str]:
     """Fig. 3: 2-D histogram of two runs' scores on the same samples, with Kendall's tau."""
     figure, axis = plt.subplots(figsize=(4.8, 4.4))
@@ -74,6 +89,7 @@ def joint_histogram(counts: np.ndarray, edges: np.ndarray, *, tau: float, names:
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def aggregate_scatter(mean_confusion: Sequence[float], accuracy: Sequence[float], names: Sequence[str], *, pearson: float, unit: str, directory: Path, stem: str = "aggregate") -> list[str]:
     """Contribution 2: each run's mean confusion against its accuracy."""
     figure, axis = plt.subplots(figsize=(5.2, 4))
@@ -87,6 +103,7 @@ def aggregate_scatter(mean_confusion: Sequence[float], accuracy: Sequence[float]
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def subset_distributions(panels: dict[str, dict[str, np.ndarray]], *, max_score: float, unit: str, directory: Path, stem: str = "fig5_epochs_seeds") -> list[str]:
     """Fig. 5: score distributions from k epochs, one panel per number of seeds."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), sharey=True, squeeze=False)
@@ -102,6 +119,7 @@ def subset_distributions(panels: dict[str, dict[str, np.ndarray]], *, max_score:
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def subset_error_panels(panels: dict[str, dict[str, BinnedError]], *, unit: str, reference: str, directory: Path, stem: str = "fig6_epochs_seeds_error") -> list[str]:
     """Fig. 6: a reference model's error per bin of scores from k epochs, per number of seeds."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False)
@@ -116,6 +134,7 @@ def subset_error_panels(panels: dict[str, dict[str, BinnedError]], *, unit: str,
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def gallery(images: np.ndarray, rows: list[tuple[str, list[int], list[int]]], scores: np.ndarray, *, unit: str, directory: Path, stem: str = "fig1_gallery") -> list[str]:
     """Fig. 1: per class, the easiest (left) and hardest (right) samples, captioned with the score."""
     per_side = max(max(len(e), len(h)) for _, e, h in rows)
@@ -139,6 +158,7 @@ def gallery(images: np.ndarray, rows: list[tuple[str, list[int], list[int]]], sc
     return _save(figure, directory, stem, svg=False)
 
 
+@_plain_text
 def mitigation_bars(table: dict[str, dict[str, dict]], bands: list[str], directory: Path, stem: str = "fig7_mitigation") -> list[str]:
     """Fig. 7: top-1 error per confusion band and overall, per method, mean ± std over seeds."""
     methods = list(table)
@@ -159,6 +179,7 @@ def mitigation_bars(table: dict[str, dict[str, dict]], bands: list[str], directo
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def score_model_heatmap(values: np.ndarray, scores: Sequence[str], models: Sequence[str], *, title: str, directory: Path, stem: str = "difficulty_transfer") -> list[str]:
     """A (scores x models) table of AUROCs as a heatmap, each cell labelled with its value."""
     values = np.asarray(values, dtype=np.float64)
@@ -174,6 +195,7 @@ def score_model_heatmap(values: np.ndarray, scores: Sequence[str], models: Seque
     return _save(figure, directory, stem)
 
 
+@_plain_text
 def signal_by_decile(deciles, *, column: str, unit: str, directory: Path, stem: str = "signal_by_decile") -> list[str]:
     """An external per-sample signal's mean (± one standard error) per decile of confusion."""
     figure, axis = plt.subplots(figsize=(6, 3.6))

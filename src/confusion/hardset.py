@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._files import write_table_atomic
+from ._files import atomic_folder
 from .analyses import positions
 from .difficulty import SCORES, label_free_score
 from .errors import InputError
@@ -127,27 +127,37 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
     from PIL import Image
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    if format not in ("folders", "npz"):
+        raise InputError(f"--format must be folders or npz, got {format!r}")
     if format == "folders" and images.ndim != 4:
         raise InputError("feature vectors cannot be written as pictures: use --format npz")
-    if format == "npz":
-        target = out / "hardset.npz"
-        np.savez(target, x=images, y=table["label"].to_numpy(np.int64), ids=table["sample"].to_numpy(str), confusion=table["confusion"].to_numpy(np.float64), classes=np.array(classes))
-        written.append(target)
-    elif format == "folders":
-        for row, picture in zip(table.itertuples(index=False), images):
-            folder = _safe_name(classes[row.label]) if row.label >= 0 else "unlabeled"
-            target = out / folder / f"{row.rank:05d}_{_safe_name(row.sample)}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            array = picture[0] if picture.shape[0] == 1 else picture.transpose(1, 2, 0)
-            Image.fromarray(array).save(target)
-            written.append(target)
-    else:
-        raise InputError(f"--format must be folders or npz, got {format!r}")
-    write_table_atomic(table, out / "manifest.csv")
+    folders = class_folders(classes)
+    written = []
+    # Written into a fresh sibling that replaces OUT whole: nothing already in OUT (a symlink
+    # planted there, say) is ever written through, and a failure leaves OUT as it was.
+    with atomic_folder(out, "manifest.csv") as staging:
+        if format == "npz":
+            np.savez(staging / "hardset.npz", x=images, y=table["label"].to_numpy(np.int64), ids=table["sample"].to_numpy(str), confusion=table["confusion"].to_numpy(np.float64), classes=np.array(classes))
+            written.append(out / "hardset.npz")
+        else:
+            for row, picture in zip(table.itertuples(index=False), images):
+                relative = Path(folders[row.label] if row.label >= 0 else "unlabeled") / f"{row.rank:05d}_{_safe_name(row.sample)}.png"
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                array = picture[0] if picture.shape[0] == 1 else picture.transpose(1, 2, 0)
+                Image.fromarray(array).save(staging / relative)
+                written.append(out / relative)
+        table.to_csv(staging / "manifest.csv", index=False)
     written.append(out / "manifest.csv")
     return written
+
+
+def class_folders(classes: list[str]) -> list[str]:
+    """A folder name per class, safe on every filesystem and distinct even where two names
+    sanitise alike ('a/b' and 'a_b', 'Cat' and 'cat'): then each is prefixed by its index."""
+    names = [_safe_name(c) for c in classes]
+    if len({n.lower() for n in names}) < len(names) or "unlabeled" in names:
+        names = [f"{k:0{len(str(len(classes)))}d}_{n}" for k, n in enumerate(names)]
+    return names
 
 
 def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) -> list[Path]:
@@ -155,14 +165,15 @@ def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) 
     names, confusion, text, any other metadata) and OUT/manifest.csv."""
     if "text" not in table.columns:
         raise InputError("the run holds no document texts to materialize")
-    out = Path(out)
     named = table.copy()
     named.insert(3, "label_name", [classes[k] if k >= 0 else "" for k in table["label"]])
     named.insert(4, "predicted_name", [classes[k] for k in table["predicted"]])
     first = ["rank", "sample", "split", "label_name", "predicted_name", "confusion", "score", "score_value", "text"]
     named = named[first + [c for c in named.columns if c not in first]]
-    write_table_atomic(named, out / "hardset.csv")
-    write_table_atomic(table, out / "manifest.csv")
+    out = Path(out)
+    with atomic_folder(out, "manifest.csv") as staging:
+        named.to_csv(staging / "hardset.csv", index=False)
+        table.to_csv(staging / "manifest.csv", index=False)
     return [out / "hardset.csv", out / "manifest.csv"]
 
 

@@ -250,6 +250,8 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
         if split not in other.scores:
             continue
         in_ref, in_other = analyses.align(reference.ids(split), other.ids(split))
+        if len(in_ref) < 2:
+            raise InputError(f"--compare {other.store.path} shares {len(in_ref)} {split} samples with {reference.store.path}; Kendall tau needs the same samples")
         a, b = reference.scores[split].confusion[in_ref], other.scores[split].confusion[in_other]
         tau = analyses.kendall_tau(a, b)
         counts, edges = analyses.joint_histogram(a, b, max_score=reference.max_score)

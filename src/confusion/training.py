@@ -289,6 +289,9 @@ def train(
     if config.cache is None and is_text(config.data):
         config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
     made_here = not out.exists()
+    if (out / ".lock").exists():  # a run another command is training: refused now, not after loading the data
+        with hold_lock(out):
+            pass
     try:
         dataset = load_training_data(config)
         config.check_data(dataset)
