@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -23,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from confusion._runtime import cpu_description
+
 ZOO = ("mlp-s", "mlp-l", "cnn-s", "cnn-m", "resnet-s", "resnet-m", "sklearn:logreg", "pretrained:efficientnet-lite0")
 
 
 def cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+    return cpu_description()
 
 
 def train_everything(data: str, out: Path) -> tuple[Path, list[Path], list[Path]]:

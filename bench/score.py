@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from confusion._runtime import cpu_description
 from confusion.scores import confusion_scores
 from confusion.store import RunStore, SplitData
 
@@ -78,10 +79,7 @@ def main() -> None:
 
     array = make_array(args.members, args.epochs, args.samples, args.classes)
     nbytes = array.nbytes
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags)
-    print(f"array: {array.shape} float16 = {nbytes / 2**30:.2f} GiB; {os.cpu_count()} CPUs ({cpu}; {features})", flush=True)
+    print(f"array: {array.shape} float16 = {nbytes / 2**30:.2f} GiB; {cpu_description()}", flush=True)
 
     words = array.reshape(-1).view(np.int64)
     read = best_of(args.repeats, lambda: np.add.reduce(words))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from confusion._runtime import cpu_description
+
 PLAIN = r'''
 import json, sys, time, numpy as np, torch
 from torch.nn import functional as F
@@ -71,14 +73,12 @@ def plain_run(arch: str, members: int, epochs: int, limit: int, seed: int, out: 
 
 
 def torch_device_name(device: str) -> str:
-    import platform
 
     import torch
 
     if device == "cuda":
         return f"GPU {torch.cuda.get_device_name(0)}"
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} CPUs ({model})"
+    return cpu_description()
 
 
 def main() -> None:

@@ -268,3 +268,29 @@ def test_a_worker_killed_mid_run_stops_the_command_at_once_and_the_rerun_resumes
     assert process.returncode == 2 and time.time() - killed_at < 20  # not after the other member's 40 epochs
     assert stderr.strip().splitlines()[-1].startswith("confusion: error: a training process died")
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case, fraction", [("import", 0.5), ("score", 0.6), ("report", 0.4), ("train", 0.55)])
+def test_kill_9_at_a_seeded_moment_then_rerun_is_exact(tmp_path, case, fraction):
+    """The soak of bench/faults.py, one kill per command: what the kill left is whole or
+    absent, and the rerun gives exactly the uninterrupted result."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("faults", Path(__file__).parent.parent / "bench" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    faults.make_inputs(tmp_path, samples=1500)
+    outcome = faults.run_case(case, fraction, tmp_path)
+    assert outcome["left"] is None and outcome["exact"] and not outcome["stray"], outcome
+
+
+def test_empty_files_and_wrong_class_counts_leave_nothing(cli, tmp_path, probs_file):
+    probs, labels, _, _ = probs_file
+    (tmp_path / "empty.npy").write_bytes(b"")
+    result = cli("train", "--data", "digits", "--unlabeled", tmp_path / "empty.npy", "--out", tmp_path / "run", "--epochs", "1")
+    assert result.exit_code == 2 and "not a readable" in result.stderr and not (tmp_path / "run").exists()
+    result = cli("import", "--probs", probs, "--classes", "a,b", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "2 class names given for 10 classes" in result.stderr and not (tmp_path / "r").exists()
+    result = cli("score", "--probs", probs, "--engine", "fast")
+    assert result.exit_code == 2 and "--engine must be" in result.stderr

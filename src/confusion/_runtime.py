@@ -63,3 +63,18 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_description() -> str:
+    """'2 CPUs (AMD EPYC; avx2, avx512f, avx512_bf16)': what every bench prints about its machine."""
+    import os
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor() or "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
+    return f"{os.cpu_count()} CPUs ({model}; {features})"

@@ -82,6 +82,9 @@ def handles_errors(command: Callable) -> Callable:
                 raise
             print(f"confusion: error: this command needs {error.name}, which comes with an extra: pip install 'confusion[{extra}]'", file=sys.stderr)
             raise typer.Exit(2) from None
+        except EOFError:  # click would take it for Ctrl-D at a prompt
+            print("confusion: error: a file ended before its data did (truncated or empty)", file=sys.stderr)
+            raise typer.Exit(2) from None
         except OSError as error:  # a path that cannot be read or written: the user's to fix
             print(f"confusion: error: {describe_os_error(error)}", file=sys.stderr)
             raise typer.Exit(2) from None
@@ -185,6 +188,8 @@ def score(
     out = _table_path(out)
     if (run is None) == (probs is None):
         raise InputError("give either a run directory or --probs FILE, not both or neither")
+    if engine not in ("auto", "numpy", "numba"):
+        raise InputError(f"--engine must be auto, numpy or numba, got {engine!r}")
     if with_meta and run is None:
         raise InputError("--with-meta adds a run's metadata: it goes with RUN, not --probs")
     if run is not None:

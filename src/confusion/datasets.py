@@ -298,7 +298,7 @@ def load_npz(path: str, seed: int = 0) -> Dataset:
         raise InputError(f"npz file {file} does not exist")
     try:
         archive = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise InputError(f"{file} is not a readable .npz: {error}") from None
     with archive:
         missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in archive]
@@ -345,7 +345,7 @@ def load_unlabeled(path: str | os.PathLike, like: tuple[int, int, int]) -> Split
     try:
         loaded = np.load(source, allow_pickle=False)
         array = loaded[next(iter(loaded.keys()))] if source.suffix == ".npz" else loaded
-    except (OSError, ValueError, StopIteration) as error:
+    except (OSError, ValueError, EOFError, StopIteration) as error:
         raise InputError(f"--unlabeled {source} is not a readable .npy/.npz array: {error}") from None
     images = as_uint8_images(array, f"--unlabeled {source}")
     if images.shape[1:] != tuple(like):
@@ -531,7 +531,7 @@ def load_features(path: str, seed: int = 0) -> Dataset:
 def _features_from_npz(file: Path, seed: int) -> Dataset:
     try:
         archive = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise InputError(f"{file} is not a readable .npz: {error}") from None
     with archive:
         names = set(archive.files)

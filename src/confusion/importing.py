@@ -230,19 +230,21 @@ def import_predictions(
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
     check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
+    if classes is not None and len(classes) != n_classes:
+        raise InputError(f"{len(classes)} class names given for {n_classes} classes")
     with hold_lock(out):
         if adding:
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
-        store = RunStore.create(
-            out,
-            n_classes=n_classes,
-            members=[{"index": m, "seed": None} for m in range(n_members)],
-            epoch_capacity=n_epochs,
-            splits={split: split_data},
-            classes=classes,
-            info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
-        )
         try:
+            store = RunStore.create(
+                out,
+                n_classes=n_classes,
+                members=[{"index": m, "seed": None} for m in range(n_members)],
+                epoch_capacity=n_epochs,
+                splits={split: split_data},
+                classes=classes,
+                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
+            )
             _write_epochs(array, store, split, logits, dtype, progress)
         except BaseException:
             if existed:

@@ -150,7 +150,7 @@ def embed_texts(texts: np.ndarray, cache: str | os.PathLike | None = None, batch
             stored = np.load(path, allow_pickle=False)
             if stored.shape == (len(texts), ENCODER_WIDTH):
                 return stored
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             pass  # a damaged cache file is recomputed
     model = _encoder()
     where = f"; cached in {path.parent}" if path is not None else ""
