@@ -113,12 +113,21 @@ def run_case(name: str, fraction: float, base: Path) -> dict:
     code, _ = _run(command, work, kill_after=seconds * fraction)
     outcome["killed"] = code is None
     outcome["left"] = _left_whole(kind, work)
-    try:
-        _run(command, work)  # the same command again: resumes, or starts over cleanly
-        outcome["exact"] = _same(_result(kind, work), reference)
-    except RuntimeError as error:
+    # The same command again: it resumes, starts over cleanly, or (killed after its last write)
+    # refuses in one line to redo finished work. Either way the result must be the reference.
+    process = subprocess.run(CONFUSION + command, cwd=work, capture_output=True, text=True, timeout=900)
+    errors = [line for line in process.stderr.splitlines() if line.startswith("confusion: error:")]
+    if process.returncode not in (0, 2) or "Traceback" in process.stderr or (process.returncode == 2 and len(errors) != 1):
         outcome["exact"] = False
-        outcome["error"] = str(error).strip().splitlines()[-1][:200]
+        outcome["error"] = process.stderr.strip()[-300:]
+    else:
+        try:
+            outcome["exact"] = _same(_result(kind, work), reference)
+        except Exception as error:  # noqa: BLE001 - a store that does not open is a failure to report
+            outcome["exact"] = False
+            outcome["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+        if process.returncode == 2:
+            outcome["rerun_said"] = errors[0][:200]
     stray = [p.name for p in work.rglob(".*.tmp")] + [p.name for p in work.glob(".*.partial")]
     outcome["stray"] = stray
     shutil.rmtree(reference_dir, ignore_errors=True)

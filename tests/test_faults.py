@@ -294,3 +294,23 @@ def test_empty_files_and_wrong_class_counts_leave_nothing(cli, tmp_path, probs_f
     assert result.exit_code == 2 and "2 class names given for 10 classes" in result.stderr and not (tmp_path / "r").exists()
     result = cli("score", "--probs", probs, "--engine", "fast")
     assert result.exit_code == 2 and "--engine must be" in result.stderr
+
+
+def test_an_import_killed_before_it_finished_starts_over_on_rerun(cli, tmp_path, probs_file):
+    import json
+
+    from confusion.store import RunStore
+
+    probs, labels, _, _ = probs_file
+    args = ("import", "--probs", probs, "--labels", labels, "--out", tmp_path / "run")
+    assert cli(*args).exit_code == 0
+    reference = RunStore.open(tmp_path / "run").scores("val", cache=False).confusion
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["import_complete"] is True
+    meta["import_complete"], meta["recorded_epochs"] = False, meta["recorded_epochs"][:1]  # as a kill mid-copy leaves it
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "run").scores("val", cache=False).confusion, reference)
+    result = cli(*args)  # a finished import is never redone silently
+    assert result.exit_code == 2 and "already has a split named 'val'" in result.stderr

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError, RunStoreError
 from .scores import as_four_d, describe_invalid, softmax
-from .store import RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
+from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
 
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -221,6 +221,8 @@ def import_predictions(
     out = Path(out)
     existed = out.exists()
     adding = existed and is_run_store(out)
+    interrupted = adding and _interrupted_import(out)
+    adding = adding and not interrupted
     label_classes = classes if classes is not None or not adding else RunStore.open(out).classes
     label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes, label_classes)
     ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
@@ -229,12 +231,14 @@ def import_predictions(
     split_data = SplitData(ids=ids, labels=label_array, meta=read_metadata(meta, ids) if meta is not None else None)
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
-    check_usable_directory(out, exist_ok=adding)  # before the lock file goes into a user's folder
+    check_usable_directory(out, exist_ok=adding or interrupted)  # before the lock file goes into a user's folder
     if classes is not None and len(classes) != n_classes:
         raise InputError(f"{len(classes)} class names given for {n_classes} classes")
     with hold_lock(out):
         if adding:
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
+        if interrupted:  # an import of a new run killed before it finished: start it over
+            _empty_dir(out, keep={LOCK_FILE})
         try:
             store = RunStore.create(
                 out,
@@ -243,11 +247,15 @@ def import_predictions(
                 epoch_capacity=n_epochs,
                 splits={split: split_data},
                 classes=classes,
-                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array"},
+                # False until every epoch is written: a rerun after a kill starts the run over.
+                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array", "import_complete": False},
             )
             _write_epochs(array, store, split, logits, dtype, progress)
+            store.refresh()
+            store.meta["import_complete"] = True
+            store.save_meta()
         except BaseException:
-            if existed:
+            if existed and not interrupted:
                 _empty_dir(out)
             else:
                 shutil.rmtree(out, ignore_errors=True)
@@ -332,9 +340,19 @@ def _write_epochs(array, store: RunStore, split: str, logits: bool, dtype, progr
             writer.close()
 
 
-def _empty_dir(path: Path) -> None:
+def _empty_dir(path: Path, keep: set[str] = frozenset()) -> None:
     for child in path.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+def _interrupted_import(path: Path) -> bool:
+    """Whether `path` is a run that `import` created and was killed before it finished."""
+    try:
+        meta = RunStore.open(path).meta
+    except RunStoreError:
+        return False
+    return meta.get("source") == "import" and meta.get("import_complete") is False
 
 
 def _copy_validated(array, logits: bool, dtype: np.dtype, progress, write) -> None:
