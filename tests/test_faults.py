@@ -119,6 +119,10 @@ def _chunk_files(run, split, name):
         (lambda run: _chunk_files(run, "val", "probs")[0].unlink(), "of a committed epoch is missing"),
         (lambda run: (run / "predictions.zarr" / "val" / "probs" / "zarr.json").write_text("{"), "val/probs is missing or damaged"),
         (lambda run: (run / "predictions.zarr" / "val" / "ids" / "zarr.json").unlink(), "val/ids is missing or damaged"),
+        (lambda run: _chunk_files(run, "val", "ids")[0].write_bytes(b"\x00garbage"), "val/ids is damaged"),
+        (lambda run: _chunk_files(run, "val", "labels")[0].write_bytes(b""), "val/labels is damaged"),
+        (lambda run: (run / "predictions.zarr" / "val" / "zarr.json").unlink(), "val/zarr.json is missing or damaged"),
+        (lambda run: _flip(_chunk_files(run, "val", "probs")[0], 1), "split 'val' is damaged: probabilities do not sum to 1"),
         (lambda run: (run / "run.json").write_text("[1, 2]"), "has format 'list'"),
         (lambda run: (run / "run.json").write_bytes(b"\xff\xfe{"), "run.json is unreadable"),
         (lambda run: _edit_meta(run, n_classes="ten"), "'n_classes' is missing or not a int"),
@@ -135,6 +139,12 @@ def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, mess
         last = result.stderr.strip().splitlines()[-1]  # after any progress lines: the one error line
         assert last.startswith("confusion: error:") and message in last, result.stderr
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "h.csv").exists() and not (tmp_path / "report").exists()
+
+
+def _flip(path, position):
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x5A  # the high byte of a float16: the row no longer sums to 1
+    path.write_bytes(bytes(data))
 
 
 def _edit_meta(run, **changes):

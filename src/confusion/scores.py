@@ -29,6 +29,11 @@ from scipy.special import entr
 
 from .errors import InputError
 
+
+class InvalidProbabilities(InputError):
+    """Values that are not probabilities (NaN, inf, negative, rows not summing to 1)."""
+
+
 LN2 = math.log(2.0)
 
 # How far a row may sum from 1 before we call it "not probabilities": float16 keeps ~3
@@ -416,12 +421,12 @@ def confusion_scores(
                     # Rare path: find and name the offending value with the plain checks.
                     selected = data[:, :, first:last][reader.members][:, reader.epochs].astype(np.float64)
                     problem = describe_invalid(selected, dtype, start, logits, member_index, epoch_index)
-                    raise InputError(problem or "probs are not valid probabilities")
+                    raise InvalidProbabilities(problem or "probs are not valid probabilities")
             else:
                 selected = data[:, :, first:last][reader.members][:, reader.epochs].astype(np.float64, copy=False)
                 problem = describe_invalid(selected, dtype, start, logits, member_index, epoch_index)
                 if problem:
-                    raise InputError(problem)
+                    raise InvalidProbabilities(problem)
                 if logits:
                     selected = softmax(selected)
                 # eq. 1 then eq. 2, in nats; and each member's own entropy for the decomposition.

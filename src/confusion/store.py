@@ -53,7 +53,7 @@ import numpy as np
 from . import __version__
 from ._files import atomic_path, write_json_atomic
 from .errors import InputError, RunLockedError, RunStoreError
-from .scores import Scores, check_base, confusion_scores, describe_invalid, softmax
+from .scores import InvalidProbabilities, Scores, check_base, confusion_scores, describe_invalid, softmax
 
 FORMAT = "confusion-run/1"
 RUN_FILE = "run.json"
@@ -205,8 +205,10 @@ class RunStore:
         try:
             group = _open_group(path, mode)
             for split in meta["splits"]:
+                name = "zarr.json"
+                group[split]  # the split's group metadata must parse
                 for name in ("probs", "labels", "ids"):
-                    group[f"{split}/{name}"]  # each array's metadata must parse
+                    group[f"{split}/{name}"]  # and each array's
         except RunStoreError:
             raise
         except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
@@ -356,7 +358,10 @@ class RunStore:
     def _split_group(self, split: str):
         if split not in self.meta["splits"]:
             raise InputError(f"{self.path} has no split {split!r}; it has {', '.join(self.splits)}")
-        return self._group[split]
+        try:
+            return self._group[split]
+        except Exception as error:  # noqa: BLE001 - a missing or unparsable group zarr.json
+            raise RunStoreError(f"{self.path}: {ARRAYS}/{split} is missing or damaged ({type(error).__name__})") from None
 
     def probs(self, split: str):
         """The zarr array (members, epoch slots, samples, classes); only committed slots are valid."""
@@ -369,14 +374,22 @@ class RunStore:
         would read it as zeros)."""
         return ChunkFileReader.wrap(self.probs(split), committed=len(self.recorded_epochs))
 
+    def _read(self, split: str, name: str, read: Callable = lambda array: array[:]):
+        """A small array of a split (labels, ids, sources), or one line naming the damaged part."""
+        group = self._split_group(split)
+        try:
+            return read(group[name])
+        except Exception as error:  # noqa: BLE001 - zarr/numcodecs raise many kinds for damaged chunks
+            raise RunStoreError(f"{self.path}: {ARRAYS}/{split}/{name} is damaged ({type(error).__name__}: {str(error)[:80]})") from None
+
     def labels(self, split: str) -> np.ndarray:
-        labels = np.asarray(self._split_group(split)["labels"][:], dtype=np.int64)
+        labels = np.asarray(self._read(split, "labels"), dtype=np.int64)
         if self.meta["splits"][split].get("labelled") and (labels < 0).all():  # zarr's fill value: the chunk is gone
             raise RunStoreError(f"{self.path}: the labels of split {split!r} are missing ({ARRAYS}/{split}/labels is damaged)")
         return labels
 
     def sample_ids(self, split: str) -> np.ndarray:
-        ids = _strings(self._split_group(split)["ids"])
+        ids = self._read(split, "ids", _strings)
         if len(ids) != self.meta["splits"][split]["n"] or (ids == "").any():  # a lost chunk reads as blanks
             raise RunStoreError(f"{self.path}: the sample ids of split {split!r} are missing ({ARRAYS}/{split}/ids is damaged)")
         return ids
@@ -401,8 +414,7 @@ class RunStore:
         return final
 
     def sources(self, split: str) -> np.ndarray | None:
-        group = self._split_group(split)
-        return _strings(group["sources"]) if "sources" in group else None
+        return self._read(split, "sources", _strings) if "sources" in self._split_group(split) else None
 
     def n_samples(self, split: str) -> int:
         return int(self.meta["splits"][split]["n"]) if split in self.meta["splits"] else len(self.sample_ids(split))
@@ -569,9 +581,13 @@ class RunStore:
                 if progress is not None:
                     progress(self.n_samples(split))
                 return cached
-        scores = confusion_scores(
-            self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
-        )
+        try:
+            scores = confusion_scores(
+                self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
+            )
+        except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
+            problem = str(error).split("; if these are logits")[0]
+            raise RunStoreError(f"{self.path}: split {split!r} is damaged: {problem}") from None
         if keys and keys[-1] is not None:
             _write_cached_scores(keys[-1], scores, self.recorded_epochs)
         return scores
