@@ -324,3 +324,25 @@ def test_an_import_killed_before_it_finished_starts_over_on_rerun(cli, tmp_path,
     np.testing.assert_array_equal(RunStore.open(tmp_path / "run").scores("val", cache=False).confusion, reference)
     result = cli(*args)  # a finished import is never redone silently
     assert result.exit_code == 2 and "already has a split named 'val'" in result.stderr
+
+
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, probs_file):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    probs, labels, _, _ = probs_file
+    script = Path(sys.executable).parent / "confusion"  # the console script users run
+    for delay in (0.05, 0.3, 0.8):
+        process = subprocess.Popen(
+            [str(script), "import", "--probs", str(probs), "--out", str(tmp_path / f"run{delay}")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr, stderr
+        if process.returncode != 0:
+            assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "confusion: interrupted"

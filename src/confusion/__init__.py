@@ -34,8 +34,27 @@ if _blocked:
     _sys.meta_path.insert(0, _NotInstalled(_blocked))
 
 from .errors import ConfusionError, InputError, RunLockedError, RunStoreError, UnknownNameError  # noqa: E402
-from .recorder import Recorder  # noqa: E402
-from .scores import Scores, confusion_score, confusion_scores, entropy, softmax  # noqa: E402
+
+# Imported on first use (PEP 562), so `import confusion` is instant: the console script can
+# then catch a Ctrl-C that lands while numpy, scipy and zarr are still loading.
+_LAZY = {
+    "Recorder": "recorder",
+    "Scores": "scores",
+    "confusion_score": "scores",
+    "confusion_scores": "scores",
+    "entropy": "scores",
+    "softmax": "scores",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'confusion' has no attribute {name!r}")
 
 __all__ = [
     "ConfusionError",
