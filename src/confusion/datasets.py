@@ -576,6 +576,19 @@ def read_table(file: Path, what: str):
         raise InputError(f"{what} {file} is not a readable table: {str(error).splitlines()[0]}") from None
 
 
+def read_id_table(path: Path, option: str):
+    """A user's per-sample table for `option` (--meta, --signal): (DataFrame, name of its id
+    column, `sample` or else `id`, as strings)."""
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"{option} {path} must be an existing .csv or .parquet file")
+    table = read_table(path, option)
+    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
+    if key is None:
+        raise InputError(f"{option} {path} needs a 'sample' (or 'id') column of sample ids")
+    table[key] = table[key].astype(str)
+    return table, key
+
+
 def normalization_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units; per-feature
     mean and std of float features (N, D)."""

@@ -267,16 +267,10 @@ def import_predictions(
 def read_metadata(path: str | Path, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Columns of table `path` (.csv or .parquet) in the order of `ids`, joined by its `sample`
     (or `id`) column; samples it does not name get empty values. At least one must match."""
-    from .datasets import read_table
+    from .datasets import read_id_table
 
     path = Path(path)
-    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
-        raise InputError(f"--meta {path} must be an existing .csv or .parquet file")
-    table = read_table(path, "--meta")
-    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
-    if key is None:
-        raise InputError(f"--meta {path} needs a 'sample' (or 'id') column of sample ids")
-    table[key] = table[key].astype(str)
+    table, key = read_id_table(path, "--meta")
     if table[key].duplicated().any():
         raise InputError(f"--meta {path}: sample id {table[key][table[key].duplicated()].iloc[0]!r} appears twice")
     ids = np.asarray(ids).astype(str)

@@ -675,25 +675,20 @@ def _examples(view: RunView, per_class: int) -> pd.DataFrame:
 def read_signal(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
     """'FILE.csv:COLUMN' -> (column name, sample ids, values): a per-sample number a user trusts
     (human agreement, annotation time), joined to the run by its `sample` (or `id`) column."""
-    from .datasets import read_table
+    from .datasets import read_id_table
 
     path_text, _, column = spec.rpartition(":")
     path = Path(path_text)
     if not path_text or not column:
         raise InputError(f"--signal takes FILE.csv:COLUMN (or .parquet), got {spec!r}")
-    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
-        raise InputError(f"--signal {path} must be an existing .csv or .parquet file")
-    table = read_table(path, "--signal")
-    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
-    if key is None:
-        raise InputError(f"--signal {path} needs a 'sample' (or 'id') column of sample ids")
+    table, key = read_id_table(path, "--signal")
     if column not in table.columns:
         raise InputError(f"--signal {path} has no column {column!r}; it has {', '.join(map(str, table.columns[:8]))}")
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
     keep = np.isfinite(values)
     if keep.sum() < 10:
         raise InputError(f"--signal {path}:{column} has {int(keep.sum())} numeric values; at least 10 are needed")
-    ids = table[key].astype(str).to_numpy()[keep]
+    ids = table[key].to_numpy()[keep]
     if len(set(ids.tolist())) != len(ids):
         raise InputError(f"--signal {path}: a sample id appears twice")
     return column, ids, values[keep]
