@@ -252,3 +252,19 @@ def test_the_demo_runs_on_text(news_csv, cli_process, tmp_path):
     assert "documents with the highest" in page and "mean disagreement" in page
     assert len(list((out / "embeddings").glob("*.npy"))) == 1  # embedded once for every stage
     assert "member diversity" in result.stdout
+
+
+def test_another_sentence_encoder_by_name_or_folder(news_csv, cli, tmp_path):
+    from confusion.text import encoder_path
+
+    folder = encoder_path()  # a local copy of a sentence-transformers model, named by its folder
+    result = cli("train", "--data", f"text:{news_csv}", "--arch", "linear", "--members", "1", "--epochs", "1",
+                 "--encoder", folder, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    store = RunStore.open(tmp_path / "run")
+    assert store.meta["dataset"]["encoder"] == str(folder) and store.meta["config"]["encoder"] == str(folder)
+    assert [p.name.split("-")[0] for p in (tmp_path / "run" / "embeddings").glob("*.npy")] == [folder.name]
+    result = cli("train", "--data", f"text:{news_csv}", "--arch", "linear", "--encoder", tmp_path / "no-model", "--out", tmp_path / "r2")
+    assert result.exit_code == 2 and "cannot load it as a sentence-transformers model" in result.stderr and not (tmp_path / "r2").exists()
+    result = cli("train", "--data", "digits", "--encoder", folder, "--out", tmp_path / "r3")
+    assert result.exit_code == 2 and "goes with text data" in result.stderr

@@ -293,6 +293,7 @@ def train(
     member: Annotated[Optional[int], typer.Option(help="Train only member i (0..members-1): one job per seed (a SLURM array, machines sharing the directory). The first job creates the run, the others join it; an epoch is committed once every member's job has ended it. Same settings in every job.")] = None,
     bagging: Annotated[bool, typer.Option(help="Member diversity: each member trains on its own bootstrap resample of the training split (as many draws as samples, with replacement, fixed by its seed).")] = False,
     feature_subset: Annotated[Optional[float], typer.Option(help="Member diversity, feature and text data: each member sees its own random subset of this fraction of the features, in (0, 1].")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Text data: the sentence encoder, a sentence-transformers model name (downloaded once, needs internet) or a local folder holding one (default: all-MiniLM-L6-v2, installed offline). Documents are cut at 256 tokens.")] = None,
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
@@ -302,7 +303,7 @@ def train(
         batch_size=batch_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         root=str(root) if root else None, unlabeled=str(unlabeled) if unlabeled else None, image_size=image_size,
         split_seed=split_seed, device=device, precision=precision, workers=workers, member=member,
-        bagging=bagging, feature_subset=feature_subset,
+        bagging=bagging, feature_subset=feature_subset, encoder=encoder,
     ).check()
     started = time.perf_counter()
     with term.TrainingDisplay(members, epochs) as display:
@@ -524,6 +525,7 @@ def zoo(
     batch_size: Annotated[int, typer.Option(help="Training batch size, in samples.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of every model.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    encoder: Annotated[Optional[str], typer.Option(help="Text data: the sentence encoder (as for train).")] = None,
 ):
     """Train one model per architecture across sizes and families (and scikit-learn and a pre-trained probe)."""
     names = [a.strip() for a in (archs or ",".join(DEFAULT_ARCHS[data_kind(data)])).split(",") if a.strip()]
@@ -531,7 +533,7 @@ def zoo(
         raise InputError("--archs lists no model")
     config = TrainConfig(
         data=data, members=1, epochs=epochs, record_every=record_every, limit_train=limit_train, limit_val=limit_val,
-        root=str(root) if root else None, lr=lr, batch_size=batch_size, seed=seed, device=device,
+        root=str(root) if root else None, lr=lr, batch_size=batch_size, seed=seed, device=device, encoder=encoder,
     )
     summary = train_zoo(names, out, config, on_model=lambda arch: term.info(f"zoo: {arch}"))
     term.table("zoo", ["model", "kind", "val accuracy", "seconds"],

