@@ -133,12 +133,14 @@ def _chunk_files(run, split, name):
 def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, message):
     damage(run)
     for args in (("score", run, "--out", tmp_path / "s.csv"), ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
-                 ("report", run, "--out", tmp_path / "report")):
+                 ("report", run, "--out", tmp_path / "report"), ("difficulty", run, "--out", tmp_path / "d.csv")):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.stderr)
         last = result.stderr.strip().splitlines()[-1]  # after any progress lines: the one error line
         assert last.startswith("confusion: error:") and message in last, result.stderr
-    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "h.csv").exists() and not (tmp_path / "report").exists()
+    assert not any((tmp_path / name).exists() for name in ("s.csv", "h.csv", "report", "d.csv"))
+    result = cli("status", run)  # reads run.json and the member files only: whole, or one line
+    assert result.exit_code in (0, 2) and (result.exit_code == 0 or result.stderr.strip().splitlines()[-1].startswith("confusion: error:"))
 
 
 def _flip(path, position):
