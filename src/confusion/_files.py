@@ -17,7 +17,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(path)
+    _remove_orphans(path, ".tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file should read like any other
@@ -31,13 +31,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def _remove_orphans(path: Path) -> None:
-    """Remove temporary siblings of `path` left by a process that was killed mid-write (their
-    names carry the writer's pid; a live writer's are left alone)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+def _remove_orphans(path: Path, suffix: str) -> None:
+    """Remove temporary siblings of `path` (files or folders ending in `suffix`) left by a process
+    that was killed mid-write: their names carry the writer's pid; a live writer's are left alone."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"):
         pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -96,9 +96,8 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     path = Path(path)
     check_replaceable_folder(path, marker)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed earlier call
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    _remove_orphans(path, ".partial")  # left by a killed earlier call
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent))
     os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging

@@ -18,7 +18,7 @@ import typer
 
 from . import _terminal as term
 from ._files import check_replaceable_folder, write_table_atomic
-from .datasets import load_for_run
+from .datasets import data_kind, load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
 from .errors import ConfusionError, InputError
@@ -34,7 +34,7 @@ from .scores import as_four_d, confusion_scores
 from .store import RunStore, is_run_store
 from .training import TrainConfig, final_accuracy
 from .training import train as train_ensemble
-from .zoo import DEFAULT_ARCHS, data_kind, train_zoo
+from .zoo import DEFAULT_ARCHS, train_zoo
 
 app = typer.Typer(
     name="confusion",
@@ -145,10 +145,8 @@ def with_metadata(table, store: RunStore, splits: list[str]):
         sources = store.sources(split)
         if sources is not None:
             part["source"] = sources
-        meta = store.metadata(split)
-        if meta is not None:
-            for column in meta.columns[1:]:
-                part[column if column not in part.columns else f"meta_{column}"] = meta[column].to_numpy()
+        for name, values in store.metadata_columns(split, part.columns).items():
+            part[name] = values
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -440,7 +438,7 @@ def hardset(
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")
     store = RunStore.open(run)
-    texts = store.metadata(split) is not None and "text" in store.metadata(split).columns if split in store.splits else False
+    texts = "text" in store.metadata_columns(split, ()) if split in store.splits else False
     config = store.meta.get("config")
     if materialize is not None and not texts and not config:
         raise InputError(f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train` (or documents given to import --meta as a 'text' column)")

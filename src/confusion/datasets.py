@@ -376,6 +376,11 @@ def check_dataset_name(name: str) -> None:
         raise InputError(f"{prefix} data {path} does not exist")
 
 
+def data_kind(name: str) -> str:
+    """images, features or text: what dataset `name` holds, known from its name alone."""
+    return "text" if is_text(name) else "features" if name.startswith("features:") else "images"
+
+
 def is_text(name: str) -> bool:
     """Whether dataset `name` is made of documents (embedded by a sentence encoder)."""
     return name in TEXT_NAMED or name.startswith("text:")

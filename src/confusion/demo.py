@@ -26,14 +26,14 @@ import numpy as np
 
 from . import _terminal as term
 from ._files import write_json_atomic, write_table_atomic
-from .datasets import check_dataset_name
+from .datasets import check_dataset_name, data_kind
 from .errors import InputError
 from .evaluate import evaluate_on_hardset, load_predictors
 from .hardset import manifest
 from .mitigation import MitigationConfig, mitigate
 from .report import _finite, build_report
 from .training import TrainConfig, final_accuracy, load_training_data, train
-from .zoo import data_kind, run_name, train_zoo
+from .zoo import run_name, train_zoo
 
 
 @dataclass(frozen=True)

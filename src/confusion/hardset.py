@@ -90,11 +90,8 @@ def manifest(
         },
         columns=MANIFEST_COLUMNS,
     )
-    meta = store.metadata(split)
-    if meta is not None:
-        for column in meta.columns[1:]:
-            name = column if column not in table.columns else f"meta_{column}"
-            table[name] = meta[column].to_numpy()[chosen]
+    for name, values in store.metadata_columns(split, table.columns).items():
+        table[name] = values[chosen]
     return table
 
 

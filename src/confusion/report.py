@@ -654,6 +654,7 @@ def _examples(view: RunView, per_class: int) -> pd.DataFrame:
     classes = labels if (labels >= 0).all() else predicted
     scores = view.scores[split].confusion
     names = view.store.classes
+    ids = view.ids(split)
     meta = view.store.metadata(split)
     sources = view.store.sources(split)
     rows = []
@@ -661,7 +662,7 @@ def _examples(view: RunView, per_class: int) -> pd.DataFrame:
         for side in ("hardest", "easiest"):
             for i in picks[side]:
                 row = {
-                    "class": names[label], "which": side, "sample": view.ids(split)[i], "confusion": float(scores[i]),
+                    "class": names[label], "which": side, "sample": ids[i], "confusion": float(scores[i]),
                     "label": names[labels[i]] if labels[i] >= 0 else "", "ensemble predicts": names[predicted[i]],
                 }
                 if sources is not None:

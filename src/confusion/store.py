@@ -202,17 +202,16 @@ class RunStore:
         problem = _damage_in_meta(meta)
         if problem:
             raise RunStoreError(f"{path / RUN_FILE} is damaged: {problem}")
+        where = ARRAYS
         try:
             group = _open_group(path, mode)
-            for split in meta["splits"]:
-                name = "zarr.json"
-                group[split]  # the split's group metadata must parse
-                for name in ("probs", "labels", "ids"):
-                    group[f"{split}/{name}"]  # and each array's
+            for split in meta["splits"]:  # the split's group metadata, then each array's, must parse
+                parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in ("probs", "labels", "ids")]
+                for key, where in parts:
+                    group[key]
         except RunStoreError:
             raise
         except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
-            where = f"{ARRAYS}/{split}/{name}" if "name" in locals() else ARRAYS
             raise RunStoreError(f"{path}: {where} is missing or damaged ({type(error).__name__}); the run cannot be read") from None
         return cls(path, meta, group)
 
@@ -329,6 +328,14 @@ class RunStore:
         table = table.drop_duplicates("sample").set_index(table["sample"].astype(str).rename(None)).drop(columns="sample")
         return table.reindex(ids).reset_index(names="sample")
 
+    def metadata_columns(self, split: str, taken) -> dict[str, np.ndarray]:
+        """The split's metadata columns in sample order, to put beside a table whose columns are
+        `taken`: one that clashes is named `meta_<name>`. Empty when the split has none."""
+        meta = self.metadata(split)
+        if meta is None:
+            return {}
+        return {(column if column not in taken else f"meta_{column}"): meta[column].to_numpy() for column in meta.columns[1:]}
+
     # ----------------------------------------------------------------- facts
     @property
     def n_members(self) -> int:
@@ -402,12 +409,7 @@ class RunStore:
         if not self.recorded_epochs:
             raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to read")
         slot = len(self.recorded_epochs) - 1
-        reader = self.probs_reader(split)
-        if isinstance(reader, ChunkFileReader):
-            final = reader[slice(None), slice(slot, slot + 1), slice(None)][:, 0]
-        else:
-            final = reader[:, slot]
-        final = np.asarray(final, dtype=np.float32)
+        final = np.asarray(self.probs_reader(split)[:, slot : slot + 1, :][:, 0], dtype=np.float32)
         empty = np.flatnonzero((final.sum(axis=2) == 0).any(axis=0))
         if len(empty):  # no probability row sums to 0: the data of these samples is lost
             raise RunStoreError(f"{self.path}: split {split!r} has no predictions for {len(empty)} samples at its last epoch (its chunk files are damaged)")

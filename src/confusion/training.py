@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .analyses import ensemble_accuracy
-from .datasets import check_dataset_name, is_text, load_for_run, normalization_stats
+from .datasets import check_dataset_name, data_kind, is_text, load_for_run, normalization_stats
 from .engine import (
     bootstrap,
     checkpoint_path,
@@ -38,7 +38,7 @@ from .engine import (
     save_checkpoint,
 )
 from .errors import InputError, RunStoreError
-from .store import RunStore, SplitData, check_usable_directory, hold_lock
+from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 
 
 @dataclass
@@ -107,18 +107,17 @@ class TrainConfig:
             raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")
         if self.feature_subset is not None and not (0 < self.feature_subset <= 1):
             raise InputError(f"--feature-subset must be a fraction in (0, 1], got {self.feature_subset}")
-        if is_text(self.data) or self.data.startswith("features:"):
+        kind = data_kind(self.data)
+        if self.encoder is not None and kind != "text":
+            raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
+        if kind == "images" and self.feature_subset is not None:
+            raise InputError("--feature-subset picks feature columns: it is for features: and text data, not images")
+        if kind != "images":
             from .models import FEATURE_ARCHS
 
             wrong = [a for a in archs if a not in FEATURE_ARCHS]
             if wrong:
                 raise InputError(f"{wrong[0]} needs images; feature and text data train {', '.join(FEATURE_ARCHS)}")
-            if self.encoder is not None and not is_text(self.data):
-                raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
-        elif self.encoder is not None:
-            raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
-        elif self.feature_subset is not None:
-            raise InputError("--feature-subset picks feature columns: it is for features: and text data, not images")
         return self
 
     def check_data(self, dataset) -> None:
@@ -294,7 +293,7 @@ def train(
     if config.cache is None and is_text(config.data):
         config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
     made_here = not out.exists()
-    if (out / ".lock").exists():  # a run another command is training: refused now, not after loading the data
+    if (out / LOCK_FILE).exists():  # a run another command is training: refused now, not after loading the data
         with hold_lock(out):
             pass
     try:

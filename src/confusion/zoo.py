@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_path, write_json_atomic
+from .datasets import data_kind
 from .engine import FeatureData, fit_epoch, make_member, predict
 from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
@@ -38,13 +39,6 @@ DEFAULT_ARCHS = {
 }
 
 
-def data_kind(name: str) -> str:
-    """images, features or text: what dataset `name` holds, known from its name alone."""
-    from .datasets import is_text
-
-    return "text" if is_text(name) else "features" if name.startswith("features:") else "images"
-
-
 def check_archs(archs: list[str], kind: str) -> None:
     """Refuse, before any training, names the zoo does not know or that do not fit the data."""
     from .models import FEATURE_ARCHS
@@ -53,7 +47,7 @@ def check_archs(archs: list[str], kind: str) -> None:
     if unknown:
         raise UnknownNameError(f"unknown zoo architecture {unknown[0]!r}; choose from {', '.join(zoo_names())}")
     for arch in archs:
-        if kind != "images" and arch not in FEATURE_ARCHS and arch not in ("sklearn:logreg", "sklearn:forest", "sklearn:tfidf"):
+        if kind != "images" and arch not in FEATURE_ARCHS and arch not in SKLEARN:
             raise InputError(f"{arch} needs images; {kind} data takes {', '.join(DEFAULT_ARCHS[kind])}")
         if arch == "sklearn:tfidf" and kind != "text":
             raise InputError("sklearn:tfidf reads documents: it needs text data (text:PATH or bbc-news)")
