@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import InputError
+from .reduced import as_final
 
 
 # ----------------------------------------------------------------------------- detection
@@ -60,9 +61,12 @@ def entropy_bits(probs: np.ndarray) -> np.ndarray:
     return entr(np.asarray(probs, dtype=np.float64)).sum(axis=-1) / math.log(2)
 
 
-def member_errors(final_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(members, samples) top-1 errors of each member's final-epoch prediction."""
-    return (np.asarray(final_probs).argmax(axis=-1) != np.asarray(labels)[None]).astype(np.float64)
+def member_errors(final_probs, labels: np.ndarray) -> np.ndarray:
+    """(members, samples) top-1 errors of each member's final-epoch prediction.
+
+    final_probs here and below: (members, samples, classes) probabilities, or the
+    `FinalPredictions` a run store gives (`RunStore.final_predictions`, raw or reduced)."""
+    return (as_final(final_probs).argmax != np.asarray(labels)[None]).astype(np.float64)
 
 
 def ensemble_accuracy(final_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -75,7 +79,7 @@ def ensemble_accuracy(final_probs: np.ndarray, labels: np.ndarray) -> float:
     known = labels >= 0
     if not known.any():
         return float("nan")
-    predicted = np.asarray(final_probs, dtype=np.float64).mean(axis=0).argmax(axis=-1)
+    predicted = as_final(final_probs).ensemble_argmax
     return float((predicted[known] == labels[known]).mean())
 
 
@@ -85,7 +89,7 @@ def mean_member_accuracy(final_probs: np.ndarray, labels: np.ndarray) -> float:
     known = labels >= 0
     if not known.any():
         return float("nan")
-    return float(1.0 - member_errors(np.asarray(final_probs)[:, known], labels[known]).mean())
+    return float(1.0 - member_errors(as_final(final_probs).samples(known), labels[known]).mean())
 
 
 def detection_report(confusion: np.ndarray, final_probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -97,10 +101,11 @@ def detection_report(confusion: np.ndarray, final_probs: np.ndarray, labels: np.
 
     final_probs: (members, samples, classes); labels: (samples,), all known.
     """
-    errors = member_errors(final_probs, labels)  # (members, samples)
+    final = as_final(final_probs)
+    errors = member_errors(final, labels)  # (members, samples)
     repeated = np.broadcast_to(confusion, errors.shape)
-    single_entropy = entropy_bits(final_probs)
-    msp = 1.0 - np.asarray(final_probs, dtype=np.float64).max(axis=-1)
+    single_entropy = final.entropy
+    msp = 1.0 - final.top1
     return {
         "error_rate": float(errors.mean()),
         "auroc_error": auroc(repeated, errors > 0),
@@ -129,14 +134,14 @@ def transfer_report(hardness_by_score: dict[str, np.ndarray], final_probs: np.nd
     aurc_entropy}, "scores": {score: {auroc_error, aurc_error, hard_error, rest_error,
     hard_to_rest}}}; hard = the top `top` fraction by the score, rest = the others.
     """
-    final_probs = np.asarray(final_probs, dtype=np.float64)
+    final = as_final(final_probs)
     labels = np.asarray(labels)
-    if final_probs.ndim != 3 or final_probs.shape[1] != len(labels) or (labels < 0).any():
+    if final.n_samples != len(labels) or (labels < 0).any():
         raise InputError(f"final_probs must be (members, {len(labels)}, classes) with every label known")
     if not 0 < top < 1:
         raise InputError(f"top must be a fraction in (0, 1), got {top}")
-    errors = member_errors(final_probs, labels)  # (members, samples)
-    own = {"entropy": entropy_bits(final_probs), "msp": 1.0 - final_probs.max(axis=-1)}
+    errors = member_errors(final, labels)  # (members, samples)
+    own = {"entropy": final.entropy, "msp": 1.0 - final.top1}
     result = {
         "n": int(len(labels)),
         "error_rate": float(errors.mean()),

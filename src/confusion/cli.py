@@ -218,6 +218,16 @@ def score(
 
 
 # --------------------------------------------------------------------------- import
+KEEP_HELP = (
+    "What the run keeps of each committed epoch: raw (every member's C class probabilities, float16: 2 C bytes per "
+    "member, epoch and sample) or reduced (the exact reduced record: each member's entropy, arg-max, top-2 and "
+    "labelled-class probabilities and sum of squares, and the ensemble's entropy, arg-max and top probability: "
+    "16 + 10/M bytes, over 100x smaller at C = 1,000). Every score, difficulty statistic, report number and hard set "
+    "is the same from either; reduced refuses, with one line, scores of a subset of members other than all or one "
+    "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions)."
+)
+
+
 @app.command("import")
 @handles_errors
 def import_(
@@ -230,6 +240,7 @@ def import_(
     ids: Annotated[Optional[Path], typer.Option(help="Text file with one sample id per line (default: 0..N-1).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: 0..C-1).")] = None,
     meta: Annotated[Optional[Path], typer.Option(help="Per-sample metadata: a .csv/.parquet table with a 'sample' (or 'id') column and any others (a 'text' column holds documents), joined by sample id; kept in the run and carried into hard-set manifests, `score --with-meta` and the report's examples.")] = None,
+    keep: Annotated[Optional[str], typer.Option(help=KEEP_HELP + " Default: raw for a new run; a split added to a run is kept as the run keeps its others.")] = None,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
     if probs is None:
@@ -237,7 +248,7 @@ def import_(
             raise InputError("give --probs FILE (predictions to import), or --meta FILE to attach metadata to an existing run")
         if not is_run_store(out):
             raise InputError(f"{out} is not a run store: --meta without --probs attaches metadata to an existing run")
-        for name, value in (("--logits", logits), ("--labels", labels), ("--ids", ids), ("--classes", classes), ("--overwrite", overwrite)):
+        for name, value in (("--logits", logits), ("--labels", labels), ("--ids", ids), ("--classes", classes), ("--overwrite", overwrite), ("--keep", keep)):
             if value:
                 raise InputError(f"{name} goes with --probs")
         split = split or "val"
@@ -252,7 +263,7 @@ def import_(
     class_names = [c.strip() for c in classes.split(",")] if classes else None
     split, why = split_from_name(probs, split)
     store = import_predictions(
-        probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite, meta=meta
+        probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite, meta=meta, keep=keep
     )
     term.info(
         f"imported split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
@@ -292,6 +303,7 @@ def train(
     bagging: Annotated[bool, typer.Option(help="Member diversity: each member trains on its own bootstrap resample of the training split (as many draws as samples, with replacement, fixed by its seed).")] = False,
     feature_subset: Annotated[Optional[float], typer.Option(help="Member diversity, feature and text data: each member sees its own random subset of this fraction of the features, in (0, 1].")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="Text data: the sentence encoder, a sentence-transformers model name (downloaded once, needs internet) or a local folder holding one (default: all-MiniLM-L6-v2, installed offline). Documents are cut at 256 tokens.")] = None,
+    keep: Annotated[str, typer.Option(help=KEEP_HELP)] = "raw",
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
@@ -301,7 +313,7 @@ def train(
         batch_size=batch_size, augment=augment, limit_train=limit_train, limit_val=limit_val,
         root=str(root) if root else None, unlabeled=str(unlabeled) if unlabeled else None, image_size=image_size,
         split_seed=split_seed, device=device, precision=precision, workers=workers, member=member,
-        bagging=bagging, feature_subset=feature_subset, encoder=encoder,
+        bagging=bagging, feature_subset=feature_subset, encoder=encoder, keep=keep,
     ).check()
     started = time.perf_counter()
     with term.TrainingDisplay(members, epochs) as display:

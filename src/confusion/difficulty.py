@@ -144,47 +144,44 @@ def difficulty_scores(store: RunStore, split: str, *, progress: Callable[[int], 
 
 
 def _streamed(store: RunStore, split: str, epochs: np.ndarray, progress) -> dict[str, np.ndarray]:
-    """The scores that need arg-maxes and label probabilities, block by block of samples."""
-    reader = store.probs_reader(split)
+    """The scores that need arg-maxes and label probabilities, block by block of samples.
+
+    Written against the reduced record (`RunStore.record_blocks`: computed from the raw
+    probabilities of a raw run, read from a reduced one), so both give the same numbers.
+    """
     labels = store.labels(split)
-    n_members, n_epochs, n_samples, n_classes = store.n_members, len(epochs), store.n_samples(split), store.n_classes
-    block = max(1, BLOCK_BYTES // (4 * n_members * n_epochs * n_classes))
+    n_epochs, n_samples = len(epochs), store.n_samples(split)
     out = {name: np.full(n_samples, np.nan) for name in ["ensemble_msp", "flips", "stable_epoch", *WITH_LABELS]}
     early = early_epoch_position(n_epochs)
-    for start in range(0, n_samples, block):
-        stop = min(n_samples, start + block)
-        probs = np.asarray(reader[slice(None), slice(0, n_epochs), slice(start, stop)], dtype=np.float32)
-        average = probs.mean(axis=0)  # (epochs, samples, classes), eq. 1
+    for start, stop, record in store.record_blocks(split, BLOCK_BYTES):
         rows = slice(start, stop)
-        out["ensemble_msp"][rows] = (1.0 - average.max(axis=-1)).mean(axis=0)
-        predicted = average.argmax(axis=-1)  # (epochs, samples)
+        out["ensemble_msp"][rows] = (1.0 - record["ensemble_top1"].astype(np.float64)).mean(axis=0)
+        predicted = record["ensemble_argmax"]  # (epochs, samples) of eq. 1's average
         changed = predicted[1:] != predicted[:-1]
         out["flips"][rows] = changed.sum(axis=0)
         # Last position where the prediction changed (0 if never): from there on it is final.
         last_change = np.where(changed.any(axis=0), n_epochs - 1 - np.argmax(changed[::-1], axis=0), 0)
         out["stable_epoch"][rows] = epochs[last_change]
-        _label_scores(out, rows, probs, labels[rows], early)
+        _label_scores(out, rows, record, labels[rows], early)
         if progress is not None:
             progress(stop - start)
     return out
 
 
-def _label_scores(out: dict, rows: slice, probs: np.ndarray, labels: np.ndarray, early: int) -> None:
+def _label_scores(out: dict, rows: slice, record: dict, labels: np.ndarray, early: int) -> None:
     """Cartography, forgetting, margin and EL2N for the labelled samples of one block."""
     known = np.flatnonzero(labels >= 0)
     if not len(known):
         return
-    probs = probs[:, :, known]  # (members, epochs, known, classes)
     y = labels[known]
-    of_label = np.take_along_axis(probs, y[None, None, :, None], axis=-1)[..., 0]  # (members, epochs, known)
-    others = probs.copy()
-    np.put_along_axis(others, y[None, None, :, None], -np.inf, axis=-1)
-    correct = probs.argmax(axis=-1) == y
-    early_probs = probs[:, early].astype(np.float64)  # (members, known, classes)
-    early_probs[:, np.arange(len(y)), y] -= 1.0
+    of_label = record["member_label"][:, :, known].astype(np.float64)  # (members, epochs, known)
+    argmax = record["member_argmax"][:, :, known]
+    correct = argmax == y
+    largest_other = record["member_other"][:, :, known].astype(np.float64)  # the largest class but the label
+    sumsq = record["member_sumsq"][:, early, known].astype(np.float64)  # ||p - onehot(y)||^2 = sum p^2 - 2 p_y + 1
     positions = np.arange(rows.start, rows.stop)[known]
     out["cartography_confidence"][positions] = of_label.mean(axis=(0, 1))
     out["cartography_variability"][positions] = of_label.std(axis=1).mean(axis=0)
     out["forgetting_events"][positions] = (correct[:, :-1] & ~correct[:, 1:]).sum(axis=1).mean(axis=0)
-    out["margin"][positions] = (of_label - others.max(axis=-1)).mean(axis=(0, 1))
-    out["el2n"][positions] = np.sqrt((early_probs**2).sum(axis=-1)).mean(axis=0)
+    out["margin"][positions] = (of_label - largest_other).mean(axis=(0, 1))
+    out["el2n"][positions] = np.sqrt(np.maximum(sumsq - 2.0 * of_label[:, early] + 1.0, 0.0)).mean(axis=0)

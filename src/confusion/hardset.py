@@ -67,8 +67,7 @@ def manifest(
     values = label_free_score(store, split, score)
     scores = store.scores(split, decomposition=False)  # confusion only: one log per class of the average
     labels = store.labels(split)
-    final = store.final_probs(split).mean(axis=0)
-    predicted = final.argmax(axis=1)
+    predicted = store.final_predictions(split).ensemble_argmax
     # Per class by the label where every sample has one, else by the ensemble's prediction.
     groups = (labels if (labels >= 0).all() else predicted) if per_class else None
     chosen = select(values, top=top, threshold=threshold, groups=groups)

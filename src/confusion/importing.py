@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError, RunStoreError
 from .scores import as_four_d, describe_invalid, softmax
+from .reduced import check_keep
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
 
 
@@ -199,6 +200,7 @@ def import_predictions(
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
     meta: str | Path | None = None,
+    keep: str | None = None,
 ) -> RunStore:
     """Write predictions into run store `out` as split `split`, creating the run if needed.
 
@@ -212,7 +214,12 @@ def import_predictions(
     labels : (samples,) ints or path, optional; -1 = unknown. Never used for scoring.
     progress : called with the number of (member, epoch) slices written.
     meta : a .csv/.parquet table of per-sample metadata joined by sample id (see `read_metadata`).
+    keep : "raw" (the default for a new run) or "reduced" (`confusion.reduced`: each epoch's raw
+        probabilities are replaced by the reduced record as it is committed). A split added to an
+        existing run is kept as that run keeps its others.
     """
+    if keep is not None:
+        check_keep(keep)
     array = load_predictions(source)
     n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
     dtype = np.dtype(array.dtype)
@@ -234,6 +241,8 @@ def import_predictions(
     check_usable_directory(out, exist_ok=adding or interrupted)  # before the lock file goes into a user's folder
     if classes is not None and len(classes) != n_classes:
         raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+    if adding and keep is not None and RunStore.open(out).keep != keep:
+        raise InputError(f"{out} keeps its predictions {RunStore.open(out).keep}; a split added to it is kept the same (drop --keep {keep})")
     with hold_lock(out):
         if adding:
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
@@ -249,6 +258,7 @@ def import_predictions(
                 classes=classes,
                 # False until every epoch is written: a rerun after a kill starts the run over.
                 info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array", "import_complete": False},
+                keep=keep or "raw",
             )
             _write_epochs(array, store, split, logits, dtype, progress)
             store.refresh()
@@ -354,8 +364,8 @@ def _copy_validated(array, logits: bool, dtype: np.dtype, progress, write) -> No
     n_members, n_epochs, n_samples, n_classes = as_four_d(tuple(array.shape))
     two_d = len(array.shape) == 2
     block = max(1, (16 * 2**20) // (8 * n_classes))
-    for member in range(n_members):
-        for epoch in range(n_epochs):
+    for epoch in range(n_epochs):  # epoch by epoch: a reduced run commits (and drops raw) as it goes
+        for member in range(n_members):
             for start in range(0, n_samples, block):
                 stop = min(start + block, n_samples)
                 part = np.asarray(array[start:stop] if two_d else array[member, epoch, start:stop], dtype=np.float64)

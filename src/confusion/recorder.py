@@ -42,6 +42,7 @@ class Recorder:
         classes: Sequence[str] | None = None,
         exist_ok: bool = False,
         info: Mapping[str, Any] | None = None,
+        keep: str = "raw",
     ) -> "Recorder":
         """Make the run directory `path` for an ensemble of `members` models over `n_classes`.
 
@@ -56,6 +57,10 @@ class Recorder:
         exist_ok : open the run if another job of it already made it (it must have the same
             classes, members, splits and labels), instead of refusing.
         info : JSON-able facts to keep in run.json (model, dataset, hyper-parameters).
+        keep : "raw" (every class probability) or "reduced": only the few numbers per prediction
+            every analysis needs (`confusion.reduced`), written as each epoch is committed; the
+            raw probabilities of a committed epoch are then deleted (over 100x smaller at
+            C = 1,000). Subsets of 2 of 3 members and class probabilities need raw.
         """
         n_classes = _positive(n_classes, "n_classes")
         members = _positive(members, "members")
@@ -78,8 +83,9 @@ class Recorder:
             classes=classes,
             info={"source": "recorder", **dict(info or {})},
             exist_ok=exist_ok,
+            keep=keep,
         )
-        _check_same_run(store, n_classes, members, described)
+        _check_same_run(store, n_classes, members, described, keep)
         return cls(store)
 
     @classmethod
@@ -128,14 +134,14 @@ def _positive(value, name: str) -> int:
     return int(value)
 
 
-def _check_same_run(store: RunStore, n_classes: int, members: int, splits: dict[str, SplitData]) -> None:
+def _check_same_run(store: RunStore, n_classes: int, members: int, splits: dict[str, SplitData], keep: str) -> None:
     """An existing run joined with exist_ok must be the run the caller describes."""
-    found = (store.n_classes, store.n_members, sorted(store.splits))
-    wanted = (n_classes, members, sorted(splits))
+    found = (store.n_classes, store.n_members, sorted(store.splits), store.keep)
+    wanted = (n_classes, members, sorted(splits), keep)
     if found != wanted:
         raise RunStoreError(
-            f"{store.path} holds another run ({found[0]} classes, {found[1]} members, splits {found[2]}; "
-            f"asked for {wanted[0]}, {wanted[1]}, {wanted[2]})"
+            f"{store.path} holds another run ({found[0]} classes, {found[1]} members, splits {found[2]}, keep {found[3]}; "
+            f"asked for {wanted[0]}, {wanted[1]}, {wanted[2]}, keep {wanted[3]})"
         )
     for name, split in splits.items():
         if store.n_samples(name) != len(split.ids) or not np.array_equal(store.labels(name), split.labels):

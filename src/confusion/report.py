@@ -34,7 +34,7 @@ class RunView:
     store: RunStore
     name: str
     scores: dict = field(default_factory=dict)  # split -> Scores (all members)
-    final: dict = field(default_factory=dict)  # split -> (members, samples, classes) float32
+    final: dict = field(default_factory=dict)  # split -> FinalPredictions (the last committed epoch)
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None, splits: Sequence[str] | None = None) -> "RunView":
@@ -44,7 +44,7 @@ class RunView:
             if split not in store.splits:
                 continue
             view.scores[split] = store.scores(split)
-            view.final[split] = store.final_probs(split)
+            view.final[split] = store.final_predictions(split)
         return view
 
     @property
@@ -273,7 +273,7 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
         binned = analyses.error_by_bin(reference.scores[split].confusion[in_ref], errors, max_score=reference.max_score, bins=bins, min_count=min_count)
         result.model_curves[view.name] = binned
         found = analyses.transfer_report(
-            {name: values[in_ref] for name, values in hardness_by_score.items()}, view.final[split][:, in_view], view.labels(split)[in_view]
+            {name: values[in_ref] for name, values in hardness_by_score.items()}, view.final[split].samples(in_view), view.labels(split)[in_view]
         )
         confusion_entry = found["scores"]["confusion"]
         model_metrics[view.name] = {
@@ -576,7 +576,7 @@ def _cost_of_scores(reference: RunView, split: str, compared: list) -> list[dict
     for view in compared:  # one alignment and one transfer report per model, every subset in it
         in_ref, in_view = analyses.align(reference_ids, view.ids(split))
         found = analyses.transfer_report(
-            {key: values[in_ref] for key, values in subsets.items()}, view.final[split][:, in_view], view.labels(split)[in_view]
+            {key: values[in_ref] for key, values in subsets.items()}, view.final[split].samples(in_view), view.labels(split)[in_view]
         )
         for key in subsets:
             aurocs[key].append(found["scores"][key]["auroc_error"])
@@ -632,7 +632,7 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
     except InputError:  # not the data the run was made from: no pictures rather than wrong ones
         return None
     labels = view.labels(split)
-    classes = labels if (labels >= 0).all() else view.final[split].mean(axis=0).argmax(axis=1)
+    classes = labels if (labels >= 0).all() else view.final[split].ensemble_argmax
     scores = view.scores[split].confusion
     picks = analyses.gallery(scores, classes, per_class=per_class)
     shown = sorted({int(i) for p in picks.values() for side in p.values() for i in side})
@@ -650,7 +650,7 @@ def _examples(view: RunView, per_class: int) -> pd.DataFrame:
     their text, metadata or source file where the run holds them."""
     split = _pick_split(view)
     labels = view.labels(split)
-    predicted = view.final[split].mean(axis=0).argmax(axis=1)
+    predicted = view.final[split].ensemble_argmax
     classes = labels if (labels >= 0).all() else predicted
     scores = view.scores[split].confusion
     names = view.store.classes

@@ -6,6 +6,8 @@
         <split>/labels        (samples,) int64, -1 where unknown
         <split>/ids           (samples,) str, stable sample ids
         <split>/sources       (samples,) str, source file of each sample (optional)
+        <split>/member_*, ensemble_*   the reduced record (runs kept `reduced`: see reduced.py);
+                              their raw probs chunks are deleted once an epoch is committed
     RUN/meta/<split>.parquet  per-sample metadata (optional): a `sample` id column and any others
                               (a document's text, a user's columns); read joined by sample id
     RUN/members/member-M.json the epochs member M has ended, written by its writer alone
@@ -52,8 +54,9 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_path, write_json_atomic
+from . import reduced
 from .errors import InputError, RunLockedError, RunStoreError
-from .scores import InvalidProbabilities, Scores, check_base, confusion_scores, describe_invalid, softmax
+from .scores import LN2, InvalidProbabilities, Scores, check_base, confusion_scores, describe_invalid, softmax
 
 FORMAT = "confusion-run/1"
 RUN_FILE = "run.json"
@@ -139,8 +142,13 @@ class RunStore:
         classes: Sequence[str] | None = None,
         info: dict[str, Any] | None = None,
         exist_ok: bool = False,
+        keep: str = "raw",
     ) -> "RunStore":
         """Make a new run directory (it must not exist or be empty) with empty predictions.
+
+        keep: "raw" keeps every member's class probabilities; "reduced" keeps only the reduced
+        record (`confusion.reduced`), written as each epoch is committed, and deletes the raw
+        probabilities of that epoch (over 100x smaller at C = 1,000).
 
         With ``exist_ok=True`` a run store already at `path` (made by another job of the same
         run, say) is opened instead; the caller checks that it is the run it means. Creation
@@ -154,6 +162,7 @@ class RunStore:
             raise InputError("a run needs at least one class, member and split")
         if classes is not None and len(classes) != n_classes:
             raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+        reduced.check_keep(keep)
         check_usable_directory(path, exist_ok)
         path.mkdir(parents=True, exist_ok=True)
         with _flock(path / COMMIT_LOCK):
@@ -174,6 +183,7 @@ class RunStore:
                 "splits": {},
                 "versions": software_versions(),
                 "member_files": True,  # members/member-M.json say which epochs each member ended
+                "keep": keep,
             }
             meta.update(info or {})
             store = cls(path, meta, group)
@@ -206,7 +216,8 @@ class RunStore:
         try:
             group = _open_group(path, mode)
             for split in meta["splits"]:  # the split's group metadata, then each array's, must parse
-                parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in ("probs", "labels", "ids")]
+                arrays = ("probs", "labels", "ids") + (reduced.FIELDS if meta.get("keep") == "reduced" else ())
+                parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in arrays]
                 for key, where in parts:
                     group[key]
         except RunStoreError:
@@ -244,6 +255,8 @@ class RunStore:
         group.create_array("ids", shape=(n,), chunks=(n,), dtype=str)[:] = split.ids
         if split.sources is not None:
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
+        if self.keep == "reduced":
+            reduced.create_arrays(group, self.n_members, self.epoch_capacity, n, self.n_classes)
         # "written" tells cached scores of a replaced split from the new one.
         return {"n": n, "labelled": bool((split.labels >= 0).any()), "written": time.time_ns()}
 
@@ -267,6 +280,10 @@ class RunStore:
         entry = self._create_split(group, split)
         try:
             fill()
+            if self.keep == "reduced":  # the committed epochs of the new split, reduced like every other
+                for slot in range(len(self.recorded_epochs)):
+                    self._reduce(group, slot)
+                self._drop_raw(range(len(self.recorded_epochs)), [group])
         except BaseException:
             with contextlib.suppress(Exception):
                 del self._group[group]
@@ -362,6 +379,18 @@ class RunStore:
     def splits(self) -> list[str]:
         return list(self.meta["splits"])
 
+    @property
+    def keep(self) -> str:
+        """"raw" (every class probability is kept) or "reduced" (only `confusion.reduced`'s record)."""
+        return str(self.meta.get("keep", "raw"))
+
+    def _needs_raw(self, what: str) -> None:
+        if self.keep == "reduced":
+            raise InputError(
+                f"{what} needs the raw class probabilities, and {self.path} was recorded with --keep reduced "
+                f"(it keeps the ensemble of all members and each member alone); record with --keep raw for this"
+            )
+
     def _split_group(self, split: str):
         if split not in self.meta["splits"]:
             raise InputError(f"{self.path} has no split {split!r}; it has {', '.join(self.splits)}")
@@ -378,7 +407,8 @@ class RunStore:
         """What scoring reads: raw chunk files when the store is local and uncompressed, else zarr.
 
         A chunk file of a committed epoch that is missing is reported as damage (zarr itself
-        would read it as zeros)."""
+        would read it as zeros). Refused on a run kept reduced (its raw epochs are gone)."""
+        self._needs_raw("reading class probabilities")
         return ChunkFileReader.wrap(self.probs(split), committed=len(self.recorded_epochs))
 
     def _read(self, split: str, name: str, read: Callable = lambda array: array[:]):
@@ -408,12 +438,57 @@ class RunStore:
         """
         if not self.recorded_epochs:
             raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to read")
+        self._needs_raw("the final class probabilities")
         slot = len(self.recorded_epochs) - 1
         final = np.asarray(self.probs_reader(split)[:, slot : slot + 1, :][:, 0], dtype=np.float32)
         empty = np.flatnonzero((final.sum(axis=2) == 0).any(axis=0))
         if len(empty):  # no probability row sums to 0: the data of these samples is lost
             raise RunStoreError(f"{self.path}: split {split!r} has no predictions for {len(empty)} samples at its last epoch (its chunk files are damaged)")
         return final
+
+    def final_predictions(self, split: str) -> reduced.FinalPredictions:
+        """What the analyses use of the last committed epoch (each member's arg-max, entropy and top
+        probability; the ensemble's arg-max), from the raw probabilities or the reduced record."""
+        if not self.recorded_epochs:
+            raise RunStoreError(f"{self.path} has no committed epoch yet; nothing to read")
+        if self.keep == "raw":
+            return reduced.FinalPredictions.from_probs(self.final_probs(split))
+        slot = np.array([len(self.recorded_epochs) - 1])
+        n = self.n_samples(split)
+        group, where = self._split_group(split), f"{self.path}: split {split!r}"
+        entropy = reduced.read(group, "member_entropy", slot, 0, n, where=where)[:, 0].astype(np.float64) / LN2
+        return reduced.FinalPredictions(
+            argmax=reduced.read(group, "member_argmax", slot, 0, n, where=where)[:, 0].astype(np.int64),
+            entropy=entropy,
+            # The top probability: the labelled class's or the largest other's (NaN label: the other).
+            top1=np.fmax(
+                reduced.read(group, "member_label", slot, 0, n, where=where)[:, 0], reduced.read(group, "member_other", slot, 0, n, where=where)[:, 0]
+            ).astype(np.float64),
+            ensemble_argmax=reduced.read(group, "ensemble_argmax", slot, 0, n, where=where)[0].astype(np.int64),
+        )
+
+    def record_blocks(self, split: str, block_bytes: int):
+        """The reduced record of every committed epoch, block by block of samples: yields
+        (start, stop, {field: values}) with member fields (members, epochs, samples) and ensemble
+        fields (epochs, samples). Computed from the raw probabilities on a raw run, read on a
+        reduced one: analyses written against the record give the same numbers for both."""
+        slots = np.arange(len(self.recorded_epochs))
+        n, m, c = self.n_samples(split), self.n_members, self.n_classes
+        labels = self.labels(split)
+        if self.keep == "raw":
+            reader = self.probs_reader(split)
+            block = max(1, block_bytes // (4 * m * max(1, len(slots)) * c))
+            for start in range(0, n, block):
+                stop = min(n, start + block)
+                probs = np.asarray(reader[slice(None), slice(0, len(slots)), slice(start, stop)])
+                yield start, stop, reduced.summarize(probs, labels[start:stop])
+            return
+        group, where = self._split_group(split), f"{self.path}: split {split!r}"
+        block = max(1, block_bytes // (4 * (m + 1) * max(1, len(slots)) * 4))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            fields = [f for f in reduced.FIELDS if f not in ("member_entropy", "ensemble_entropy")]
+            yield start, stop, {f: reduced.read(group, f, slots, start, stop, where=where) for f in fields}
 
     def sources(self, split: str) -> np.ndarray | None:
         return self._read(split, "sources", _strings) if "sources" in self._split_group(split) else None
@@ -516,10 +591,38 @@ class RunStore:
             while all(len(e) > slot for e in ended) and len({e[slot] for e in ended}) == 1:
                 new.append(int(ended[0][slot]))
                 slot += 1
+            if new and self.keep == "reduced":  # the record exists before run.json lists the epoch
+                for s in range(len(committed), slot):
+                    for split in self.splits:
+                        self._reduce(split, s)
             if new:
                 committed.extend(new)
                 self.save_meta()
+            if new and self.keep == "reduced":  # (a commit killed before this is swept by the next one)
+                self._drop_raw(range(len(committed)), self.splits)
         return new
+
+    def _reduce(self, group: str, slot: int) -> None:
+        """Write the reduced record of epoch slot `slot` of split group `group` from its raw chunks."""
+        array = self._group[group]["probs"]
+        reader = ChunkFileReader.wrap(array, committed=slot + 1)  # a raw chunk that is missing is damage
+        labels = np.asarray(self._group[group]["labels"][:], dtype=np.int64)
+        try:
+            reduced.reduce_slot(self._group[group], reader, slot, labels, self.n_classes)
+        except InvalidProbabilities as error:
+            raise RunStoreError(f"{self.path}: split {group!r} cannot be reduced: {str(error).split('; if these are logits')[0]}") from None
+
+    def _drop_raw(self, slots, groups) -> None:
+        """Delete the raw chunk files of epoch slots `slots` (local stores; elsewhere they stay)."""
+        for group in groups:
+            reader = ChunkFileReader.wrap(self._group[group]["probs"])
+            if not isinstance(reader, ChunkFileReader):
+                continue
+            for slot in slots:
+                for member in range(self.n_members):
+                    folder = (reader.root / reader.encode((member, slot, 0, 0))).parent.parent
+                    if folder.is_dir():
+                        shutil.rmtree(folder, ignore_errors=True)
 
     def ensure_capacity(self, slots: int) -> None:
         """Grow the epoch axis of every split to hold at least `slots` epochs."""
@@ -534,6 +637,8 @@ class RunStore:
                     array = zarr.open_array(self.path / ARRAYS / split / "probs", mode="a", zarr_format=3)
                     if array.shape[1] < slots:
                         array.resize((array.shape[0], slots, *array.shape[2:]))
+                    if self.keep == "reduced":
+                        reduced.resize(zarr.open_group(self.path / ARRAYS / split, mode="a", zarr_format=3), slots)
                 self.meta["epoch_capacity"] = int(slots)
                 self.save_meta()
         self._group = _open_group(self.path, "a")
@@ -583,6 +688,8 @@ class RunStore:
                 if progress is not None:
                     progress(self.n_samples(split))
                 return cached
+        if self.keep == "reduced":
+            return self._reduced_scores(split, base, member_list, slots, progress)
         try:
             scores = confusion_scores(
                 self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
@@ -593,6 +700,35 @@ class RunStore:
         if keys and keys[-1] is not None:
             _write_cached_scores(keys[-1], scores, self.recorded_epochs)
         return scores
+
+    def _reduced_scores(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, progress) -> Scores:
+        """Scores from the reduced record: all members (eqs. 1-3 and the decomposition) or one."""
+        if members is not None and sorted(set(members)) == list(range(self.n_members)):
+            members = None
+        if members is not None and len(set(members)) != 1:
+            self._needs_raw(f"scoring members {members} (a subset of the {self.n_members})")
+        n = self.n_samples(split)
+        group, where = self._split_group(split), f"{self.path}: split {split!r}"
+        per_epoch = np.empty((len(slots), n))
+        expected = np.empty_like(per_epoch)
+        block = max(1, (32 * 2**20) // (4 * self.n_members * max(1, len(slots))))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            if members is None:
+                own = reduced.read(group, "member_entropy", slots, start, stop, where=where).astype(np.float64)
+                per_epoch[:, start:stop] = reduced.read(group, "ensemble_entropy", slots, start, stop, where=where)
+                expected[:, start:stop] = own.mean(axis=0)
+            else:
+                own = reduced.read(group, "member_entropy", slots, start, stop, [members[0]], where=where)[0]
+                per_epoch[:, start:stop] = own
+                expected[:, start:stop] = own
+            if progress is not None:
+                progress(stop - start)
+        if base == 2.0:
+            per_epoch /= LN2
+            expected /= LN2
+        chosen = tuple(range(self.n_members)) if members is None else (int(members[0]),)
+        return Scores(per_epoch=per_epoch, per_epoch_expected=expected, n_classes=self.n_classes, base=base, members=chosen, epochs=tuple(int(s) for s in slots))
 
     def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, decomposition: bool) -> Path | None:
         """Where scores of this selection are cached (RUN/cache/), or None when too large to keep.
@@ -656,6 +792,8 @@ class MemberWriter:
         self._stack.enter_context(hold_lock(store.path, f".member-{self.member}.lock"))
         _OPEN_WRITERS[key] = weakref.ref(self)
         state = store.member_state(self.member)
+        if any(len(e) > len(store.recorded_epochs) for e in store.ended_epochs()):
+            store.commit_ready()  # an epoch whose committer was killed before it committed
         self._ended: list[int] = [int(e) for e in state["ended"]]
         self._info: dict[str, Any] = dict(state["info"])
         self._epoch: int | None = None  # the epoch being logged, until end_epoch
@@ -819,6 +957,8 @@ def _damage_in_meta(meta: dict) -> str | None:
         return "its classes and members do not add up"
     if not all(isinstance(e, int) and e >= 1 for e in meta["recorded_epochs"]) or len(meta["recorded_epochs"]) > meta["epoch_capacity"]:
         return "'recorded_epochs' must be training epoch numbers within the epoch capacity"
+    if meta.get("keep", "raw") not in reduced.KEEP:
+        return f"'keep' must be raw or reduced, not {meta.get('keep')!r}"
     for name, entry in meta["splits"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
             return f"split {name!r} has no sample count"

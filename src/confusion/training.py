@@ -38,6 +38,7 @@ from .engine import (
     save_checkpoint,
 )
 from .errors import InputError, RunStoreError
+from .reduced import check_keep
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 
 
@@ -74,6 +75,7 @@ class TrainConfig:
     feature_subset: float | None = None  # feature/text data: each member sees this fraction of the features
     cache: str | None = None  # where text embeddings are cached (default: the run directory)
     encoder: str | None = None  # text data: a sentence-transformers model (default all-MiniLM-L6-v2)
+    keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
 
     def check(self) -> "TrainConfig":
         if self.members < 1 or self.epochs < 1 or self.record_every < 1:
@@ -86,6 +88,7 @@ class TrainConfig:
             raise InputError(f"--schedule must be cosine or constant, got {self.schedule!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        check_keep(self.keep)
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
@@ -257,12 +260,14 @@ def _open_or_create(out: Path, config: TrainConfig, dataset):
             "threads_per_member": max(1, cores // config.members) if config.device == "cpu" else max(1, cores // 2),
         },
         exist_ok=True,
+        keep=config.keep,
     )
     previous = store.meta.get("config")
     if store.meta.get("source") != "train" or previous is None:
         raise RunStoreError(f"{out} is a run store that was not made by `confusion train`; choose a new --out")
     current = config.identity()
-    differing = [k for k in current if previous.get(k) != current[k]]
+    defaults = asdict(TrainConfig())  # a setting added since the run was made had its default then
+    differing = [k for k in current if previous.get(k, defaults.get(k)) != current[k]]
     if differing:
         details = ", ".join(f"{k}: {previous.get(k)!r} there, {current[k]!r} now" for k in differing[:4])
         raise RunStoreError(f"{out} was trained with other settings ({details}); use a new --out or the same settings")
@@ -354,4 +359,4 @@ def final_accuracy(store, split: str = "val") -> float:
     """Top-1 accuracy of the ensemble average at the last committed epoch (labelled samples)."""
     if not store.recorded_epochs:
         return float("nan")
-    return ensemble_accuracy(store.final_probs(split), store.labels(split))
+    return ensemble_accuracy(store.final_predictions(split), store.labels(split))

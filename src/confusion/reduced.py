@@ -1,0 +1,242 @@
+"""The reduced record: what every analysis reads of a run, a few numbers per prediction instead of C.
+
+At ImageNet size the raw probabilities (members x epochs x samples x C float16) dwarf
+everything, yet every number the toolkit reports needs only these, per split:
+
+Per (member i, epoch slot t, sample x), arrays shaped (members, slots, samples):
+
+    member_entropy   float32  H(f_t^i(x)) in nats: one member's eq. 2 (expected entropy,
+                              the one-seed ablation, single-model baselines)
+    member_argmax    uint16   arg-max class of f_t^i(x) (int32 when C > 65,535): member
+                              errors, forgetting events
+    member_label     float16  the probability of the labelled class, as stored raw (NaN where
+                              the label is unknown): Dataset Cartography, margin, EL2N
+    member_other     float16  the largest probability of any other class (of any class where the
+                              label is unknown): the margin's "largest other"; the top
+                              probability (MSP baselines) is the larger of the two
+    member_sumsq     float32  sum_j f_t^i(x)_j^2, so EL2N = sqrt(sumsq - 2 f_y + 1)
+
+Per (epoch slot t, sample x), arrays shaped (slots, samples):
+
+    ensemble_entropy float32  s_t(x) = H(p_t(x)) in nats, eqs. 1-2 (confusion, eq. 3)
+    ensemble_argmax  uint16   arg-max of p_t(x) (hard sets per class, flips, accuracy)
+    ensemble_top1    float32  max_j p_t(x)_j (ensemble MSP)
+
+That is 14 + 10/M bytes per (member, epoch, sample) against 2C raw: 115x smaller at C = 1,000
+and M = 3. The ensemble average p_t is summed in float64 from the stored float16 values (an
+exact sum), so its arg-max is the same whoever computes it; the entropies come from the same
+kernel as raw scoring, so a reduced run's scores equal the raw run's to float32 rounding
+(< 1e-6 bits).
+
+What it cannot give (refused on a reduced run with one line): scores of a subset of members
+other than all or one (e.g. 2 of 3 seeds), and any class probability beyond the ones above
+(`final_probs`, evaluating a run's stored predictions, exporting probabilities).
+
+The record of an epoch is written when the epoch is committed, by whichever process commits it
+(under the store's commit lock, before run.json lists the epoch), from the raw predictions
+every member wrote; then the raw chunk files of that epoch are deleted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, RunStoreError
+
+KEEP = ("raw", "reduced")
+MEMBER_FIELDS = ("member_entropy", "member_argmax", "member_label", "member_other", "member_sumsq")
+ENSEMBLE_FIELDS = ("ensemble_entropy", "ensemble_argmax", "ensemble_top1")
+FIELDS = MEMBER_FIELDS + ENSEMBLE_FIELDS
+NEEDS_RAW = (
+    "scores of a subset of the members other than all of them or one (e.g. 2 of 3 seeds), and anything that reads "
+    "class probabilities (final_probs, a run's stored predictions in `confusion evaluate`)"
+)
+CHUNK_SAMPLES = 2**16  # samples per chunk file of the reduced arrays
+BLOCK_BYTES = 64 * 2**20  # float32 working set while reducing
+
+
+def check_keep(keep: str) -> str:
+    if keep not in KEEP:
+        raise InputError(f"--keep must be raw or reduced, got {keep!r}")
+    return keep
+
+
+def argmax_dtype(n_classes: int) -> np.dtype:
+    return np.dtype(np.uint16 if n_classes <= np.iinfo(np.uint16).max else np.int32)
+
+
+def _dtypes(n_classes: int) -> dict[str, np.dtype]:
+    index = argmax_dtype(n_classes)
+    return {
+        "member_entropy": np.dtype(np.float32), "member_argmax": index, "member_label": np.dtype(np.float16),
+        "member_other": np.dtype(np.float16), "member_sumsq": np.dtype(np.float32),
+        "ensemble_entropy": np.dtype(np.float32), "ensemble_argmax": index, "ensemble_top1": np.dtype(np.float32),
+    }
+
+
+def bytes_per_prediction(n_members: int, n_classes: int) -> float:
+    """Bytes the reduced record keeps per (member, epoch, sample); raw keeps 2 C."""
+    sizes = _dtypes(n_classes)
+    return sum(sizes[f].itemsize for f in MEMBER_FIELDS) + sum(sizes[f].itemsize for f in ENSEMBLE_FIELDS) / n_members
+
+
+def create_arrays(group, n_members: int, n_slots: int, n_samples: int, n_classes: int) -> None:
+    """The reduced arrays of one split (zarr group); a missing chunk reads as NaN / an impossible class."""
+    chunk = min(n_samples, CHUNK_SAMPLES)
+    for name, dtype in _dtypes(n_classes).items():
+        member = name in MEMBER_FIELDS
+        group.create_array(
+            name,
+            shape=(n_members, n_slots, n_samples) if member else (n_slots, n_samples),
+            chunks=(1, 1, chunk) if member else (1, chunk),
+            dtype=dtype,
+            fill_value=np.iinfo(dtype).max if dtype.kind in "iu" else np.nan,
+            compressors=None,
+            dimension_names=("member", "epoch", "sample") if member else ("epoch", "sample"),
+        )
+
+
+def resize(group, n_slots: int) -> None:
+    for name in FIELDS:
+        array = group[name]
+        if name in MEMBER_FIELDS:
+            array.resize((array.shape[0], n_slots, array.shape[2]))
+        else:
+            array.resize((n_slots, array.shape[1]))
+
+
+# --------------------------------------------------------------------------- computing the record
+def summarize(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The record's arg-maxes and probabilities of a block (members, epochs, samples, classes).
+
+    Member fields come out (members, epochs, samples), ensemble fields (epochs, samples). The
+    ensemble average is summed in float64 (exact for float16 inputs), so its arg-max does not
+    depend on who computes it. Entropies are computed apart (`entropies`), by the scoring kernel.
+    """
+    probs = np.asarray(probs, dtype=np.float32)  # (float16 values convert exactly)
+    argmax = probs.argmax(axis=-1)
+    sumsq = np.einsum("...j,...j->...", probs, probs)
+    labels = np.asarray(labels)
+    known = np.flatnonzero(labels >= 0)
+    label = np.full(argmax.shape, np.nan, dtype=np.float32)
+    label[..., known] = probs[..., known, labels[known]]
+    rest = probs.copy()
+    rest[..., known, labels[known]] = -np.inf
+    other = rest.max(axis=-1) if probs.shape[-1] > 1 else np.zeros(argmax.shape, np.float32)
+    del rest
+    average = probs.sum(axis=0, dtype=np.float64) / probs.shape[0]  # eq. 1, summed exactly
+    return {
+        "member_argmax": argmax, "member_label": label, "member_other": other, "member_sumsq": sumsq,
+        "ensemble_argmax": average.argmax(axis=-1), "ensemble_top1": average.max(axis=-1),
+    }
+
+
+def entropies(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each member's entropy and the ensemble's, in nats, of a block (members, epochs, samples,
+    classes), by the same kernel as raw scoring (so a reduced run scores as the raw one does)."""
+    from .scores import confusion_scores
+
+    n_members = probs.shape[0]
+    ensemble = confusion_scores(probs, base=math.e, decomposition=False).per_epoch
+    if n_members == 1:
+        return {"member_entropy": ensemble[None], "ensemble_entropy": ensemble}
+    members = np.stack([confusion_scores(probs, base=math.e, members=[m], decomposition=False).per_epoch for m in range(n_members)])
+    return {"member_entropy": members, "ensemble_entropy": ensemble}
+
+
+def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) -> None:
+    """Write the reduced record of epoch slot `slot` of one split from its raw predictions.
+
+    reader: the raw (members, slots, samples, classes) array (read block by block, bounded
+    memory); group: the split's zarr group holding the reduced arrays.
+    """
+    n_members, _, n_samples, _ = reader.shape
+    chunk = min(n_samples, CHUNK_SAMPLES)
+    block = max(1, min(chunk, BLOCK_BYTES // (4 * n_members * n_classes)))
+    dtypes = _dtypes(n_classes)
+    for first in range(0, n_samples, chunk):
+        last = min(n_samples, first + chunk)
+        out = {name: np.empty(((n_members,) if name in MEMBER_FIELDS else ()) + (last - first,), dtype=dtypes[name]) for name in FIELDS}
+        for start in range(first, last, block):
+            stop = min(last, start + block)
+            probs = np.asarray(reader[slice(None), slice(slot, slot + 1), slice(start, stop)])
+            values = {**summarize(probs, labels[start:stop]), **entropies(probs)}
+            for name, value in values.items():
+                target = out[name][..., start - first : stop - first]
+                target[...] = value[:, 0] if name in MEMBER_FIELDS else value[0]
+        for name, value in out.items():
+            if name in MEMBER_FIELDS:
+                group[name][:, slot, first:last] = value
+            else:
+                group[name][slot, first:last] = value
+
+
+# --------------------------------------------------------------------------- reading it
+def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str = "") -> np.ndarray:
+    """Rows `start:stop` of field `name` at epoch slots `slots` (and `members`), checked for damage."""
+    slots = np.asarray(slots, dtype=np.intp)
+    try:
+        array = group[name]
+        if not len(slots):
+            shape = ((array.shape[0] if members is None else len(members)),) if name in MEMBER_FIELDS else ()
+            return np.empty(shape + (0, stop - start), dtype=array.dtype)
+        low, high = int(slots.min()), int(slots.max()) + 1
+        if name in MEMBER_FIELDS:
+            values = array[:, low:high, start:stop][:, slots - low]
+            if members is not None:
+                values = values[np.asarray(members, dtype=np.intp)]
+        else:
+            values = array[low:high, start:stop][slots - low]
+    except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
+        raise RunStoreError(f"{where}: the reduced record {name} is damaged ({type(error).__name__})") from None
+    damaged = np.isnan(values).any() if name in ("member_entropy", "ensemble_entropy", "member_other", "ensemble_top1") else (
+        (values == np.iinfo(values.dtype).max).any() if values.dtype.kind in "iu" else False
+    )
+    if damaged:
+        raise RunStoreError(f"{where}: the reduced record {name} of a committed epoch is missing (its chunk files are damaged)")
+    return values
+
+
+@dataclass(frozen=True)
+class FinalPredictions:
+    """What the analyses use of the last committed epoch: each member's arg-max, entropy (bits)
+    and top probability, and the ensemble average's arg-max. From raw probabilities
+    (`from_probs`) or from the reduced record; the same numbers either way."""
+
+    argmax: np.ndarray  # (members, samples)
+    entropy: np.ndarray  # (members, samples), bits
+    top1: np.ndarray  # (members, samples)
+    ensemble_argmax: np.ndarray  # (samples,)
+
+    @classmethod
+    def from_probs(cls, probs) -> "FinalPredictions":
+        """From (members, samples, classes) probabilities."""
+        from .analyses import entropy_bits
+
+        probs = np.asarray(probs)
+        if probs.ndim != 3:
+            raise InputError(f"final predictions must be (members, samples, classes), got shape {probs.shape}")
+        return cls(
+            argmax=probs.argmax(axis=-1), entropy=entropy_bits(probs), top1=probs.max(axis=-1).astype(np.float64),
+            ensemble_argmax=(probs.sum(axis=0, dtype=np.float64) / probs.shape[0]).argmax(axis=-1),
+        )
+
+    @property
+    def n_members(self) -> int:
+        return self.argmax.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.argmax.shape[1]
+
+    def samples(self, index) -> "FinalPredictions":
+        """The same predictions for a subset of the samples (an index or a boolean mask)."""
+        return FinalPredictions(self.argmax[:, index], self.entropy[:, index], self.top1[:, index], self.ensemble_argmax[index])
+
+
+def as_final(final) -> FinalPredictions:
+    """FinalPredictions from itself or from (members, samples, classes) probabilities."""
+    return final if isinstance(final, FinalPredictions) else FinalPredictions.from_probs(final)
