@@ -26,7 +26,7 @@ from .evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, 
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
 from .hardset import materialize_texts as write_texts
-from .importing import attach_metadata, import_predictions, load_labels, load_predictions, split_from_name
+from .importing import attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
 from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
 from .report import build_report, check_inputs, read_signal
@@ -158,6 +158,9 @@ def _print_score_summary(table, unit: str) -> None:
         row = [split, len(part), float(scores.mean()), float(scores.median()), float(scores.quantile(0.9)), float(scores.max())]
         rows.append(row)
     term.table(f"confusion ({unit})", ["split", "samples", "mean", "median", "90th pct", "max"], rows)
+    if "bound_width" in table:  # top-k logs: the point estimates above lie within guaranteed bounds
+        widths = [[split, float(part["bound_width"].mean()), float(part["bound_width"].max())] for split, part in table.groupby("split", sort=False)]
+        term.table(f"top-k logs: width of the guaranteed bounds on confusion ({unit})", ["split", "mean width", "max width"], widths)
 
 
 DATA_HELP = (
@@ -220,9 +223,9 @@ def score(
 # --------------------------------------------------------------------------- import
 KEEP_HELP = (
     "What the run keeps of each committed epoch: raw (every member's C class probabilities, float16: 2 C bytes per "
-    "member, epoch and sample) or reduced (the exact reduced record: each member's entropy, arg-max, top-2 and "
-    "labelled-class probabilities and sum of squares, and the ensemble's entropy, arg-max and top probability: "
-    "16 + 10/M bytes, over 100x smaller at C = 1,000). Every score, difficulty statistic, report number and hard set "
+    "member, epoch and sample) or reduced (the exact reduced record: each member's entropy, arg-max, labelled-class "
+    "and largest-other probabilities and sum of squares, and the ensemble's entropy, arg-max and top probability: "
+    "14 + 10/M bytes, over 100x smaller at C = 1,000). Every score, difficulty statistic, report number and hard set "
     "is the same from either; reduced refuses, with one line, scores of a subset of members other than all or one "
     "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions)."
 )
@@ -241,8 +244,17 @@ def import_(
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: 0..C-1).")] = None,
     meta: Annotated[Optional[Path], typer.Option(help="Per-sample metadata: a .csv/.parquet table with a 'sample' (or 'id') column and any others (a 'text' column holds documents), joined by sample id; kept in the run and carried into hard-set manifests, `score --with-meta` and the report's examples.")] = None,
     keep: Annotated[Optional[str], typer.Option(help=KEEP_HELP + " Default: raw for a new run; a split added to a run is kept as the run keeps its others.")] = None,
+    topk: Annotated[Optional[Path], typer.Option(help="Top-k logs instead of --probs: an .npz holding 'values' (the k largest probabilities of each prediction, not renormalised: 1 - their sum is the mass left out) and 'indices' (their classes), each shaped (members, epochs, samples, k) or (samples, k), and optionally 'n_classes'. Makes a new run whose scores carry guaranteed lower and upper bounds (score: confusion_low, confusion_high, bound_width; hardset: which selected samples are certain).")] = None,
+    n_classes: Annotated[Optional[int], typer.Option(help="With --topk: the number of classes C (or give --classes, or 'n_classes' in the .npz).")] = None,
+    logprobs: Annotated[bool, typer.Option(help="With --topk: the values are log-probabilities (natural log), as model APIs return them.")] = False,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
+    if topk is not None:
+        _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, classes, meta, keep, n_classes, logprobs)
+        return
+    for name, value in (("--n-classes", n_classes), ("--logprobs", logprobs)):
+        if value:
+            raise InputError(f"{name} goes with --topk")
     if probs is None:
         if meta is None:
             raise InputError("give --probs FILE (predictions to import), or --meta FILE to attach metadata to an existing run")
@@ -255,11 +267,7 @@ def import_(
         matched = attach_metadata(out, split, meta)
         term.info(f"attached the columns of {meta} to {matched} of {RunStore.open(out).n_samples(split)} {split} samples of {out}")
         return
-    sample_ids = None
-    if ids is not None:
-        if not ids.is_file():
-            raise InputError(f"ids file {ids} does not exist")
-        sample_ids = [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sample_ids = _read_ids(ids)
     class_names = [c.strip() for c in classes.split(",")] if classes else None
     split, why = split_from_name(probs, split)
     store = import_predictions(
@@ -269,6 +277,29 @@ def import_(
         f"imported split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
         f"{store.n_samples(split)} samples x {store.n_classes} classes into {out}"
         + (f", with the metadata columns of {meta}" if meta is not None else "")
+    )
+
+
+def _read_ids(ids: Path | None) -> list[str] | None:
+    if ids is None:
+        return None
+    if not ids.is_file():
+        raise InputError(f"ids file {ids} does not exist")
+    return [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, classes, meta, keep, n_classes, logprobs) -> None:
+    for name, value in (("--probs", probs), ("--logits", logits), ("--overwrite", overwrite), ("--meta", meta), ("--keep", keep)):
+        if value:
+            raise InputError(f"{name} does not go with --topk" + (" (log-probabilities: --logprobs)" if name == "--logits" else ""))
+    if n_classes is not None and n_classes < 1:
+        raise InputError(f"--n-classes must be at least 1, got {n_classes}")
+    class_names = [c.strip() for c in classes.split(",")] if classes else None
+    split, why = split_from_name(topk, split)
+    store = import_topk(topk, out, n_classes=n_classes, logprobs=logprobs, labels=labels, split=split, sample_ids=_read_ids(ids), classes=class_names)
+    term.info(
+        f"imported top-{store.meta['topk']} logs as split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
+        f"{store.n_samples(split)} samples x {store.n_classes} classes into {out}; scores carry guaranteed bounds"
     )
 
 
@@ -465,6 +496,11 @@ def hardset(
     n = store.n_samples(split)
     lowest = table["score_value"].min() if len(table) else float("nan")
     term.info(f"hard set: {len(table)} of {n} {split} samples ({len(table) / n:.1%}), {score} >= {lowest:.3f}; wrote {out}")
+    if "certain" in table:
+        term.info(
+            f"top-k logs: {int(table['certain'].sum())} of the {len(table)} chosen samples are certain to be chosen whatever "
+            f"the probability mass the logs left out (column 'certain'; bounds in confusion_low/confusion_high)"
+        )
     if materialize is not None and texts:
         write_texts(table, store.classes, materialize)
         term.info(f"wrote {len(table)} documents to {materialize / 'hardset.csv'} (and manifest.csv)")

@@ -5,7 +5,10 @@ A manifest is a table with one row per chosen sample: `sample` (id), `split`, `c
 unknown), `predicted` (the ensemble's class at the last epoch), `source` (file path, when the
 data came from files), `score` (the name of the score that chose it, `confusion` by default),
 `score_value` and `score_unit`, and `unit` (of the confusion column: bits), then the run's
-per-sample metadata (a document's `text`, columns given to `import --meta`). `materialize`
+per-sample metadata (a document's `text`, columns given to `import --meta`). From top-k logs
+(`confusion.topk`) it also has `confusion_low`/`confusion_high`, the guaranteed bounds, and
+`certain`: whether the sample is chosen whatever the mass the logs left out (`certain_choice`).
+`materialize`
 writes the chosen images as class folders or one .npz that other tools read, and
 `materialize_texts` the chosen documents as one CSV. numpy and pandas only.
 """
@@ -64,8 +67,10 @@ def manifest(
     `threshold` is in its unit. The manifest's `score` and `score_value` columns name it and
     give its value; `confusion` is there whatever ranked them.
     """
-    values = label_free_score(store, split, score)
+    if store.keep == "topk" and score != "confusion":
+        raise InputError(f"{store.path} holds top-k logs: hard sets rank by confusion (with bounds), not {score}")
     scores = store.scores(split, decomposition=False)  # confusion only: one log per class of the average
+    values = scores.confusion if score == "confusion" else label_free_score(store, split, score)
     labels = store.labels(split)
     predicted = store.final_predictions(split).ensemble_argmax
     # Per class by the label where every sample has one, else by the ensemble's prediction.
@@ -89,9 +94,32 @@ def manifest(
         },
         columns=MANIFEST_COLUMNS,
     )
+    if scores.bounded:  # top-k logs: which choices hold whatever the missing probability mass was
+        low, high = scores.confusion_low, scores.confusion_high
+        table.insert(4, "confusion_low", low[chosen])
+        table.insert(5, "confusion_high", high[chosen])
+        table.insert(6, "certain", certain_choice(low, high, chosen, top=top, threshold=threshold, groups=groups))
     for name, values in store.metadata_columns(split, table.columns).items():
         table[name] = values[chosen]
     return table
+
+
+def certain_choice(low: np.ndarray, high: np.ndarray, chosen: np.ndarray, *, top=None, threshold=None, groups=None) -> np.ndarray:
+    """For each chosen sample, whether every completion of the top-k logs chooses it too: its
+    lower bound reaches the threshold, or fewer other samples (of its group) than the number
+    chosen could score above its lower bound."""
+    from .topk import certain_in_top
+
+    if threshold is not None:
+        return low[chosen] >= threshold
+    certain = np.zeros(len(chosen), dtype=bool)
+    labels = np.zeros(len(low), dtype=np.int64) if groups is None else np.asarray(groups)
+    for group in np.unique(labels[chosen]):
+        members = np.flatnonzero(labels == group)
+        picked = np.flatnonzero(labels[chosen] == group)
+        local = np.searchsorted(members, chosen[picked])
+        certain[picked] = certain_in_top(low[members], high[members], local, math.ceil(top * len(members)))
+    return certain
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

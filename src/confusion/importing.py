@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ._files import write_json_atomic
 from .errors import InputError, RunStoreError
 from .scores import as_four_d, describe_invalid, softmax
 from .reduced import check_keep
@@ -375,3 +376,82 @@ def _copy_validated(array, logits: bool, dtype: np.dtype, progress, write) -> No
                 write(member, epoch, start, softmax(part) if logits else part)
             if progress is not None:
                 progress(1)
+
+
+def import_topk(
+    source,
+    out: str | Path,
+    *,
+    n_classes: int | None = None,
+    logprobs: bool = False,
+    labels=None,
+    split: str = "val",
+    sample_ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunStore:
+    """Make run store `out` from top-k logs (`confusion.topk`): scores come with guaranteed bounds.
+
+    source: an .npz holding `values` and `indices` shaped (members, epochs, samples, k) or
+    (samples, k), and optionally `n_classes`; or a (values, indices) pair of arrays. Values are
+    the probabilities of the listed classes (log-probabilities with ``logprobs``), not
+    renormalised: 1 - their sum is the mass of the classes left out.
+    """
+    from .topk import check_topk, load_topk
+
+    if classes is not None:
+        if n_classes is not None and n_classes != len(classes):
+            raise InputError(f"--n-classes {n_classes} and {len(classes)} class names disagree")
+        n_classes = len(classes)
+    if isinstance(source, tuple):
+        values, indices = (np.asarray(a) for a in source)
+        if values.ndim == 2:
+            values, indices = values[None, None], indices[None, None]
+        if n_classes is None:
+            raise InputError("top-k arrays need n_classes")
+        values = np.exp(np.minimum(values, 0.0)) if logprobs else values.astype(np.float64)
+        check_topk(values, indices, n_classes)
+    else:
+        values, indices, n_classes = load_topk(source, n_classes=n_classes, logprobs=logprobs)
+    n_members, n_epochs, n_samples, k = values.shape
+    label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes, classes)
+    ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
+    if len(ids) != n_samples:
+        raise InputError(f"{len(ids)} sample ids for {n_samples} samples")
+    out = Path(out)
+    existed = out.exists()
+    if existed and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    interrupted = is_run_store(out) and _interrupted_import(out)
+    if is_run_store(out) and not interrupted:
+        raise RunStoreError(f"{out} already exists; top-k logs make a new run, choose a new --out directory")
+    check_usable_directory(out, exist_ok=interrupted)
+    with hold_lock(out):
+        if interrupted:
+            _empty_dir(out, keep={LOCK_FILE})
+        try:
+            store = RunStore.create(
+                out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
+                splits={split: SplitData(ids=ids, labels=label_array)}, classes=classes, keep="topk", topk=int(k),
+                info={"source": "import", "imported_from": str(source) if not isinstance(source, tuple) else "arrays", "import_complete": False},
+            )
+            for epoch in range(n_epochs):
+                for member in range(n_members):
+                    store.write_topk(split, member, epoch, values[member, epoch], indices[member, epoch])
+                    if progress is not None:
+                        progress(1)
+            epochs = list(range(1, n_epochs + 1))
+            for member in range(n_members):  # every epoch is written: the members end them, the store commits
+                write_json_atomic(store.member_file(member), {"member": member, "ended": epochs, "info": {}})
+            store.commit_ready()
+            store.refresh()
+            store.meta["import_complete"] = True
+            store.save_meta()
+        except BaseException:
+            if existed and not interrupted:
+                _empty_dir(out)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    store.refresh()
+    return store

@@ -39,6 +39,11 @@ class RunView:
     @classmethod
     def load(cls, path: str | Path, name: str | None = None, splits: Sequence[str] | None = None) -> "RunView":
         store = RunStore.open(path)
+        if store.keep == "topk":
+            raise InputError(
+                f"{path} holds top-k logs: the report needs every class probability or the reduced record; "
+                f"`confusion score` and `confusion hardset` read top-k logs (with guaranteed bounds)"
+            )
         view = cls(store, name or run_label(store))
         for split in splits or store.splits:
             if split not in store.splits:

@@ -61,6 +61,9 @@ class Scores:
         Logarithm base: 2 (bits) or e (nats).
     members, epochs : tuple of int
         Indices (into the input's member and epoch axes) the scores were computed from.
+    per_epoch_low, per_epoch_high : (epochs, samples) float64, or None
+        Guaranteed bounds on s_t(x) when only top-k probabilities were kept (`confusion.topk`);
+        `per_epoch` is then a point estimate inside them.
     """
 
     per_epoch: np.ndarray
@@ -69,6 +72,23 @@ class Scores:
     base: float = 2.0
     members: tuple[int, ...] = field(default=())
     epochs: tuple[int, ...] = field(default=())
+    per_epoch_low: np.ndarray | None = None
+    per_epoch_high: np.ndarray | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether these are top-k scores: a point estimate with guaranteed bounds."""
+        return self.per_epoch_low is not None
+
+    @property
+    def confusion_low(self) -> np.ndarray:
+        """A guaranteed lower bound on s(x) (top-k logs); s(x) itself when every probability was kept."""
+        return self.per_epoch_low.mean(axis=0) if self.bounded else self.confusion
+
+    @property
+    def confusion_high(self) -> np.ndarray:
+        """A guaranteed upper bound on s(x) (top-k logs); s(x) itself when every probability was kept."""
+        return self.per_epoch_high.mean(axis=0) if self.bounded else self.confusion
 
     @property
     def unit(self) -> str:
@@ -112,6 +132,8 @@ class Scores:
             base=self.base,
             members=self.members,
             epochs=tuple(self.epochs[i] for i in index),
+            per_epoch_low=None if self.per_epoch_low is None else self.per_epoch_low[index],
+            per_epoch_high=None if self.per_epoch_high is None else self.per_epoch_high[index],
         )
 
     def to_frame(self, sample_ids=None, labels=None, split: str | None = None):
@@ -126,6 +148,10 @@ class Scores:
         columns["confusion_normalized"] = self.confusion_normalized
         columns["expected_entropy"] = self.expected_entropy
         columns["disagreement"] = self.disagreement
+        if self.bounded:  # top-k logs: confusion is a point estimate inside guaranteed bounds
+            columns["confusion_low"] = self.confusion_low
+            columns["confusion_high"] = self.confusion_high
+            columns["bound_width"] = self.confusion_high - self.confusion_low
         if labels is not None:
             columns["label"] = np.asarray(labels)
         columns["unit"] = self.unit  # of confusion, expected_entropy and disagreement: a reader checks it

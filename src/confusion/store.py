@@ -143,12 +143,15 @@ class RunStore:
         info: dict[str, Any] | None = None,
         exist_ok: bool = False,
         keep: str = "raw",
+        topk: int | None = None,
     ) -> "RunStore":
         """Make a new run directory (it must not exist or be empty) with empty predictions.
 
         keep: "raw" keeps every member's class probabilities; "reduced" keeps only the reduced
         record (`confusion.reduced`), written as each epoch is committed, and deletes the raw
-        probabilities of that epoch (over 100x smaller at C = 1,000).
+        probabilities of that epoch (over 100x smaller at C = 1,000); "topk" holds only the
+        top `topk` probabilities of each prediction and their classes (`confusion.topk`: scores
+        with bounds), written by `confusion import --topk`.
 
         With ``exist_ok=True`` a run store already at `path` (made by another job of the same
         run, say) is opened instead; the caller checks that it is the run it means. Creation
@@ -162,7 +165,10 @@ class RunStore:
             raise InputError("a run needs at least one class, member and split")
         if classes is not None and len(classes) != n_classes:
             raise InputError(f"{len(classes)} class names given for {n_classes} classes")
-        reduced.check_keep(keep)
+        if keep != "topk":
+            reduced.check_keep(keep)
+        elif not isinstance(topk, int) or not 1 <= topk <= n_classes:
+            raise InputError(f"a top-k run needs k in 1..{n_classes}, got {topk!r}")
         check_usable_directory(path, exist_ok)
         path.mkdir(parents=True, exist_ok=True)
         with _flock(path / COMMIT_LOCK):
@@ -184,6 +190,7 @@ class RunStore:
                 "versions": software_versions(),
                 "member_files": True,  # members/member-M.json say which epochs each member ended
                 "keep": keep,
+                **({"topk": int(topk)} if keep == "topk" else {}),
             }
             meta.update(info or {})
             store = cls(path, meta, group)
@@ -216,7 +223,7 @@ class RunStore:
         try:
             group = _open_group(path, mode)
             for split in meta["splits"]:  # the split's group metadata, then each array's, must parse
-                arrays = ("probs", "labels", "ids") + (reduced.FIELDS if meta.get("keep") == "reduced" else ())
+                arrays = ("probs", "labels", "ids") + {"reduced": reduced.FIELDS, "topk": ("topk_values", "topk_indices")}.get(meta.get("keep"), ())
                 parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in arrays]
                 for key, where in parts:
                     group[key]
@@ -241,8 +248,15 @@ class RunStore:
             del self._group[name]
         group = self._group.require_group(name)
         chunk = chunk_samples(n, self.n_classes)
+        if self.keep == "topk":
+            k = int(self.meta["topk"])
+            for array, dtype in (("topk_values", "float32"), ("topk_indices", "int32")):
+                group.create_array(
+                    array, shape=(self.n_members, self.epoch_capacity, n, k), chunks=(1, 1, chunk_samples(n, 2 * k), k), dtype=dtype,
+                    fill_value=np.nan if dtype == "float32" else -1, compressors=None, dimension_names=("member", "epoch", "sample", "rank"),
+                )
         group.create_array(
-            "probs",
+            "probs",  # (a top-k run never writes it: metadata only)
             shape=(self.n_members, self.epoch_capacity, n, self.n_classes),
             chunks=(1, 1, chunk, self.n_classes),
             dtype="float16",
@@ -390,6 +404,11 @@ class RunStore:
                 f"{what} needs the raw class probabilities, and {self.path} was recorded with --keep reduced "
                 f"(it keeps the ensemble of all members and each member alone); record with --keep raw for this"
             )
+        if self.keep == "topk":
+            raise InputError(
+                f"{what} needs every class probability, and {self.path} holds top-{self.meta.get('topk')} logs "
+                f"(confusion scores with bounds and hard sets); import full probabilities for this"
+            )
 
     def _split_group(self, split: str):
         if split not in self.meta["splits"]:
@@ -454,6 +473,15 @@ class RunStore:
         if self.keep == "raw":
             return reduced.FinalPredictions.from_probs(self.final_probs(split))
         slot = np.array([len(self.recorded_epochs) - 1])
+        if self.keep == "topk":  # each member's top class is known; its entropy is the point estimate
+            from .topk import ensemble_argmax, epoch_bounds
+
+            values, indices = (a[:, 0] for a in self.topk_block(split, None, slot, 0, self.n_samples(split)))
+            best = values.argmax(axis=-1)[..., None]
+            return reduced.FinalPredictions(
+                argmax=np.take_along_axis(indices, best, axis=-1)[..., 0], entropy=epoch_bounds(values, indices, self.n_classes)[3] / LN2,
+                top1=np.take_along_axis(values, best, axis=-1)[..., 0].astype(np.float64), ensemble_argmax=ensemble_argmax(values, indices, self.n_classes),
+            )
         n = self.n_samples(split)
         group, where = self._split_group(split), f"{self.path}: split {split!r}"
         entropy = reduced.read(group, "member_entropy", slot, 0, n, where=where)[:, 0].astype(np.float64) / LN2
@@ -475,6 +503,8 @@ class RunStore:
         slots = np.arange(len(self.recorded_epochs))
         n, m, c = self.n_samples(split), self.n_members, self.n_classes
         labels = self.labels(split)
+        if self.keep == "topk":
+            self._needs_raw("this statistic (labelled-class probabilities, arg-max flips)")
         if self.keep == "raw":
             reader = self.probs_reader(split)
             block = max(1, block_bytes // (4 * m * max(1, len(slots)) * c))
@@ -497,6 +527,13 @@ class RunStore:
         return int(self.meta["splits"][split]["n"]) if split in self.meta["splits"] else len(self.sample_ids(split))
 
     # ----------------------------------------------------------------- write
+    def write_topk(self, split: str, member: int, slot: int, values: np.ndarray, indices: np.ndarray, start: int = 0) -> None:
+        """Store one member's top-k (values, indices), each (samples, k), for one epoch slot of a
+        top-k run (`confusion import --topk`, which commits the epochs once all are written)."""
+        group = self._group[split]
+        group["topk_values"][member, slot, start : start + len(values)] = np.asarray(values, dtype=np.float32)
+        group["topk_indices"][member, slot, start : start + len(values)] = np.asarray(indices, dtype=np.int32)
+
     def write(self, split: str, member: int, slot: int, probs: np.ndarray, start: int = 0) -> None:
         """Store one member's probabilities (samples, classes) for one epoch slot, as float16.
 
@@ -679,6 +716,8 @@ class RunStore:
             slots = np.array([recorded.index(int(e)) for e in epochs], dtype=np.intp)
         base = check_base(base)
         member_list = list(range(self.n_members))[members] if isinstance(members, slice) else None if members is None else [int(m) for m in members]
+        if self.keep == "topk":  # bounds are cheap to recompute: not cached
+            return self._topk_scores(split, base, member_list, slots, progress)
         keys = [self._score_cache(split, base, member_list, slots, True)] if cache else []
         if cache and not decomposition:
             keys.append(self._score_cache(split, base, member_list, slots, False))
@@ -730,6 +769,46 @@ class RunStore:
         chosen = tuple(range(self.n_members)) if members is None else (int(members[0]),)
         return Scores(per_epoch=per_epoch, per_epoch_expected=expected, n_classes=self.n_classes, base=base, members=chosen, epochs=tuple(int(s) for s in slots))
 
+    def topk_block(self, split: str, members, slots: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (values, indices), each (members, slots, samples, k), of rows start:stop; checked for damage."""
+        group = self._split_group(split)
+        members = np.arange(self.n_members) if members is None else np.asarray(members, dtype=np.intp)
+        try:
+            low, high = int(slots.min()), int(slots.max()) + 1
+            values = group["topk_values"][:, low:high, start:stop][members][:, slots - low]
+            indices = group["topk_indices"][:, low:high, start:stop][members][:, slots - low]
+        except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
+            raise RunStoreError(f"{self.path}: the top-k logs of split {split!r} are damaged ({type(error).__name__})") from None
+        if np.isnan(values).any() or (indices < 0).any():  # the fill values: a chunk file is gone
+            raise RunStoreError(f"{self.path}: the top-k logs of split {split!r} are missing for committed epochs (chunk files damaged)")
+        return values, indices
+
+    def _topk_scores(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, progress) -> Scores:
+        """Point estimates of eqs. 1-3 with guaranteed bounds, from top-k logs (`confusion.topk`)."""
+        from .topk import epoch_bounds
+
+        n = self.n_samples(split)
+        per_epoch, expected, low, high = (np.empty((len(slots), n)) for _ in range(4))
+        chosen = list(range(self.n_members)) if members is None else members
+        k = int(self.meta["topk"])
+        block = max(1, (32 * 2**20) // (12 * len(chosen) * max(1, len(slots)) * k))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            values, indices = self.topk_block(split, chosen, slots, start, stop)
+            for t in range(len(slots)):
+                point, lower, upper, member_point = epoch_bounds(values[:, t], indices[:, t], self.n_classes)
+                per_epoch[t, start:stop], low[t, start:stop], high[t, start:stop] = point, lower, upper
+                expected[t, start:stop] = member_point.mean(axis=0)
+            if progress is not None:
+                progress(stop - start)
+        if base == 2.0:
+            for array in (per_epoch, expected, low, high):
+                array /= LN2
+        return Scores(
+            per_epoch=per_epoch, per_epoch_expected=expected, n_classes=self.n_classes, base=base, members=tuple(chosen),
+            epochs=tuple(int(s) for s in slots), per_epoch_low=low, per_epoch_high=high,
+        )
+
     def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, decomposition: bool) -> Path | None:
         """Where scores of this selection are cached (RUN/cache/), or None when too large to keep.
 
@@ -780,6 +859,8 @@ class MemberWriter:
     def __init__(self, store: RunStore, member: int):
         if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or not 0 <= member < store.n_members:
             raise InputError(f"member must be an integer in 0..{store.n_members - 1}, got {member!r}")
+        if store.keep == "topk":
+            raise InputError(f"{store.path} holds top-k logs; it is written by `confusion import --topk`, not by a member writer")
         self.store = store
         self.member = int(member)
         # Within one process, opening a member again (a loop restarted in a notebook, say)
@@ -957,8 +1038,10 @@ def _damage_in_meta(meta: dict) -> str | None:
         return "its classes and members do not add up"
     if not all(isinstance(e, int) and e >= 1 for e in meta["recorded_epochs"]) or len(meta["recorded_epochs"]) > meta["epoch_capacity"]:
         return "'recorded_epochs' must be training epoch numbers within the epoch capacity"
-    if meta.get("keep", "raw") not in reduced.KEEP:
-        return f"'keep' must be raw or reduced, not {meta.get('keep')!r}"
+    if meta.get("keep", "raw") not in (*reduced.KEEP, "topk"):
+        return f"'keep' must be raw, reduced or topk, not {meta.get('keep')!r}"
+    if meta.get("keep") == "topk" and (not isinstance(meta.get("topk"), int) or not 1 <= meta["topk"] <= meta["n_classes"]):
+        return "'topk' must be the number of probabilities kept per prediction"
     for name, entry in meta["splits"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
             return f"split {name!r} has no sample count"

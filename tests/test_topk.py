@@ -1,0 +1,147 @@
+"""Top-k logs: every exact score lies inside its bounds, widths shrink with k, bad logs are refused."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import entr
+
+from confusion.importing import import_topk
+from confusion.scores import confusion_scores
+from confusion.store import RunStore
+from confusion.topk import SLACK, epoch_bounds
+from confusion.training import TrainConfig, train
+
+
+def cut(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest probabilities of each prediction and their classes, as a model API gives them."""
+    indices = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(probs, indices, axis=-1), indices
+
+
+def exact_bits(probs: np.ndarray) -> np.ndarray:
+    return entr(probs.astype(np.float64).mean(axis=0)).sum(axis=-1).mean(axis=0) / np.log(2)
+
+
+def test_random_predictions_lie_inside_their_bounds_and_widths_shrink_with_k(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(12, 0.3), size=(3, 2, 400))
+    exact = exact_bits(probs)
+    widths = []
+    for k in (1, 2, 4, 8, 12):
+        store = import_topk(cut(probs, k), tmp_path / f"k{k}", n_classes=12)
+        scores = store.scores("val")
+        assert (scores.confusion_low <= exact).all() and (exact <= scores.confusion_high).all(), k
+        assert (scores.confusion_low <= scores.confusion).all() and (scores.confusion <= scores.confusion_high).all()
+        widths.append(float((scores.confusion_high - scores.confusion_low).mean()))
+    assert all(a > b for a, b in zip(widths, widths[1:])), widths
+    assert widths[-1] <= 2 * SLACK / np.log(2) + 1e-12  # k = C: nothing is missing
+    np.testing.assert_allclose(store.scores("val").confusion, exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bounds_hold_for_every_way_of_spreading_the_missing_mass(seed):
+    """Guaranteed: random completions consistent with the logs (each missing class below the
+    k-th value), including the extreme ones that pile the mass up, stay inside."""
+    rng = np.random.default_rng(seed)
+    m, n, c, k = 3, 300, 9, 3
+    probs = rng.dirichlet(np.full(c, 0.4), size=(m, n))
+    values, indices = cut(probs, k)
+    _, low, high, _ = epoch_bounds(values, indices, c)
+    missing = 1 - values.sum(axis=-1)
+    cap = np.minimum(values.min(axis=-1), missing)
+    for trial in range(40):
+        completed = np.zeros_like(probs)
+        for i in range(m):
+            np.put_along_axis(completed[i], indices[i], values[i], axis=-1)
+            listed = np.zeros((n, c), dtype=bool)
+            np.put_along_axis(listed, indices[i], True, axis=-1)
+            others = np.argsort(rng.random((n, c)) + 2 * listed, axis=-1)[:, : c - k]  # the missing classes, shuffled
+            left = missing[i].copy()
+            if trial % 2:  # pile up: fill classes to their cap in random order
+                for q in range(c - k):
+                    take = np.minimum(left, cap[i])
+                    completed[i, np.arange(n), others[:, q]] = take
+                    left -= take
+            else:  # random spread below the cap
+                weights = rng.dirichlet(np.full(c - k, 0.5), size=n) * missing[i][:, None]
+                weights = np.minimum(weights, cap[i][:, None])
+                weights *= (missing[i] / np.maximum(weights.sum(axis=1), 1e-300))[:, None]
+                ok = (weights <= cap[i][:, None] + 1e-12).all(axis=1)
+                weights[~ok] = (missing[i][~ok] / (c - k))[:, None]
+                np.put_along_axis(completed[i], others, weights, axis=-1)
+        entropy = entr(completed.mean(axis=0)).sum(axis=-1)
+        assert (low <= entropy + 1e-12).all() and (entropy <= high + 1e-12).all(), trial
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    root = tmp_path_factory.mktemp("topk-real")
+    store = train(TrainConfig(data="digits", arch="mlp-s", members=3, epochs=4, batch_size=32, lr=1e-2, workers=0), root / "run")
+    return root, store
+
+
+def test_a_real_run_cut_to_3_of_10_classes(real, cli):
+    root, store = real
+    probs = store.probs("val")[:].astype(np.float32)
+    values, indices = cut(probs, 3)
+    np.savez(root / "top3.npz", values=np.log(values), indices=indices)  # as an API gives them: log-probabilities
+    np.save(root / "labels.npy", store.labels("val"))
+    result = cli("import", "--topk", root / "top3.npz", "--logprobs", "--n-classes", 10, "--labels", root / "labels.npy", "--out", root / "top3")
+    assert result.exit_code == 0, result.stderr
+    exact = store.scores("val").confusion
+    result = cli("score", root / "top3", "--out", root / "top3.csv")
+    assert result.exit_code == 0 and "width of the guaranteed bounds" in result.stdout
+    table = pd.read_csv(root / "top3.csv")
+    assert {"confusion_low", "confusion_high", "bound_width"} <= set(table.columns)
+    assert (table["confusion_low"] <= exact).all() and (exact <= table["confusion_high"]).all()
+    assert table["bound_width"].mean() < np.log2(10)
+
+    result = cli("hardset", root / "top3", "--top", "0.5", "--out", root / "hard.csv")
+    assert result.exit_code == 0 and "certain to be chosen" in result.stderr
+    hard = pd.read_csv(root / "hard.csv", dtype={"sample": str})
+    truly_top = set(store.sample_ids("val")[np.argsort(-exact, kind="stable")[: len(hard)]])
+    assert hard["certain"].sum() > 0 and set(hard.loc[hard["certain"], "sample"]) <= truly_top  # "certain" never lies
+    result = cli("report", root / "top3", "--out", root / "report")
+    assert result.exit_code == 2 and "top-k logs" in result.stderr and not (root / "report").exists()
+
+
+def test_a_certain_choice_is_what_the_bounds_allow():
+    from confusion.hardset import certain_choice
+
+    low, high = np.array([5.0, 4.0, 1.0, 0.5]), np.array([5.5, 4.8, 4.5, 0.9])
+    chosen = np.array([0, 1])  # top 2 by point estimate
+    # Sample 1 could be beaten by sample 2 (up to 4.5 > 4.0) as well as sample 0: not certain.
+    assert certain_choice(low, high, chosen, top=0.5).tolist() == [True, False]
+    assert certain_choice(low, high, chosen, threshold=4.5).tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "arrays, extra, message",
+    [
+        (dict(values=np.full((4, 3), 0.2), indices=np.tile([0, 1, 2], (4, 1))), ["--n-classes", "2"], "more than the 2 classes"),
+        (dict(values=np.full((4, 2), 0.2), indices=np.tile([0, 7], (4, 1))), ["--n-classes", "5"], "class index 7 is outside 0..4"),
+        (dict(values=np.full((4, 2), 1.5), indices=np.tile([0, 1], (4, 1))), ["--n-classes", "5"], "not a probability"),
+        (dict(values=np.full((4, 2), 0.7), indices=np.tile([0, 1], (4, 1))), ["--n-classes", "5"], "sum to 1.4000 > 1"),
+        (dict(values=np.full((4, 2), 0.2), indices=np.tile([1, 1], (4, 1))), ["--n-classes", "5"], "same class twice"),
+        (dict(values=np.full((4, 2), 0.5), indices=np.tile([0, 1], (4, 1))), ["--n-classes", "5", "--logprobs"], "above 0"),
+        (dict(values=np.full((4, 2), 0.2), indices=np.tile([0, 1], (4, 1))), [], "needs the number of classes"),
+        (dict(values=np.full((4, 2), 0.2)), ["--n-classes", "5"], "must hold arrays 'values' and 'indices'"),
+        (dict(values=np.full((4, 2), 0.2), indices=np.tile([0, 1], (4, 1))), ["--n-classes", "5", "--logits"], "--logits does not go with --topk"),
+    ],
+)
+def test_bad_top_k_logs_get_one_line_and_exit_2(tmp_path, cli, arrays, extra, message):
+    np.savez(tmp_path / "logs.npz", **arrays)
+    result = cli("import", "--topk", tmp_path / "logs.npz", "--out", tmp_path / "run", *extra)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_top_k_scores_match_the_exact_scorer_for_one_member_and_the_decomposition(tmp_path):
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.full(6, 0.5), size=(2, 3, 50))
+    store = import_topk(cut(probs, 6), tmp_path / "run", n_classes=6)
+    exact = confusion_scores(probs, engine="numpy")
+    np.testing.assert_allclose(store.scores("val").expected_entropy, exact.expected_entropy, atol=1e-6)
+    one = store.scores("val", members=[1])
+    np.testing.assert_allclose(one.confusion, confusion_scores(probs, members=[1], engine="numpy").confusion, atol=1e-6)
+    assert RunStore.open(tmp_path / "run").keep == "topk"
