@@ -86,7 +86,8 @@ def test_a_real_run_cut_to_3_of_10_classes(real, cli):
     values, indices = cut(probs, 3)
     np.savez(root / "top3.npz", values=np.log(values), indices=indices)  # as an API gives them: log-probabilities
     np.save(root / "labels.npy", store.labels("val"))
-    result = cli("import", "--topk", root / "top3.npz", "--logprobs", "--n-classes", 10, "--labels", root / "labels.npy", "--out", root / "top3")
+    (root / "ids.txt").write_text("\n".join(store.sample_ids("val")))
+    result = cli("import", "--topk", root / "top3.npz", "--logprobs", "--n-classes", 10, "--labels", root / "labels.npy", "--ids", root / "ids.txt", "--out", root / "top3")
     assert result.exit_code == 0, result.stderr
     exact = store.scores("val").confusion
     result = cli("score", root / "top3", "--out", root / "top3.csv")
