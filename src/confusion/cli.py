@@ -6,6 +6,7 @@ stderr and exit with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -26,6 +27,8 @@ from .evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, 
 from .hardset import images_for, manifest, read_manifest
 from .hardset import materialize as write_images
 from .hardset import materialize_texts as write_texts
+from .cluster import check_spec as check_dask_spec
+from .cluster import dask_client, train_on_cluster
 from .importing import attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
 from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
@@ -184,6 +187,7 @@ def score(
     out: Annotated[Optional[Path], typer.Option(help="Write one row per sample to this .csv or .parquet file (columns: sample, split, confusion, confusion_normalized, expected_entropy, disagreement, label).")] = None,
     engine: Annotated[str, typer.Option(help="auto (fused numba kernel when it applies), numpy, or numba.")] = "auto",
     with_meta: Annotated[bool, typer.Option(help="With RUN and --out: add the run's per-sample metadata columns (a document's text, columns given to import --meta, source files).")] = False,
+    dask: Annotated[Optional[str], typer.Option(help="With RUN: score on a Dask cluster, block by block of samples, with the same numbers: a scheduler address (tcp://HOST:PORT; its workers must reach the run directory) or local:N (a local cluster of N worker processes). Needs the dask extra.")] = None,
 ):
     """Confusion score of every sample (paper eqs. 1-3): higher = harder, in [0, log C] bits (or nats)."""
     out = _table_path(out)
@@ -193,6 +197,10 @@ def score(
         raise InputError(f"--engine must be auto, numpy or numba, got {engine!r}")
     if with_meta and run is None:
         raise InputError("--with-meta adds a run's metadata: it goes with RUN, not --probs")
+    if dask is not None:
+        if run is None:
+            raise InputError("--dask scores a run directory: it goes with RUN, not --probs")
+        check_dask_spec(dask)
     if run is not None:
         if logits or labels is not None:
             raise InputError("--logits and --labels go with --probs; a run store already holds probabilities and labels")
@@ -202,8 +210,9 @@ def score(
         if unknown:
             raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
         total = sum(store.n_samples(s) for s in chosen)
-        with term.progress_bar(total, "scoring", "samples") as advance:
-            table = store.score_table(chosen, base=base.value, progress=advance)
+        with dask_client(dask) if dask is not None else contextlib.nullcontext() as client:
+            with term.progress_bar(total, "scoring", "samples") as advance:
+                table = store.score_table(chosen, base=base.value, progress=advance, client=client)
         if with_meta:
             table = with_metadata(table, store, chosen)
     else:
@@ -335,6 +344,7 @@ def train(
     feature_subset: Annotated[Optional[float], typer.Option(help="Member diversity, feature and text data: each member sees its own random subset of this fraction of the features, in (0, 1].")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="Text data: the sentence encoder, a sentence-transformers model name (downloaded once, needs internet) or a local folder holding one (default: all-MiniLM-L6-v2, installed offline). Documents are cut at 256 tokens.")] = None,
     keep: Annotated[str, typer.Option(help=KEEP_HELP)] = "raw",
+    dask: Annotated[Optional[str], typer.Option(help="Train on a Dask cluster: one task per member (each the --member job) on workers that share --out; a worker lost mid-run is replaced and its member resumes from its last ended epoch. A scheduler address (tcp://HOST:PORT) or local:N (N local worker processes). Needs the dask extra.")] = None,
 ):
     """Train M members that differ only by seed; after every epoch record each member's
     probabilities on every split into the run store. Rerun the same command to resume."""
@@ -347,8 +357,16 @@ def train(
         bagging=bagging, feature_subset=feature_subset, encoder=encoder, keep=keep,
     ).check()
     started = time.perf_counter()
-    with term.TrainingDisplay(members, epochs) as display:
-        store = train_ensemble(config, out, on_event=display)
+    if dask is not None:
+        check_dask_spec(dask)
+        if member is not None or workers is not None:
+            raise InputError("--dask runs one task per member on the cluster: drop --member and --workers")
+        with dask_client(dask) as client:
+            term.info(f"training {members} members on the Dask cluster {dask} into {out}")
+            store = train_on_cluster(config, out, client, on_commit=lambda new: term.info(f"committed epoch{'s' if len(new) > 1 else ''} {term.epoch_ranges(new)}"))
+    else:
+        with term.TrainingDisplay(members, epochs) as display:
+            store = train_ensemble(config, out, on_event=display)
     if member is not None and len(store.recorded_epochs) < len(config.record_epochs()):
         term.info(
             f"{out}: member {member} finished in {time.perf_counter() - started:.0f} s; "

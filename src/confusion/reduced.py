@@ -176,10 +176,18 @@ def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) ->
 
 # --------------------------------------------------------------------------- reading it
 def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str = "") -> np.ndarray:
-    """Rows `start:stop` of field `name` at epoch slots `slots` (and `members`), checked for damage."""
-    slots = np.asarray(slots, dtype=np.intp)
+    """Rows `start:stop` of field `name` of a split's group at epoch slots `slots` (and `members`)."""
     try:
         array = group[name]
+    except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
+        raise RunStoreError(f"{where}: the reduced record {name} is damaged ({type(error).__name__})") from None
+    return read_array(array, name, slots, start, stop, members, where=where)
+
+
+def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str = "") -> np.ndarray:
+    """Rows `start:stop` of reduced array `name` at epoch slots `slots` (and `members`), checked for damage."""
+    slots = np.asarray(slots, dtype=np.intp)
+    try:
         if not len(slots):
             shape = ((array.shape[0] if members is None else len(members)),) if name in MEMBER_FIELDS else ()
             return np.empty(shape + (0, stop - start), dtype=array.dtype)

@@ -476,7 +476,10 @@ class RunStore:
         if self.keep == "topk":  # each member's top class is known; its entropy is the point estimate
             from .topk import ensemble_argmax, epoch_bounds
 
-            values, indices = (a[:, 0] for a in self.topk_block(split, None, slot, 0, self.n_samples(split)))
+            group = self._split_group(split)
+            values, indices = (
+                a[:, 0] for a in _topk_rows(group["topk_values"], group["topk_indices"], range(self.n_members), slot, 0, self.n_samples(split), f"{self.path}: split {split!r}")
+            )
             best = values.argmax(axis=-1)[..., None]
             return reduced.FinalPredictions(
                 argmax=np.take_along_axis(indices, best, axis=-1)[..., 0], entropy=epoch_bounds(values, indices, self.n_classes)[3] / LN2,
@@ -692,6 +695,7 @@ class RunStore:
         progress=None,
         cache: bool = True,
         decomposition: bool = True,
+        client=None,
     ) -> Scores:
         """Confusion scores of one split from the committed epochs.
 
@@ -700,7 +704,8 @@ class RunStore:
         indices or a slice; default all. The returned `Scores.epochs` are positions in the
         store's epoch axis. cache: reuse (and keep) the scores in RUN/cache/ (see `_score_cache`).
         decomposition: False when only `confusion` is wanted (faster; see `confusion_scores`);
-        a cached full decomposition is used for it when there is one.
+        a cached full decomposition is used for it when there is one. client: a
+        dask.distributed Client to score on a cluster (`confusion.cluster`), block by block.
         """
         recorded = self.recorded_epochs
         if not recorded:
@@ -717,7 +722,7 @@ class RunStore:
         base = check_base(base)
         member_list = list(range(self.n_members))[members] if isinstance(members, slice) else None if members is None else [int(m) for m in members]
         if self.keep == "topk":  # bounds are cheap to recompute: not cached
-            return self._topk_scores(split, base, member_list, slots, progress)
+            return self._scores_by_block(split, base, member_list, slots, decomposition, engine, progress, client)
         keys = [self._score_cache(split, base, member_list, slots, True)] if cache else []
         if cache and not decomposition:
             keys.append(self._score_cache(split, base, member_list, slots, False))
@@ -727,86 +732,81 @@ class RunStore:
                 if progress is not None:
                     progress(self.n_samples(split))
                 return cached
-        if self.keep == "reduced":
-            return self._reduced_scores(split, base, member_list, slots, progress)
-        try:
-            scores = confusion_scores(
-                self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
-            )
-        except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
-            problem = str(error).split("; if these are logits")[0]
-            raise RunStoreError(f"{self.path}: split {split!r} is damaged: {problem}") from None
+        if self.keep == "reduced" or client is not None:
+            scores = self._scores_by_block(split, base, member_list, slots, decomposition, engine, progress, client)
+        else:
+            try:
+                scores = confusion_scores(
+                    self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
+                )
+            except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
+                problem = str(error).split("; if these are logits")[0]
+                raise RunStoreError(f"{self.path}: split {split!r} is damaged: {problem}") from None
         if keys and keys[-1] is not None:
             _write_cached_scores(keys[-1], scores, self.recorded_epochs)
         return scores
 
-    def _reduced_scores(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, progress) -> Scores:
-        """Scores from the reduced record: all members (eqs. 1-3 and the decomposition) or one."""
-        if members is not None and sorted(set(members)) == list(range(self.n_members)):
-            members = None
-        if members is not None and len(set(members)) != 1:
-            self._needs_raw(f"scoring members {members} (a subset of the {self.n_members})")
+    def _scores_by_block(self, split, base, members, slots, decomposition, engine, progress, client) -> Scores:
+        """Scores computed block by block of samples by `_score_rows`, in this process or, with a
+        dask.distributed `client`, one task per block on the cluster (each task gets the opened
+        arrays, not paths, and reads its own rows); the same numbers either way."""
         n = self.n_samples(split)
-        group, where = self._split_group(split), f"{self.path}: split {split!r}"
-        per_epoch = np.empty((len(slots), n))
-        expected = np.empty_like(per_epoch)
-        block = max(1, (32 * 2**20) // (4 * self.n_members * max(1, len(slots))))
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            if members is None:
-                own = reduced.read(group, "member_entropy", slots, start, stop, where=where).astype(np.float64)
-                per_epoch[:, start:stop] = reduced.read(group, "ensemble_entropy", slots, start, stop, where=where)
-                expected[:, start:stop] = own.mean(axis=0)
-            else:
-                own = reduced.read(group, "member_entropy", slots, start, stop, [members[0]], where=where)[0]
-                per_epoch[:, start:stop] = own
-                expected[:, start:stop] = own
-            if progress is not None:
-                progress(stop - start)
-        if base == 2.0:
-            per_epoch /= LN2
-            expected /= LN2
-        chosen = tuple(range(self.n_members)) if members is None else (int(members[0]),)
-        return Scores(per_epoch=per_epoch, per_epoch_expected=expected, n_classes=self.n_classes, base=base, members=chosen, epochs=tuple(int(s) for s in slots))
-
-    def topk_block(self, split: str, members, slots: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (values, indices), each (members, slots, samples, k), of rows start:stop; checked for damage."""
         group = self._split_group(split)
-        members = np.arange(self.n_members) if members is None else np.asarray(members, dtype=np.intp)
-        try:
-            low, high = int(slots.min()), int(slots.max()) + 1
-            values = group["topk_values"][:, low:high, start:stop][members][:, slots - low]
-            indices = group["topk_indices"][:, low:high, start:stop][members][:, slots - low]
-        except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
-            raise RunStoreError(f"{self.path}: the top-k logs of split {split!r} are damaged ({type(error).__name__})") from None
-        if np.isnan(values).any() or (indices < 0).any():  # the fill values: a chunk file is gone
-            raise RunStoreError(f"{self.path}: the top-k logs of split {split!r} are missing for committed epochs (chunk files damaged)")
-        return values, indices
+        where = f"{self.path}: split {split!r}"
+        if self.keep == "reduced":
+            if members is not None and sorted(set(members)) == list(range(self.n_members)):
+                members = None
+            if members is not None and len(set(members)) != 1:
+                self._needs_raw(f"scoring members {members} (a subset of the {self.n_members})")
+            arrays = {"member_entropy": group["member_entropy"], "ensemble_entropy": group["ensemble_entropy"]}
+            per_sample = 4 * (self.n_members + 1) * len(slots)
+        elif self.keep == "topk":
+            members = list(range(self.n_members)) if members is None else members
+            arrays = {"values": group["topk_values"], "indices": group["topk_indices"], "n_classes": self.n_classes}
+            per_sample = 12 * len(members) * len(slots) * int(self.meta["topk"])
+        else:
+            arrays = {"probs": group["probs"], "committed": len(self.recorded_epochs)}
+            per_sample = 8 * (self.n_members if members is None else len(members)) * len(slots) * self.n_classes
+        chunk = group["probs"].chunks[2] if self.keep == "raw" else 1
+        block = max(1, (32 * 2**20) // per_sample)
+        block = max(chunk, block // chunk * chunk)  # whole chunks: each is read once, by one task
+        if client is not None:
+            block = max(chunk, min(block, -(-n // (4 * _cluster_threads(client))) // chunk * chunk or chunk))  # work for every worker
+        job = (self.keep, arrays, members, np.asarray(slots), base, decomposition, engine, where)
+        ranges = [(start, min(n, start + block)) for start in range(0, n, block)]
+        outputs = [np.empty((len(slots), n)) for _ in range(4 if self.keep == "topk" else 2)]
 
-    def _topk_scores(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, progress) -> Scores:
-        """Point estimates of eqs. 1-3 with guaranteed bounds, from top-k logs (`confusion.topk`)."""
-        from .topk import epoch_bounds
-
-        n = self.n_samples(split)
-        per_epoch, expected, low, high = (np.empty((len(slots), n)) for _ in range(4))
-        chosen = list(range(self.n_members)) if members is None else members
-        k = int(self.meta["topk"])
-        block = max(1, (32 * 2**20) // (12 * len(chosen) * max(1, len(slots)) * k))
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            values, indices = self.topk_block(split, chosen, slots, start, stop)
-            for t in range(len(slots)):
-                point, lower, upper, member_point = epoch_bounds(values[:, t], indices[:, t], self.n_classes)
-                per_epoch[t, start:stop], low[t, start:stop], high[t, start:stop] = point, lower, upper
-                expected[t, start:stop] = member_point.mean(axis=0)
+        def place(start, stop, parts):
+            for out, part in zip(outputs, parts):
+                out[:, start:stop] = part
             if progress is not None:
                 progress(stop - start)
-        if base == 2.0:
-            for array in (per_epoch, expected, low, high):
-                array /= LN2
+
+        if client is None:
+            for start, stop in ranges:
+                place(start, stop, _score_rows(job, start, stop))
+        else:
+            from distributed import as_completed
+
+            shared = client.scatter(job, broadcast=True)  # the opened arrays go to every worker once
+            futures = {client.submit(_score_rows, shared, start, stop, pure=False): (start, stop) for start, stop in ranges}
+            for future in as_completed(futures):
+                try:
+                    parts = future.result()
+                except (InputError, RunStoreError):
+                    raise
+                except Exception as error:  # noqa: BLE001 - a task failed on the cluster
+                    raise RunStoreError(f"{where}: a scoring task failed on the Dask cluster ({type(error).__name__}: {str(error)[:120]})") from None
+                place(*futures[future], parts)
+                del parts
+        if self.keep != "raw" and base == 2.0:
+            for out in outputs:
+                out /= LN2
+        chosen = tuple(range(self.n_members)) if members is None else tuple(int(m) for m in members)
         return Scores(
-            per_epoch=per_epoch, per_epoch_expected=expected, n_classes=self.n_classes, base=base, members=tuple(chosen),
-            epochs=tuple(int(s) for s in slots), per_epoch_low=low, per_epoch_high=high,
+            per_epoch=outputs[0], per_epoch_expected=outputs[1], n_classes=self.n_classes, base=base, members=chosen,
+            epochs=tuple(int(s) for s in slots),
+            per_epoch_low=outputs[2] if self.keep == "topk" else None, per_epoch_high=outputs[3] if self.keep == "topk" else None,
         )
 
     def _score_cache(self, split: str, base: float, members: list[int] | None, slots: np.ndarray, decomposition: bool) -> Path | None:
@@ -823,13 +823,13 @@ class RunStore:
         key = json.dumps([self.meta.get("created"), split, n, written, base, members, [int(s) for s in slots], decomposition])
         return self.path / "cache" / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
-    def score_table(self, splits: Sequence[str] | None = None, *, base: float | str = 2.0, progress=None):
+    def score_table(self, splits: Sequence[str] | None = None, *, base: float | str = 2.0, progress=None, client=None):
         """One row per sample of every split (in split, then sample order), as `confusion score` writes."""
         import pandas as pd
 
         frames = []
         for split in splits or self.splits:
-            scores = self.scores(split, base=base, progress=progress)
+            scores = self.scores(split, base=base, progress=progress, client=client)
             labels = self.labels(split)
             frame = scores.to_frame(self.sample_ids(split), labels if (labels >= 0).any() else None, split)
             frames.append(frame)
@@ -1100,6 +1100,72 @@ def _write_rows(array, member: int, slot: int, positions: np.ndarray, rows: np.n
     finally:
         if handle is not None:
             os.close(handle)
+
+
+def _score_rows(job: tuple, start: int, stop: int) -> list[np.ndarray]:
+    """Per-epoch scores of rows start:stop of a split: [entropy of the average, members' mean
+    entropy (, lower bound, upper bound for top-k logs)], each (epochs, rows); in the job's base
+    for raw predictions, in nats otherwise. A plain function of opened arrays, so a Dask worker
+    runs it as this process does."""
+    keep, arrays, members, slots, base, decomposition, engine, where = job
+    if keep == "reduced":
+        member_entropy, ensemble_entropy = arrays["member_entropy"], arrays["ensemble_entropy"]
+        if members is None:
+            own = reduced.read_array(member_entropy, "member_entropy", slots, start, stop, where=where).astype(np.float64)
+            return [reduced.read_array(ensemble_entropy, "ensemble_entropy", slots, start, stop, where=where).astype(np.float64), own.mean(axis=0)]
+        own = reduced.read_array(member_entropy, "member_entropy", slots, start, stop, [members[0]], where=where)[0].astype(np.float64)
+        return [own, own]
+    if keep == "topk":
+        from .topk import epoch_bounds
+
+        values, indices = _topk_rows(arrays["values"], arrays["indices"], members, slots, start, stop, where)
+        parts = [np.empty((len(slots), stop - start)) for _ in range(4)]
+        for t in range(len(slots)):
+            point, low, high, member_point = epoch_bounds(values[:, t], indices[:, t], arrays["n_classes"])
+            parts[0][t], parts[2][t], parts[3][t], parts[1][t] = point, low, high, member_point.mean(axis=0)
+        return parts
+    reader = _Rows(ChunkFileReader.wrap(arrays["probs"], committed=arrays["committed"]), start, stop)
+    try:
+        scores = confusion_scores(reader, base=base, members=members, epochs=slots, engine=engine, decomposition=decomposition)
+    except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
+        raise RunStoreError(f"{where} is damaged: {str(error).split('; if these are logits')[0]}") from None
+    return [scores.per_epoch, scores.per_epoch_expected]
+
+
+def _topk_rows(values_array, indices_array, members, slots, start, stop, where) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (values, indices), each (members, slots, rows, k), checked for damage."""
+    members = np.asarray(members, dtype=np.intp)
+    try:
+        low, high = int(slots.min()), int(slots.max()) + 1
+        values = values_array[:, low:high, start:stop][members][:, slots - low]
+        indices = indices_array[:, low:high, start:stop][members][:, slots - low]
+    except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
+        raise RunStoreError(f"{where}: its top-k logs are damaged ({type(error).__name__})") from None
+    if np.isnan(values).any() or (indices < 0).any():  # the fill values: a chunk file is gone
+        raise RunStoreError(f"{where}: its top-k logs are missing for committed epochs (chunk files damaged)")
+    return values, indices
+
+
+class _Rows:
+    """Rows start:stop of a (members, epochs, samples, classes) reader, as an array of their own."""
+
+    def __init__(self, reader, start: int, stop: int):
+        self.reader, self.start = reader, start
+        self.shape = (*reader.shape[:2], stop - start, reader.shape[3])
+        self.dtype = reader.dtype
+        self.chunks = None
+
+    def __getitem__(self, index):
+        members, epochs, samples = index
+        first, last, _ = samples.indices(self.shape[2])
+        return self.reader[members, epochs, slice(self.start + first, self.start + last)]
+
+
+def _cluster_threads(client) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a scheduler that does not say
+        return 1
 
 
 def _read_cached_scores(path: Path, recorded_epochs: list[int]) -> Scores | None:

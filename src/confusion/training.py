@@ -238,7 +238,32 @@ def describe_dataset_for_run(dataset) -> dict:
     }
 
 
-def _open_or_create(out: Path, config: TrainConfig, dataset):
+def checked_data(config: TrainConfig, out: Path):
+    """(config, dataset): every setting checked and the data loaded, before anything is trained;
+    a folder made here is removed again when that fails."""
+    import torch
+
+    config.check()
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA device is available here")
+    check_usable_directory(out, exist_ok=True)  # before a lock file (or an embedding cache) goes into a user's folder
+    if config.cache is None and is_text(config.data):
+        config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
+    made_here = not out.exists()
+    if (out / LOCK_FILE).exists():  # a run another command is training: refused now, not after loading the data
+        with hold_lock(out):
+            pass
+    try:
+        dataset = load_training_data(config)
+        config.check_data(dataset)
+    except BaseException:
+        if made_here:  # nothing but a cache was written: leave no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return config, dataset
+
+
+def open_or_create(out: Path, config: TrainConfig, dataset):
     """The run at `out`: made here, or made by an earlier or concurrent job of the same run."""
     cores = os.cpu_count() or 1
     store = RunStore.create(
@@ -287,30 +312,11 @@ def train(
     on_event receives the workers' messages (("step", member, epoch, step, steps, loss),
     ("epoch", member, epoch, metrics), ("commit", epoch)) for progress display.
     """
-    import torch
-
-
-    config.check()
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available here")
     out = Path(out)
-    check_usable_directory(out, exist_ok=True)  # before a lock file (or an embedding cache) goes into a user's folder
-    if config.cache is None and is_text(config.data):
-        config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
-    made_here = not out.exists()
-    if (out / LOCK_FILE).exists():  # a run another command is training: refused now, not after loading the data
-        with hold_lock(out):
-            pass
-    try:
-        dataset = load_training_data(config)
-        config.check_data(dataset)
-    except BaseException:
-        if made_here:  # nothing but a cache was written: leave no folder behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    config, dataset = checked_data(config, out)
     # The whole command owns the run, or a --member job owns its member (its worker holds the lock).
     with hold_lock(out) if config.member is None else contextlib.nullcontext():
-        store = _open_or_create(out, config, dataset)
+        store = open_or_create(out, config, dataset)
         if config.member is not None:
             with hold_lock(out, f".member-{config.member}.lock"):
                 pass  # refused now, not after the worker loaded its data

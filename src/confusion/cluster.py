@@ -1,0 +1,113 @@
+"""A Dask cluster for scoring and training: `--dask ADDRESS` (a running scheduler) or `--dask local:N`.
+
+Scoring (`RunStore.scores(..., client=)`) sends the split's opened Zarr arrays to the workers
+once and one task per block of samples; each task reads its own rows and returns their
+per-epoch entropies, so the client holds only the result (samples x epochs float64), as the
+local scorer does. Training (`train_on_cluster`) submits one task per member, each the
+`confusion train --member i` job run inside the worker; workers must share the run directory
+(one machine, or a shared filesystem) and have this package installed. A worker lost mid-run
+is replaced by the scheduler, which runs the member's task again: it resumes from the member's
+last ended epoch (its checkpoint), so the run ends as an uninterrupted one would.
+
+Needs the `dask` extra (dask and distributed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import InputError, RunStoreError
+
+ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[\w.\-\[\]:]+:\d+$")
+CONNECT_SECONDS = 10
+RETRIES = 3  # times a member's task is run again after its worker is lost or it fails
+
+
+def check_spec(spec: str) -> tuple[str, int | str]:
+    """("local", N) or ("address", ADDRESS), or one line saying what --dask takes."""
+    if spec.startswith("local:"):
+        count = spec.removeprefix("local:")
+        if not count.isdigit() or int(count) < 1:
+            raise InputError(f"--dask local:N needs a number of worker processes N >= 1, got {spec!r}")
+        return "local", int(count)
+    if not ADDRESS.match(spec):
+        raise InputError(f"--dask must be a scheduler address (tcp://HOST:PORT or HOST:PORT) or local:N, got {spec!r}")
+    return "address", spec
+
+
+@contextlib.contextmanager
+def dask_client(spec: str, *, threads_per_worker: int = 1) -> Iterator:
+    """A dask.distributed Client on the cluster `spec` names; a LocalCluster of N worker
+    processes for local:N (closed on exit)."""
+    kind, value = check_spec(spec)
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--dask needs dask and distributed: pip install 'confusion[dask]'") from None
+    if kind == "local":
+        with LocalCluster(
+            n_workers=int(value), threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
+            silence_logs=logging.ERROR, memory_limit=0,
+        ) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(str(value), timeout=f"{CONNECT_SECONDS}s")
+    except (OSError, TimeoutError) as error:
+        raise InputError(f"--dask: no Dask scheduler answers at {value} within {CONNECT_SECONDS} s ({type(error).__name__})") from None
+    with client:
+        yield client
+
+
+def _train_member(settings: dict, out: str) -> int:
+    """One member's `confusion train --member i` job, run inside a Dask worker; returns the
+    number of committed epochs it saw at the end."""
+    from .training import TrainConfig, train
+
+    store = train(TrainConfig(**settings), out)
+    return len(store.recorded_epochs)
+
+
+def train_on_cluster(config, out: str | Path, client, on_commit: Callable[[list[int]], None] | None = None):
+    """Train every member of `config` as one task each on the cluster of `client`; returns the
+    RunStore. The run is made here first (settings and data checked before any task starts);
+    each task is that member's `--member` job and holds its member's lock, as those jobs do."""
+    from .store import RunStore
+    from .training import checked_data, open_or_create
+
+    out = Path(out)
+    config, dataset = checked_data(config, out)
+    open_or_create(out, config, dataset)
+    del dataset
+    futures = []
+    for member in range(config.members):
+        settings = asdict(replace(config, member=member, workers=0))  # trained in the worker's own process
+        key = f"confusion-train-{out.name}-member-{member}-{time.time_ns()}"
+        futures.append(client.submit(_train_member, settings, str(out), key=key, retries=RETRIES, pure=False))
+    store = RunStore.open(out)
+    seen: list[int] = []
+    while True:
+        finished = all(f.done() for f in futures)
+        store.refresh()
+        if on_commit is not None and store.recorded_epochs != seen:
+            on_commit([e for e in store.recorded_epochs if e not in seen])
+            seen = list(store.recorded_epochs)
+        if finished:
+            break
+        time.sleep(0.5)
+    for member, future in enumerate(futures):
+        try:
+            future.result()
+        except (InputError, RunStoreError):
+            raise
+        except Exception as error:  # noqa: BLE001 - the member's job failed on the cluster
+            raise RunStoreError(
+                f"member {member}'s job failed on the Dask cluster (tried {RETRIES + 1} times): {type(error).__name__}: {str(error)[:160]}"
+            ) from None
+    return RunStore.open(out)
