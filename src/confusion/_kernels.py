@@ -213,3 +213,86 @@ def fused_entropies(data, members, epochs, entropy_out, expected_out, start=0, s
         expected_out[...] = np.nan
         return _fused_confusion_only(data, members, epochs, int(start), int(stop), entropy_out)
     return _fused(data, members, epochs, int(start), int(stop), entropy_out, expected_out)
+
+
+@njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
+def _reduce(data, labels, member_entropy, member_argmax, member_label, member_other, member_sumsq, ensemble_entropy, ensemble_argmax, ensemble_top1):
+    """The reduced record of one epoch (`confusion.reduced`), one pass over (members, samples, classes).
+
+    The entropies take the same float32 operations in the same order as `_fused_confusion_only`
+    (so they equal what raw scoring computes); the arg-max and top probability of the average
+    use a float64 sum, exact for float16 inputs.
+    """
+    n_members, n_samples, n_classes = data.shape
+    inverse_members = _F(1.0 / n_members)
+    n_blocks = (n_samples + 63) // 64
+    invalid_per_block = np.zeros(n_blocks, np.int64)
+    deviation_per_block = np.zeros(n_blocks, np.float32)
+    for block in prange(n_blocks):
+        average = np.zeros(n_classes, np.float32)
+        exact = np.zeros(n_classes, np.float64)
+        invalid = 0
+        deviation = _F(0.0)
+        for n in range(block * 64, min(n_samples, block * 64 + 64)):
+            y = labels[n]
+            for c in range(n_classes):
+                average[c] = _decode(data[0, n, c])
+                exact[c] = average[c]
+            for j in range(1, n_members):
+                for c in range(n_classes):
+                    value = _decode(data[j, n, c])
+                    average[c] += value
+                    exact[c] += value
+            for j in range(n_members):
+                entropy = _F(0.0)
+                total = _F(0.0)
+                squares = _F(0.0)
+                best = _F(-1.0)
+                best_class = 0
+                other = _F(-1.0)
+                bad = _I(0)
+                for c in range(n_classes):
+                    value = _decode(data[j, n, c])
+                    bad += _invalid(data[j, n, c])
+                    total += value
+                    squares += value * value
+                    entropy -= value * _log(max(value, _TINY))
+                    if value > best:
+                        best = value
+                        best_class = c
+                    if c != y and value > other:
+                        other = value
+                invalid += bad
+                deviation = max(deviation, abs(total - _F(1.0)))
+                member_entropy[j, n] = entropy
+                member_argmax[j, n] = best_class
+                member_label[j, n] = _decode(data[j, n, y]) if y >= 0 else np.nan
+                member_other[j, n] = other if n_classes > 1 or y < 0 else _F(0.0)
+                member_sumsq[j, n] = squares
+            entropy = _F(0.0)
+            best64 = -1.0
+            best_class = 0
+            for c in range(n_classes):
+                p = average[c] * inverse_members  # eq. 1
+                entropy -= p * _log(max(p, _TINY))  # eq. 2
+                if exact[c] > best64:
+                    best64 = exact[c]
+                    best_class = c
+            ensemble_entropy[n] = entropy
+            ensemble_argmax[n] = best_class
+            ensemble_top1[n] = best64 / n_members
+        invalid_per_block[block] = invalid
+        deviation_per_block[block] = deviation
+    return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
+
+
+def reduce_epoch(data, labels, out: dict) -> tuple[int, float]:
+    """Fill `out` (confusion.reduced's fields, (members, samples) and (samples,)) from one epoch's
+    (members, samples, classes) float16/float32 block; returns (#invalid values, max |row sum - 1|)."""
+    data = np.ascontiguousarray(data)
+    if data.dtype == np.float16:
+        data = data.view(np.uint16)
+    return _reduce(
+        data, np.ascontiguousarray(labels, dtype=np.int64), out["member_entropy"], out["member_argmax"], out["member_label"], out["member_other"],
+        out["member_sumsq"], out["ensemble_entropy"], out["ensemble_argmax"], out["ensemble_top1"],
+    )

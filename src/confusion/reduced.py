@@ -24,9 +24,9 @@ Per (epoch slot t, sample x), arrays shaped (slots, samples):
 
 That is 14 + 10/M bytes per (member, epoch, sample) against 2C raw: 115x smaller at C = 1,000
 and M = 3. The ensemble average p_t is summed in float64 from the stored float16 values (an
-exact sum), so its arg-max is the same whoever computes it; the entropies come from the same
-kernel as raw scoring, so a reduced run's scores equal the raw run's to float32 rounding
-(< 1e-6 bits).
+exact sum), so its arg-max is the same whoever computes it; the entropies take the float32
+operations of raw scoring's kernel, so a reduced run's scores equal the raw run's to float32
+rounding (< 1e-6 bits).
 
 What it cannot give (refused on a reduced run with one line): scores of a subset of members
 other than all or one (e.g. 2 of 3 seeds), and any class probability beyond the ones above
@@ -39,7 +39,6 @@ every member wrote; then the raw chunk files of that epoch are deleted.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,41 +109,37 @@ def resize(group, n_slots: int) -> None:
 
 # --------------------------------------------------------------------------- computing the record
 def summarize(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The record's arg-maxes and probabilities of a block (members, epochs, samples, classes).
+    """The record of a block (members, epochs, samples, classes) of probabilities: member fields
+    (members, epochs, samples), ensemble fields (epochs, samples); entropies in nats.
 
-    Member fields come out (members, epochs, samples), ensemble fields (epochs, samples). The
-    ensemble average is summed in float64 (exact for float16 inputs), so its arg-max does not
-    depend on who computes it. Entropies are computed apart (`entropies`), by the scoring kernel.
+    One pass of a numba kernel (`_kernels.reduce_epoch`) per epoch. The entropies take the same
+    float32 operations as raw scoring's kernel; the ensemble's arg-max and top probability sum
+    the members in float64 (exact for float16 inputs), so they do not depend on who computes them.
+    Raises InvalidProbabilities on NaN, negative values or rows that do not sum to 1.
     """
-    probs = np.asarray(probs, dtype=np.float32)  # (float16 values convert exactly)
-    argmax = probs.argmax(axis=-1)
-    sumsq = np.einsum("...j,...j->...", probs, probs)
-    labels = np.asarray(labels)
-    known = np.flatnonzero(labels >= 0)
-    label = np.full(argmax.shape, np.nan, dtype=np.float32)
-    label[..., known] = probs[..., known, labels[known]]
-    rest = probs.copy()
-    rest[..., known, labels[known]] = -np.inf
-    other = rest.max(axis=-1) if probs.shape[-1] > 1 else np.zeros(argmax.shape, np.float32)
-    del rest
-    average = probs.sum(axis=0, dtype=np.float64) / probs.shape[0]  # eq. 1, summed exactly
-    return {
-        "member_argmax": argmax, "member_label": label, "member_other": other, "member_sumsq": sumsq,
-        "ensemble_argmax": average.argmax(axis=-1), "ensemble_top1": average.max(axis=-1),
+    from ._kernels import reduce_epoch
+    from .scores import SUM_TOLERANCE, InvalidProbabilities
+
+    probs = np.asarray(probs)
+    if probs.dtype not in (np.float16, np.float32):
+        probs = probs.astype(np.float32)
+    n_members, n_epochs, n_samples, n_classes = probs.shape
+    dtypes = _dtypes(n_classes)
+    out = {
+        name: np.empty(((n_members,) if name in MEMBER_FIELDS else ()) + (n_epochs, n_samples), dtype=np.float32 if dtypes[name].kind == "f" else np.int64)
+        for name in FIELDS
     }
-
-
-def entropies(probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Each member's entropy and the ensemble's, in nats, of a block (members, epochs, samples,
-    classes), by the same kernel as raw scoring (so a reduced run scores as the raw one does)."""
-    from .scores import confusion_scores
-
-    n_members = probs.shape[0]
-    ensemble = confusion_scores(probs, base=math.e, decomposition=False).per_epoch
-    if n_members == 1:
-        return {"member_entropy": ensemble[None], "ensemble_entropy": ensemble}
-    members = np.stack([confusion_scores(probs, base=math.e, members=[m], decomposition=False).per_epoch for m in range(n_members)])
-    return {"member_entropy": members, "ensemble_entropy": ensemble}
+    for t in range(n_epochs):
+        views = {name: (value[:, t] if name in MEMBER_FIELDS else value[t]) for name, value in out.items()}
+        views = {name: view if view.flags.c_contiguous else np.ascontiguousarray(view) for name, view in views.items()}
+        invalid, deviation = reduce_epoch(probs[:, t], labels, views)
+        if invalid or deviation > SUM_TOLERANCE[probs.dtype]:
+            raise InvalidProbabilities(f"predictions of epoch slot {t} are not probabilities (NaN, negative, or rows off 1 by {deviation:.3g})")
+        for name, view in views.items():
+            target = out[name][:, t] if name in MEMBER_FIELDS else out[name][t]
+            if view is not target:
+                target[...] = view
+    return out
 
 
 def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) -> None:
@@ -155,7 +150,7 @@ def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) ->
     """
     n_members, _, n_samples, _ = reader.shape
     chunk = min(n_samples, CHUNK_SAMPLES)
-    block = max(1, min(chunk, BLOCK_BYTES // (4 * n_members * n_classes)))
+    block = max(1, min(chunk, BLOCK_BYTES // (2 * n_members * n_classes)))
     dtypes = _dtypes(n_classes)
     for first in range(0, n_samples, chunk):
         last = min(n_samples, first + chunk)
@@ -163,10 +158,8 @@ def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) ->
         for start in range(first, last, block):
             stop = min(last, start + block)
             probs = np.asarray(reader[slice(None), slice(slot, slot + 1), slice(start, stop)])
-            values = {**summarize(probs, labels[start:stop]), **entropies(probs)}
-            for name, value in values.items():
-                target = out[name][..., start - first : stop - first]
-                target[...] = value[:, 0] if name in MEMBER_FIELDS else value[0]
+            for name, value in summarize(probs, labels[start:stop]).items():
+                out[name][..., start - first : stop - first] = value[:, 0] if name in MEMBER_FIELDS else value[0]
         for name, value in out.items():
             if name in MEMBER_FIELDS:
                 group[name][:, slot, first:last] = value

@@ -514,7 +514,11 @@ class RunStore:
             for start in range(0, n, block):
                 stop = min(n, start + block)
                 probs = np.asarray(reader[slice(None), slice(0, len(slots)), slice(start, stop)])
-                yield start, stop, reduced.summarize(probs, labels[start:stop])
+                try:
+                    record = reduced.summarize(probs, labels[start:stop])
+                except InvalidProbabilities as error:  # the store only ever holds probabilities: damage
+                    raise RunStoreError(f"{self.path}: split {split!r} is damaged: {error}") from None
+                yield start, stop, record
             return
         group, where = self._split_group(split), f"{self.path}: split {split!r}"
         block = max(1, block_bytes // (4 * (m + 1) * max(1, len(slots)) * 4))
