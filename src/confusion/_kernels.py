@@ -248,20 +248,22 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                 total = _F(0.0)
                 squares = _F(0.0)
                 best = _F(-1.0)
-                best_class = 0
-                other = _F(-1.0)
                 bad = _I(0)
-                for c in range(n_classes):
+                for c in range(n_classes):  # branch-free, so LLVM vectorises it
                     value = _decode(data[j, n, c])
                     bad += _invalid(data[j, n, c])
                     total += value
                     squares += value * value
                     entropy -= value * _log(max(value, _TINY))
-                    if value > best:
-                        best = value
-                        best_class = c
-                    if c != y and value > other:
-                        other = value
+                    best = max(best, value)
+                best_class = 0
+                while best_class < n_classes - 1 and _decode(data[j, n, best_class]) != best:  # the first largest
+                    best_class += 1
+                other = _F(-1.0)
+                for c in range(max(y, 0)):
+                    other = max(other, _decode(data[j, n, c]))
+                for c in range(y + 1, n_classes):  # the largest class but the label (all of them when it is unknown)
+                    other = max(other, _decode(data[j, n, c]))
                 invalid += bad
                 deviation = max(deviation, abs(total - _F(1.0)))
                 member_entropy[j, n] = entropy
@@ -271,13 +273,13 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                 member_sumsq[j, n] = squares
             entropy = _F(0.0)
             best64 = -1.0
-            best_class = 0
             for c in range(n_classes):
                 p = average[c] * inverse_members  # eq. 1
                 entropy -= p * _log(max(p, _TINY))  # eq. 2
-                if exact[c] > best64:
-                    best64 = exact[c]
-                    best_class = c
+                best64 = max(best64, exact[c])
+            best_class = 0
+            while best_class < n_classes - 1 and exact[best_class] != best64:
+                best_class += 1
             ensemble_entropy[n] = entropy
             ensemble_argmax[n] = best_class
             ensemble_top1[n] = best64 / n_members
