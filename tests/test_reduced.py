@@ -143,8 +143,11 @@ def test_three_member_processes_at_once_one_killed_and_restarted(tmp_path):
     labels = rng.integers(-1, c, n)
     Recorder.create(tmp_path / "run", n_classes=c, members=m, splits={"val": labels}, keep="reduced")
     Recorder.create(tmp_path / "raw", n_classes=c, members=m, splits={"val": labels})
-    jobs = [start_job(tmp_path / "run", tmp_path / "probs.npy", member, t, pause=0.02) for member in range(m)]
-    time.sleep(float(rng.uniform(1.0, 2.0)))
+    jobs = [start_job(tmp_path / "run", tmp_path / "probs.npy", member, t, pause=0.05) for member in range(m)]
+    deadline = time.time() + 60
+    while not (tmp_path / "run" / "members" / "member-2.json").exists() and time.time() < deadline:
+        time.sleep(0.01)  # member 2 has ended its first epoch: kill it at a seeded moment of its second
+    time.sleep(float(rng.uniform(0.0, 0.4)))
     jobs[2].send_signal(signal.SIGKILL)
     jobs[2].wait()
     for job in jobs[:2]:
