@@ -51,9 +51,14 @@ def dask_client(spec: str, *, threads_per_worker: int = 1) -> Iterator:
     except ImportError:
         raise InputError("--dask needs dask and distributed: pip install 'confusion[dask]'") from None
     if kind == "local":
+        import os
+
+        # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
+        threads = str(max(1, (os.cpu_count() or 1) // int(value)))
+        env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
         with LocalCluster(
             n_workers=int(value), threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
-            silence_logs=logging.ERROR, memory_limit=0,
+            silence_logs=logging.ERROR, memory_limit=0, env=env,
         ) as cluster, Client(cluster) as client:
             yield client
         return

@@ -250,10 +250,11 @@ class RunStore:
         chunk = chunk_samples(n, self.n_classes)
         if self.keep == "topk":
             k = int(self.meta["topk"])
-            for array, dtype in (("topk_values", "float32"), ("topk_indices", "int32")):
+            index_type = reduced.argmax_dtype(self.n_classes)  # its fill value (the largest) is never a class
+            for array, dtype in (("topk_values", np.dtype(np.float32)), ("topk_indices", index_type)):
                 group.create_array(
                     array, shape=(self.n_members, self.epoch_capacity, n, k), chunks=(1, 1, chunk_samples(n, 2 * k), k), dtype=dtype,
-                    fill_value=np.nan if dtype == "float32" else -1, compressors=None, dimension_names=("member", "epoch", "sample", "rank"),
+                    fill_value=np.nan if dtype.kind == "f" else np.iinfo(dtype).max, compressors=None, dimension_names=("member", "epoch", "sample", "rank"),
                 )
         group.create_array(
             "probs",  # (a top-k run never writes it: metadata only)
@@ -265,7 +266,7 @@ class RunStore:
             compressors=None,
             dimension_names=("member", "epoch", "sample", "class"),
         )
-        group.create_array("labels", shape=(n,), chunks=(n,), dtype="int64", fill_value=-1)[:] = split.labels
+        group.create_array("labels", shape=(n,), chunks=(n,), dtype="int32", fill_value=-1)[:] = split.labels  # read as int64
         group.create_array("ids", shape=(n,), chunks=(n,), dtype=str)[:] = split.ids
         if split.sources is not None:
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
@@ -539,7 +540,7 @@ class RunStore:
         top-k run (`confusion import --topk`, which commits the epochs once all are written)."""
         group = self._group[split]
         group["topk_values"][member, slot, start : start + len(values)] = np.asarray(values, dtype=np.float32)
-        group["topk_indices"][member, slot, start : start + len(values)] = np.asarray(indices, dtype=np.int32)
+        group["topk_indices"][member, slot, start : start + len(values)] = np.asarray(indices).astype(group["topk_indices"].dtype)
 
     def write(self, split: str, member: int, slot: int, probs: np.ndarray, start: int = 0) -> None:
         """Store one member's probabilities (samples, classes) for one epoch slot, as float16.
@@ -1145,7 +1146,7 @@ def _topk_rows(values_array, indices_array, members, slots, start, stop, where) 
         indices = indices_array[:, low:high, start:stop][members][:, slots - low]
     except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
         raise RunStoreError(f"{where}: its top-k logs are damaged ({type(error).__name__})") from None
-    if np.isnan(values).any() or (indices < 0).any():  # the fill values: a chunk file is gone
+    if np.isnan(values).any() or (indices == np.iinfo(indices.dtype).max).any():  # the fill values: a chunk file is gone
         raise RunStoreError(f"{where}: its top-k logs are missing for committed epochs (chunk files damaged)")
     return values, indices
 
