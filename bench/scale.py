@@ -14,6 +14,12 @@ the Recorder, epoch by epoch as a training loop would: kept raw and kept reduced
   4. the same figures extrapolated to the paper's ImageNet run (1.28M train samples x 1,000
      classes x 100 epochs x 3 members) from the measured per-prediction costs.
 Needs ~2 x raw size of free disk (6 GB at the defaults; BENCH_TMP or --dir picks where).
+
+    .venv/bin/python bench/scale.py --real RUN [--split val] [--ks 1,2,3,5]
+
+instead cuts a real raw run (e.g. the demo's demo-output/runs/small) to its top k classes and
+prints, per k, the bound widths, whether every exact score lies inside, and how many samples of
+a 10% hard set are certain.
 """
 
 from __future__ import annotations
@@ -108,8 +114,13 @@ def main() -> None:
     parser.add_argument("--ks", default="5,10,20", help="top-k sizes, comma-separated")
     parser.add_argument("--dask-workers", type=int, default=2)
     parser.add_argument("--dir", default=os.environ.get("BENCH_TMP"), help="scratch folder (default: a temporary one)")
+    parser.add_argument("--real", help="a raw run to cut to top-k instead of the synthetic run")
+    parser.add_argument("--split", default="val", help="with --real: the split")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",") if k]
+    if args.real:
+        real_run(Path(args.real), args.split, ks)
+        return
     n, c, m, t = args.samples, args.classes, args.members, args.epochs
     raw_bytes = n * c * m * t * 2
     print(f"synthetic run: {m} members x {t} epochs x {n:,} samples x {c:,} classes (raw float16 {human(raw_bytes)}); {cpu_description()}", flush=True)
@@ -119,6 +130,36 @@ def main() -> None:
         run(args, scratch, ks, n, c, m, t)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def real_run(path: Path, split: str, ks: list[int]) -> None:
+    """Top-k cuts of a real run: widths, containment of the exact scores, certain hard-set members."""
+    from confusion.hardset import certain_choice, select
+    from confusion.store import RunStore
+    from confusion.topk import epoch_bounds
+
+    store = RunStore.open(path)
+    probs = np.asarray(store.probs_reader(split)[slice(None), slice(0, len(store.recorded_epochs)), slice(0, store.n_samples(split))], dtype=np.float32)
+    m, t, n, c = probs.shape
+    exact = store.scores(split, cache=False).confusion
+    print(f"{path} ({split}): {m} members x {t} epochs x {n:,} samples x {c} classes; {cpu_description()}")
+    print(f"{'k':>4} {'mean width':>11} {'max width':>10} {'exact outside':>14} {'certain of top 10%':>19} {'wrongly certain':>16} {'seconds':>8}  (bits)")
+    truly_top = set(select(exact, top=0.1).tolist())
+    for k in ks:
+        began = time.perf_counter()
+        order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+        values = np.take_along_axis(probs, order, axis=-1)
+        low, high, point = (np.zeros((t, n)) for _ in range(3))
+        for slot in range(t):
+            point[slot], low[slot], high[slot], _ = epoch_bounds(values[:, slot], order[:, slot], c)
+        low, high, point = (a.mean(axis=0) / np.log(2) for a in (low, high, point))
+        seconds = time.perf_counter() - began
+        picked = select(point, top=0.1)
+        certain = certain_choice(low, high, picked, top=0.1)
+        outside = int(((exact < low) | (exact > high)).sum())
+        wrong = sum(1 for i in picked[certain] if int(i) not in truly_top)
+        print(f"{k:>4} {float((high - low).mean()):>11.3f} {float((high - low).max()):>10.3f} {outside:>14} "
+              f"{int(certain.sum()):>8} of {len(picked):<8} {wrong:>16} {seconds:>8.2f}")
 
 
 def run(args, scratch: Path, ks: list[int], n: int, c: int, m: int, t: int) -> None:

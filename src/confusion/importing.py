@@ -244,24 +244,30 @@ def import_predictions(
         raise InputError(f"{len(classes)} class names given for {n_classes} classes")
     if adding and keep is not None and RunStore.open(out).keep != keep:
         raise InputError(f"{out} keeps its predictions {RunStore.open(out).keep}; a split added to it is kept the same (drop --keep {keep})")
-    with hold_lock(out):
-        if adding:
+    if adding:
+        with hold_lock(out):
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
-        if interrupted:  # an import of a new run killed before it finished: start it over
+    return _new_run(
+        out, existed, interrupted,
+        lambda: RunStore.create(
+            out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
+            splits={split: split_data}, classes=classes, keep=keep or "raw",
+            info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array", "import_complete": False},
+        ),
+        lambda store: _write_epochs(array, store, split, logits, dtype, progress),
+    )
+
+
+def _new_run(out: Path, existed: bool, interrupted: bool, create: Callable[[], RunStore], write: Callable[[RunStore], None]) -> RunStore:
+    """Make run `out` (`create`), fill it (`write`), then mark the import complete, under the run's
+    lock. `import_complete` stays False until every epoch is written, so an import killed midway
+    is started over by the next one (`interrupted`); an import that fails leaves no half run."""
+    with hold_lock(out):
+        if interrupted:
             _empty_dir(out, keep={LOCK_FILE})
         try:
-            store = RunStore.create(
-                out,
-                n_classes=n_classes,
-                members=[{"index": m, "seed": None} for m in range(n_members)],
-                epoch_capacity=n_epochs,
-                splits={split: split_data},
-                classes=classes,
-                # False until every epoch is written: a rerun after a kill starts the run over.
-                info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array", "import_complete": False},
-                keep=keep or "raw",
-            )
-            _write_epochs(array, store, split, logits, dtype, progress)
+            store = create()
+            write(store)
             store.refresh()
             store.meta["import_complete"] = True
             store.save_meta()
@@ -426,32 +432,24 @@ def import_topk(
     if is_run_store(out) and not interrupted:
         raise RunStoreError(f"{out} already exists; top-k logs make a new run, choose a new --out directory")
     check_usable_directory(out, exist_ok=interrupted)
-    with hold_lock(out):
-        if interrupted:
-            _empty_dir(out, keep={LOCK_FILE})
-        try:
-            store = RunStore.create(
-                out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
-                splits={split: SplitData(ids=ids, labels=label_array)}, classes=classes, keep="topk", topk=int(k),
-                info={"source": "import", "imported_from": str(source) if not isinstance(source, tuple) else "arrays", "import_complete": False},
-            )
-            for epoch in range(n_epochs):
-                for member in range(n_members):
-                    store.write_topk(split, member, epoch, values[member, epoch], indices[member, epoch])
-                    if progress is not None:
-                        progress(1)
-            epochs = list(range(1, n_epochs + 1))
-            for member in range(n_members):  # every epoch is written: the members end them, the store commits
-                write_json_atomic(store.member_file(member), {"member": member, "ended": epochs, "info": {}})
-            store.commit_ready()
-            store.refresh()
-            store.meta["import_complete"] = True
-            store.save_meta()
-        except BaseException:
-            if existed and not interrupted:
-                _empty_dir(out)
-            else:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-    store.refresh()
-    return store
+
+    def write(store: RunStore) -> None:
+        for epoch in range(n_epochs):
+            for member in range(n_members):
+                store.write_topk(split, member, epoch, values[member, epoch], indices[member, epoch])
+                if progress is not None:
+                    progress(1)
+        epochs = list(range(1, n_epochs + 1))
+        for member in range(n_members):  # every epoch is written: the members end them, the store commits
+            write_json_atomic(store.member_file(member), {"member": member, "ended": epochs, "info": {}})
+        store.commit_ready()
+
+    return _new_run(
+        out, existed, interrupted,
+        lambda: RunStore.create(
+            out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
+            splits={split: SplitData(ids=ids, labels=label_array)}, classes=classes, keep="topk", topk=int(k),
+            info={"source": "import", "imported_from": str(source) if not isinstance(source, tuple) else "arrays", "import_complete": False},
+        ),
+        write,
+    )

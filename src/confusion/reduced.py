@@ -199,7 +199,7 @@ def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, membe
             values = array[low:high, start:stop][slots - low]
     except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
         raise RunStoreError(f"{where}: the reduced record {name} is damaged ({type(error).__name__})") from None
-    damaged = np.isnan(values).any() if name in ("member_entropy", "ensemble_entropy", "member_other", "ensemble_top1") else (
+    damaged = np.isnan(values).any() if name in ("member_entropy", "ensemble_entropy", "member_other", "member_sumsq", "ensemble_top1") else (
         (values == np.iinfo(values.dtype).max).any() if values.dtype.kind in "iu" else False
     )
     if damaged:

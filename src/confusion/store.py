@@ -526,7 +526,10 @@ class RunStore:
         for start in range(0, n, block):
             stop = min(n, start + block)
             fields = [f for f in reduced.FIELDS if f not in ("member_entropy", "ensemble_entropy")]
-            yield start, stop, {f: reduced.read(group, f, slots, start, stop, where=where) for f in fields}
+            record = {f: reduced.read(group, f, slots, start, stop, where=where) for f in fields}
+            if np.isnan(record["member_label"][..., labels[start:stop] >= 0]).any():  # NaN only where the label is unknown
+                raise RunStoreError(f"{where}: the reduced record member_label of a committed epoch is missing (its chunk files are damaged)")
+            yield start, stop, record
 
     def sources(self, split: str) -> np.ndarray | None:
         return self._read(split, "sources", _strings) if "sources" in self._split_group(split) else None

@@ -34,6 +34,10 @@ from .errors import InputError
 
 TOLERANCE = 1e-3  # a top-k mass may exceed 1 by this much (float16/float32 rounding), no more
 SLACK = 1e-5  # nats each bound is widened by, for rounding (stored float32 values, the scorer's fast log)
+# A prediction stored at float16 (as run stores keep them, and many APIs) sums to 1 only within
+# about 2^-11: its missing mass is taken anywhere in 1 - (top-k sum) +- this, so the exact score
+# of such rows stays inside the bounds (it widens them by ~0.01 bits at C = 1,000).
+MASS_TOLERANCE = 2.0**-11
 
 
 @njit(inline="always")
@@ -66,10 +70,12 @@ def bounds_kernel(values, indices, n_classes, point, low, high, member_point):
     cap = np.empty(n_members)
     even = np.empty(n_members)
     free = n_classes - k
+    free_max = 1.0 / math.e  # where -p log p is largest
     for x in range(n_samples):
         cap_sum = 0.0
         even_sum = 0.0
-        missing = 0.0
+        least = 0.0
+        most = 0.0
         for i in range(n_members):
             total = 0.0
             smallest = 1.0
@@ -79,21 +85,22 @@ def bounds_kernel(values, indices, n_classes, point, low, high, member_point):
                 total += v
                 smallest = min(smallest, v)
                 known += _h(v)
-            r = max(0.0, 1.0 - total)
             if free == 0:
-                r = 0.0
-                c = 0.0
-                e = 0.0
+                r, r_low, r_high, c = 0.0, 0.0, 0.0, 0.0
             else:
-                c = min(smallest, r)
-                if c * free < r:  # rounding left more mass than the missing classes could hold
-                    c = r / free
-                e = r / free
+                r = max(0.0, 1.0 - total)
+                r_low = max(0.0, 1.0 - total - MASS_TOLERANCE)  # the row itself may sum to 1 +- the tolerance
+                r_high = max(0.0, 1.0 - total + MASS_TOLERANCE)
+                c = min(smallest, r_high)
+                if c * free < r_high:  # rounding left more mass than the missing classes could hold
+                    c = r_high / free
+            e = r / free if free else 0.0
             cap[i] = c
             even[i] = e
             cap_sum += c
             even_sum += e
-            missing += r
+            least += r_low
+            most += r_high
             member_point[i, x] = known + free * _h(e)
         # The classes some member lists, each with its known mass and its room.
         n = 0
@@ -123,30 +130,34 @@ def bounds_kernel(values, indices, n_classes, point, low, high, member_point):
         spread[n] = even_sum / n_members
         mult[n] = float(n_classes - n)
         groups = n + 1
-        missing /= n_members
+        least /= n_members
+        most /= n_members
 
         estimate = 0.0
+        known_mass = 0.0
         for z in range(groups):
             estimate += mult[z] * _h(a[z] + spread[z])
-
-        # Upper bound: water-filling, lam found between sorted breakpoints.
-        for z in range(groups):
+            known_mass += mult[z] * a[z]
             top[z] = a[z] + room[z]
             points[2 * z] = a[z]
             points[2 * z + 1] = top[z]
-        if missing <= 0.0:
-            upper = 0.0
+
+        # Upper bound: water-filling to the missing mass in [least, most] that the level 1/e
+        # (the free maximum of -p log p) would add, found between sorted breakpoints.
+        target = min(max(_filled(free_max, a, top, mult, groups) - known_mass, least), most) + known_mass
+        upper = 0.0
+        if target <= known_mass:
             for z in range(groups):
                 upper += mult[z] * _h(a[z])
         else:
             ordered = np.sort(points[: 2 * groups])
             lo, hi = 0, 2 * groups - 1
-            if _filled(ordered[hi], a, top, mult, groups) <= 1.0:
+            if _filled(ordered[hi], a, top, mult, groups) <= target:
                 lam = ordered[hi]
             else:
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if _filled(ordered[mid], a, top, mult, groups) <= 1.0:
+                    if _filled(ordered[mid], a, top, mult, groups) <= target:
                         lo = mid
                     else:
                         hi = mid
@@ -154,24 +165,27 @@ def bounds_kernel(values, indices, n_classes, point, low, high, member_point):
                 f_hi = _filled(ordered[hi], a, top, mult, groups)
                 lam = ordered[lo]
                 if f_hi > f_lo:
-                    lam += (1.0 - f_lo) * (ordered[hi] - ordered[lo]) / (f_hi - f_lo)
-            upper = 0.0
+                    lam += (target - f_lo) * (ordered[hi] - ordered[lo]) / (f_hi - f_lo)
             for z in range(groups):
                 upper += mult[z] * _h(min(max(lam, a[z]), top[z]))
 
-        # Lower bound: chords filled greedily by slope.
+        # Lower bound: chords filled greedily by slope, at least `least` of mass and no more
+        # than `most`, taking what lowers the sum (negative slopes) and only what it must.
         lower = 0.0
         for z in range(groups):
             lower += mult[z] * _h(a[z])
             slopes[z] = (_h(top[z]) - _h(a[z])) / room[z] if room[z] > 0.0 else np.inf
         order = np.argsort(slopes[:groups])
-        left = missing
+        taken = 0.0
         for z in order:
-            if left <= 0.0 or room[z] <= 0.0:
+            if room[z] <= 0.0:
                 break
-            take = min(left, mult[z] * room[z])
+            limit = (most if slopes[z] < 0.0 else least) - taken
+            if limit <= 0.0:
+                break
+            take = min(limit, mult[z] * room[z])
             lower += slopes[z] * take
-            left -= take
+            taken += take
         point[x] = estimate
         low[x] = max(0.0, min(lower, estimate) - SLACK)
         high[x] = max(upper, estimate) + SLACK
