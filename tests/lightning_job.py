@@ -47,6 +47,7 @@ def main():
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--keep", default="raw")
     args = parser.parse_args()
     digits = load_digits()
     x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
@@ -65,7 +66,7 @@ def main():
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[
-            ConfusionCallback(args.out, member=args.member, members=args.members, dataloaders={"val": val_loader}),
+            ConfusionCallback(args.out, member=args.member, members=args.members, dataloaders={"val": val_loader}, keep=args.keep),
             PlainRecorder(args.compare, args.member, args.members, val_x, val_y.numpy()),
         ],
     )

@@ -46,7 +46,8 @@ def test_dask_local_2_scores_raw_reduced_and_top_k_runs_as_the_local_scorer_does
 )
 def test_bad_or_unreachable_schedulers_get_one_line(tmp_path, cli, spec, message):
     import_predictions(np.full((1, 1, 4, 2), 0.5), tmp_path / "run")
-    for command in (["score", tmp_path / "run"], ["train", *TRAIN, "--out", tmp_path / "new"]):
+    commands = [["score", tmp_path / "run"], ["train", *TRAIN, "--out", tmp_path / "new"]]
+    for command in commands[:1] if "answers" in message else commands:  # (an unreachable scheduler takes its 5 s once)
         result = cli(*command, "--dask", spec)
         assert result.exit_code == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "new").exists()

@@ -34,6 +34,13 @@ def test_lightning_callback_two_members_equals_the_plain_recorder(tmp_path):
     assert RunStore.open(tmp_path / "callback").meta["framework"].startswith("pytorch-lightning")
 
 
+def test_lightning_callback_keeps_a_reduced_record_when_asked(tmp_path):
+    lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", 0, "--members", 1, "--keep", "reduced")
+    recorded, plain = RunStore.open(tmp_path / "callback"), RunStore.open(tmp_path / "plain")
+    assert recorded.keep == "reduced" and recorded.recorded_epochs == [1, 2, 3]
+    np.testing.assert_allclose(recorded.scores("val").confusion, plain.scores("val").confusion, atol=1e-3)
+
+
 def test_lightning_callback_under_ddp_records_every_rank_once(tmp_path):
     lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", 0, "--members", 1, "--devices", 2)
     assert_same_scores(tmp_path / "callback", tmp_path / "plain")
@@ -50,5 +57,7 @@ def test_callbacks_refuse_bad_arguments_at_once(tmp_path):
         LightningCallback(tmp_path / "run", member=2, members=2, dataloaders={"val": []})
     with pytest.raises(InputError, match="member must be a non-negative integer"):
         HFCallback(tmp_path / "run", member=-1)
+    with pytest.raises(InputError, match="--keep must be raw or reduced"):
+        HFCallback(tmp_path / "run", member=0, keep="everything")
     with pytest.raises(InputError, match="needs the Trainer"):
         HFCallback(tmp_path / "run", member=0).on_train_begin(None, None, None)

@@ -438,7 +438,7 @@ def status(
     ]
     term.table(f"{run}: members", ["member", "epochs ended", "which", "writing now"], rows)
     committed = state["committed_epochs"]
-    term.info(f"committed epochs ({len(committed)}): {term.epoch_ranges(committed) or 'none yet'}")
+    term.info(f"committed epochs ({len(committed)}): {term.epoch_ranges(committed) or 'none yet'}; kept: {state['keep']}")
 
 
 # --------------------------------------------------------------------------- report

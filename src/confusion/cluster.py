@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from .errors import InputError, RunStoreError
 
 ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[\w.\-\[\]:]+:\d+$")
-CONNECT_SECONDS = 10
+CONNECT_SECONDS = 5
 RETRIES = 3  # times a member's task is run again after its worker is lost or it fails
 
 

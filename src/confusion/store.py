@@ -611,6 +611,7 @@ class RunStore:
         """Per member: the epochs it ended and whether a process writes it now; the committed epochs."""
         return {
             "run": str(self.path),
+            "keep": self.keep if self.keep != "topk" else f"top-{self.meta.get('topk')} logs",
             "committed_epochs": self.recorded_epochs,
             "members": [
                 {"member": m, "ended_epochs": ended, "last_epoch": ended[-1] if ended else 0, "writer": self.member_holder(m)}

@@ -20,13 +20,14 @@ def open_or_create(
     labels: Mapping[str, np.ndarray],
     classes: Sequence[str] | None,
     info: Mapping[str, Any],
+    keep: str = "raw",
 ) -> Recorder:
     """The run at `path`, created on first use from what the first epoch showed."""
     if is_run_store(path):
         return Recorder.open(path)
     if members is None:
         raise InputError(f"{path} does not exist yet: pass members=M (the ensemble size) so the callback can create it")
-    return Recorder.create(path, n_classes=n_classes, members=members, splits=dict(labels), classes=classes, exist_ok=True, info=info)
+    return Recorder.create(path, n_classes=n_classes, members=members, splits=dict(labels), classes=classes, exist_ok=True, info=info, keep=keep)
 
 
 def check_member(member: int, members: int | None) -> None:

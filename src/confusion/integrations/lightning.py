@@ -24,6 +24,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..errors import InputError
+from ..reduced import check_keep
 from ._common import check_member, open_or_create
 
 INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "features")
@@ -47,6 +48,7 @@ class ConfusionCallback(pl.Callback):
     forward : optional ``forward(pl_module, batch) -> (batch, classes)`` when calling the
         module on the inputs is not how it predicts.
     classes : class names, optional.
+    keep : "raw" or "reduced" (`Recorder.create`), for the job that creates the run.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class ConfusionCallback(pl.Callback):
         logits: bool = True,
         forward: Callable[[Any, Any], torch.Tensor] | None = None,
         classes: Sequence[str] | None = None,
+        keep: str = "raw",
     ):
         check_member(member, members)
+        self.keep = check_keep(keep)
         if not dataloaders or not isinstance(dataloaders, Mapping):
             raise InputError("dataloaders must be a dict {split: DataLoader}, e.g. {'val': val_loader}")
         self.path = Path(path)
@@ -138,7 +142,7 @@ class ConfusionCallback(pl.Callback):
                 labels[split] = np.full(n, -1, dtype=np.int64)
                 labels[split][positions] = split_labels
             info = {"framework": f"pytorch-lightning {pl.__version__}", "model": type(pl_module).__name__}
-            recorder = open_or_create(self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self.classes, info=info)
+            recorder = open_or_create(self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self.classes, info=info, keep=self.keep)
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:
                 return

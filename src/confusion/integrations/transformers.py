@@ -23,6 +23,7 @@ import transformers
 from transformers import TrainerCallback
 
 from ..errors import InputError
+from ..reduced import check_keep
 from ._common import check_member, open_or_create
 
 
@@ -38,6 +39,7 @@ class ConfusionCallback(TrainerCallback):
     datasets : {split: dataset} to record; default {"val": trainer.eval_dataset}, plus
         {"train": trainer.train_dataset} with ``record_train=True``.
     classes : class names; default the model config's ``id2label``.
+    keep : "raw" or "reduced" (`Recorder.create`), for the job that creates the run.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class ConfusionCallback(TrainerCallback):
         datasets: Mapping[str, Any] | None = None,
         record_train: bool = False,
         classes: Sequence[str] | None = None,
+        keep: str = "raw",
     ):
         check_member(member, members)
+        self.keep = check_keep(keep)
         self.path = Path(path)
         self.member = member
         self.members = members
@@ -87,7 +91,7 @@ class ConfusionCallback(TrainerCallback):
             model = self.trainer.model
             info = {"framework": f"transformers {transformers.__version__}", "model": type(model).__name__}
             recorder = open_or_create(
-                self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self._classes(model, n_classes), info=info
+                self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self._classes(model, n_classes), info=info, keep=self.keep
             )
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:
