@@ -1,6 +1,8 @@
 """Bad input, as an adversarial user gives it: one `confusion: error:` line, exit code 2,
 nothing left behind, no silently wrong result (issue 15's cases, table-driven)."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -388,3 +390,78 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, probs_file):
         assert "Traceback" not in stderr, stderr
         if process.returncode != 0:
             assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "confusion: interrupted"
+
+
+from confusion import Recorder  # noqa: E402
+
+# The Recorder's API, misused as a user's loop might: one InputError/RunStoreError line each,
+# nothing recorded, no folder left by a refused create.
+_P = np.full((4, 3), 1 / 3)
+RECORDER_MISUSE = [
+    ("unknown split", lambda rec, w: w.log("test", 1, _P), "has no split 'test'"),
+    ("epoch 0", lambda rec, w: w.log("val", 0, _P), "1-based training epoch"),
+    ("epoch 1.5", lambda rec, w: w.log("val", 1.5, _P), "1-based training epoch"),
+    ("epoch True", lambda rec, w: w.log("val", True, _P), "1-based training epoch"),
+    ("other class count", lambda rec, w: w.log("val", 1, np.full((4, 4), 0.25)), "must be (batch, 3)"),
+    ("1-d outputs", lambda rec, w: w.log("val", 1, np.full(4, 0.25)), "must be (batch, 3)"),
+    ("integer outputs", lambda rec, w: w.log("val", 1, np.ones((4, 3), int)), "floating point"),
+    ("strings", lambda rec, w: w.log("val", 1, [["a", "b", "c"]] * 4), "floating point"),
+    ("NaN", lambda rec, w: w.log("val", 1, np.full((4, 3), np.nan)), "NaN or inf"),
+    ("negative", lambda rec, w: w.log("val", 1, -_P), "negative probability"),
+    ("rows not summing to 1", lambda rec, w: w.log("val", 1, _P * 2), "do not sum to 1"),
+    ("float index", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([0.0, 1.0])), "integer sample positions"),
+    ("index out of range", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([0, 9])), "outside 0..3"),
+    ("negative index", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([-1, 0])), "outside 0..3"),
+    ("index of another length", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([0])), "integer sample positions"),
+    ("part of a split without index", lambda rec, w: w.log("val", 1, _P[:2]), "index is needed"),
+    ("end_epoch before any log", lambda rec, w: w.end_epoch(1), "logged nothing for epoch 1"),
+    ("end_epoch with rows missing", lambda rec, w: (w.log("val", 1, _P[:2], index=np.arange(2)), w.end_epoch(1)), "2 of 4 rows"),
+    ("next epoch while one is open", lambda rec, w: (w.log("val", 1, _P), w.log("val", 2, _P)), "call end_epoch(1)"),
+    ("ending another epoch", lambda rec, w: (w.log("val", 1, _P), w.end_epoch(2)), "is logging epoch 1, not 2"),
+    ("an epoch ended twice", lambda rec, w: (w.log("val", 1, _P), w.end_epoch(1), w.end_epoch(1)), "already ended epoch 1"),
+    ("logging after close", lambda rec, w: (w.close(), w.log("val", 1, _P)), "is closed"),
+    ("member out of range", lambda rec, w: rec.member(5), "0..1"),
+    ("member as a string", lambda rec, w: rec.member("0"), "0..1"),
+    ("create over a run", lambda rec, w: Recorder.create(rec.store.path, n_classes=3, members=2, splits={"val": 4}), "already exists"),
+    ("join another run", lambda rec, w: Recorder.create(rec.store.path, n_classes=4, members=2, splits={"val": 4}, exist_ok=True), "holds another run"),
+]
+
+
+@pytest.mark.parametrize("name, misuse, message", RECORDER_MISUSE, ids=[c[0] for c in RECORDER_MISUSE])
+def test_recorder_misuse_is_one_line_and_records_nothing(tmp_path, name, misuse, message):
+    from confusion import Recorder
+    from confusion.errors import InputError, RunStoreError
+    from confusion.store import RunStore
+
+    rec = Recorder.create(tmp_path / "run", n_classes=3, members=2, splits={"val": np.array([0, 1, 2, -1])})
+    with rec.member(0) as writer:
+        with pytest.raises((InputError, RunStoreError), match=re.escape(message)) as caught:
+            misuse(rec, writer)
+    assert "\n" not in str(caught.value)
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [] and store.n_classes == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(splits={}), "at least one split"),
+        (dict(splits={"val": np.array([0, 5])}), "labels must lie in 0..2"),
+        (dict(splits={"a/b": 3}), "not a plain name"),
+        (dict(splits={".hidden": 3}), "not a plain name"),
+        (dict(splits={"val": 3}, ids=["a"]), "must be (samples,) alike"),
+        (dict(splits={"val": 3}, ids=["a", "a", "b"]), "unique"),
+        (dict(splits={"val": 3}, classes=["x"]), "1 class names given for 3"),
+        (dict(splits={"val": 3}, keep="zip"), "raw or reduced"),
+        (dict(splits={"val": 3}, n_classes=0), "positive integer"),
+        (dict(splits={"val": 3}, members=0), "positive integer"),
+    ],
+)
+def test_a_refused_recorder_create_leaves_no_folder(tmp_path, kwargs, message):
+    from confusion import Recorder
+    from confusion.errors import InputError
+
+    arguments = {"n_classes": 3, "members": 2, **kwargs}
+    with pytest.raises(InputError, match=re.escape(message)):
+        Recorder.create(tmp_path / "run", **arguments)
+    assert not (tmp_path / "run").exists()

@@ -169,6 +169,8 @@ class RunStore:
             reduced.check_keep(keep)
         elif not isinstance(topk, int) or not 1 <= topk <= n_classes:
             raise InputError(f"a top-k run needs k in 1..{n_classes}, got {topk!r}")
+        for name, split in splits.items():  # before anything is written: a refused run leaves no folder
+            _check_split(name, split, n_classes)
         check_usable_directory(path, exist_ok)
         path.mkdir(parents=True, exist_ok=True)
         with _flock(path / COMMIT_LOCK):
@@ -237,13 +239,8 @@ class RunStore:
         """Make the arrays of a split; returns its entry for run.json (the caller lists it)."""
         if name in self.meta["splits"]:
             raise RunStoreError(f"{self.path} already has a split named {name!r}")
-        if not name or "/" in name or name.startswith("."):
-            raise InputError(f"split name {name!r} is not a plain name")
+        _check_split(name, split, self.n_classes)
         n = len(split.ids)
-        if n == 0:
-            raise InputError(f"split {name!r} has no samples")
-        if ((split.labels < -1) | (split.labels >= self.n_classes)).any():
-            raise InputError(f"split {name!r}: labels must be -1 (unknown) or 0..{self.n_classes - 1}")
         if name in self._group:  # left by an add_split that was killed before it listed the split
             del self._group[name]
         group = self._group.require_group(name)
@@ -926,7 +923,7 @@ class MemberWriter:
         self._check_writable()
         self.store._split_group(split)  # an unknown split is refused here
         n_samples = self.store.n_samples(split)
-        epoch = self._begin(epoch)
+        epoch = _epoch_number(epoch)
         rows = _to_numpy(outputs, "outputs")
         if rows.ndim != 2 or rows.shape[1] != self.store.n_classes:
             raise InputError(f"outputs must be (batch, {self.store.n_classes}) for this run, got shape {rows.shape}")
@@ -945,6 +942,7 @@ class MemberWriter:
         problem = validate and describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
         if problem:
             raise InputError(problem.replace("pass --logits", "pass logits=True"))
+        epoch = self._begin(epoch)  # only now: a refused call leaves the writer as it was
         values = softmax(rows) if logits else rows
         self._buffer.setdefault(split, []).append((positions.astype(np.int64), values.astype(np.float16)))
         self._buffered += values.shape[0] * values.shape[1] * 2
@@ -1055,6 +1053,15 @@ def _damage_in_meta(meta: dict) -> str | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
             return f"split {name!r} has no sample count"
     return None
+
+
+def _check_split(name: str, split: SplitData, n_classes: int) -> None:
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"split name {name!r} is not a plain name")
+    if len(split.ids) == 0:
+        raise InputError(f"split {name!r} has no samples")
+    if ((split.labels < -1) | (split.labels >= n_classes)).any():
+        raise InputError(f"split {name!r}: labels must be -1 (unknown) or 0..{n_classes - 1}")
 
 
 def _epoch_number(epoch) -> int:
