@@ -184,7 +184,7 @@ def score(
     labels: Annotated[Optional[Path], typer.Option(help="With --probs: .npy of (samples,) class indices (-1 = unknown), copied to the output. Never used for the score.")] = None,
     split: Annotated[Optional[list[str]], typer.Option(help="With RUN: score only this split (repeatable). Default: every split.")] = None,
     base: Annotated[Base, typer.Option(help="Logarithm base: 2 gives bits (default), e gives nats.")] = Base.bits,
-    out: Annotated[Optional[Path], typer.Option(help="Write one row per sample to this .csv or .parquet file (columns: sample, split, confusion, confusion_normalized, expected_entropy, disagreement, label).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write one row per sample to this .csv or .parquet file (columns: sample, split, confusion, confusion_normalized, expected_entropy, disagreement, label; from top-k logs also confusion_low, confusion_high and bound_width, the guaranteed bounds, in the same unit).")] = None,
     engine: Annotated[str, typer.Option(help="auto (fused numba kernel when it applies), numpy, or numba.")] = "auto",
     with_meta: Annotated[bool, typer.Option(help="With RUN and --out: add the run's per-sample metadata columns (a document's text, columns given to import --meta, source files).")] = False,
     dask: Annotated[Optional[str], typer.Option(help="With RUN: score on a Dask cluster, block by block of samples, with the same numbers: a scheduler address (tcp://HOST:PORT; its workers must reach the run directory) or local:N (a local cluster of N worker processes). Needs the dask extra.")] = None,
