@@ -403,20 +403,14 @@ def import_topk(
     the probabilities of the listed classes (log-probabilities with ``logprobs``), not
     renormalised: 1 - their sum is the mass of the classes left out.
     """
-    from .topk import check_topk, load_topk
+    from .topk import load_topk, prepare_topk
 
     if classes is not None:
         if n_classes is not None and n_classes != len(classes):
             raise InputError(f"--n-classes {n_classes} and {len(classes)} class names disagree")
         n_classes = len(classes)
     if isinstance(source, tuple):
-        values, indices = (np.asarray(a) for a in source)
-        if values.ndim == 2:
-            values, indices = values[None, None], indices[None, None]
-        if n_classes is None:
-            raise InputError("top-k arrays need n_classes")
-        values = np.exp(np.minimum(values, 0.0)) if logprobs else values.astype(np.float64)
-        check_topk(values, indices, n_classes)
+        values, indices, n_classes = prepare_topk(*source, n_classes=n_classes, logprobs=logprobs)
     else:
         values, indices, n_classes = load_topk(source, n_classes=n_classes, logprobs=logprobs)
     n_members, n_epochs, n_samples, k = values.shape

@@ -219,27 +219,27 @@ def epoch_bounds(values: np.ndarray, indices: np.ndarray, n_classes: int):
     return point, low, high, member_point
 
 
-def check_topk(values: np.ndarray, indices: np.ndarray, n_classes: int, *, start: int = 0, what: str = "--topk") -> None:
-    """One line naming the first thing wrong with a block of top-k values (probabilities) and indices."""
+def check_topk(values: np.ndarray, indices: np.ndarray, n_classes: int) -> None:
+    """One line naming the first thing wrong with top-k values (probabilities) and indices."""
     k = values.shape[-1]
     if k > n_classes:
-        raise InputError(f"{what}: k = {k} probabilities per prediction, more than the {n_classes} classes")
+        raise InputError(f"--topk: k = {k} probabilities per prediction, more than the {n_classes} classes")
     if not np.isfinite(values).all():
-        raise InputError(f"{what}: values hold NaN or inf")
+        raise InputError("--topk: values hold NaN or inf")
     if (values < 0).any() or (values > 1 + TOLERANCE).any():
         bad = values[(values < 0) | (values > 1 + TOLERANCE)][0]
-        raise InputError(f"{what}: a value of {bad:g} is not a probability (0..1); pass --logprobs if these are log-probabilities")
+        raise InputError(f"--topk: a value of {bad:g} is not a probability (0..1); pass --logprobs if these are log-probabilities")
     mass = values.sum(axis=-1)
     if (mass > 1 + TOLERANCE).any():
         where = np.unravel_index(int(np.argmax(mass)), mass.shape)
-        raise InputError(f"{what}: the top-k probabilities of one prediction sum to {mass.max():.4f} > 1 (at {tuple(int(w) for w in where[:-1]) + (int(where[-1]) + start,)})")
+        raise InputError(f"--topk: the top-k probabilities of one prediction sum to {mass.max():.4f} > 1 (at {tuple(int(w) for w in where)})")
     if (indices < 0).any() or (indices >= n_classes).any():
         bad = indices[(indices < 0) | (indices >= n_classes)][0]
-        raise InputError(f"{what}: class index {int(bad)} is outside 0..{n_classes - 1}")
+        raise InputError(f"--topk: class index {int(bad)} is outside 0..{n_classes - 1}")
     if k > 1:
         ordered = np.sort(indices, axis=-1)
         if (ordered[..., 1:] == ordered[..., :-1]).any():
-            raise InputError(f"{what}: a prediction lists the same class twice among its top k")
+            raise InputError("--topk: a prediction lists the same class twice among its top k")
 
 
 def load_topk(path, *, n_classes: int | None, logprobs: bool):
@@ -264,14 +264,19 @@ def load_topk(path, *, n_classes: int | None, logprobs: bool):
         raise
     except (OSError, ValueError) as error:
         raise InputError(f"--topk {path} is not a readable .npz file: {str(error).splitlines()[0]}") from None
+    if n_classes is not None and stored is not None and stored != n_classes:
+        raise InputError(f"--topk {path} says {stored} classes, and {n_classes} were given")
+    return prepare_topk(values, indices, n_classes=n_classes if n_classes is not None else stored, logprobs=logprobs)
+
+
+def prepare_topk(values, indices, *, n_classes: int | None, logprobs: bool):
+    """(values as probabilities, indices, n_classes), each array (members, epochs, samples, k),
+    from top-k arrays shaped so or (samples, k); every check of `check_topk` passed."""
+    values, indices = np.asarray(values), np.asarray(indices)
     if values.shape != indices.shape or values.ndim not in (2, 4) or 0 in values.shape:
         raise InputError(f"--topk: values {values.shape} and indices {indices.shape} must have one shape, (members, epochs, samples, k) or (samples, k)")
     if values.dtype.kind != "f" or indices.dtype.kind not in "iu":
         raise InputError(f"--topk: values must be floating point and indices integers, got {values.dtype} and {indices.dtype}")
-    if n_classes is None:
-        n_classes = stored
-    elif stored is not None and stored != n_classes:
-        raise InputError(f"--topk {path} says {stored} classes, and {n_classes} were given")
     if n_classes is None:
         raise InputError("--topk needs the number of classes: --n-classes C, --classes NAMES, or 'n_classes' in the .npz")
     if values.ndim == 2:
