@@ -258,8 +258,9 @@ def import_(
     logprobs: Annotated[bool, typer.Option(help="With --topk: the values are log-probabilities (natural log), as model APIs return them.")] = False,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
+    class_names = [c.strip() for c in classes.split(",")] if classes else None
     if topk is not None:
-        _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, classes, meta, keep, n_classes, logprobs)
+        _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs)
         return
     for name, value in (("--n-classes", n_classes), ("--logprobs", logprobs)):
         if value:
@@ -277,7 +278,6 @@ def import_(
         term.info(f"attached the columns of {meta} to {matched} of {RunStore.open(out).n_samples(split)} {split} samples of {out}")
         return
     sample_ids = _read_ids(ids)
-    class_names = [c.strip() for c in classes.split(",")] if classes else None
     split, why = split_from_name(probs, split)
     store = import_predictions(
         probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite, meta=meta, keep=keep
@@ -297,13 +297,12 @@ def _read_ids(ids: Path | None) -> list[str] | None:
     return [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, classes, meta, keep, n_classes, logprobs) -> None:
+def _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs) -> None:
     for name, value in (("--probs", probs), ("--logits", logits), ("--overwrite", overwrite), ("--meta", meta), ("--keep", keep)):
         if value:
             raise InputError(f"{name} does not go with --topk" + (" (log-probabilities: --logprobs)" if name == "--logits" else ""))
     if n_classes is not None and n_classes < 1:
         raise InputError(f"--n-classes must be at least 1, got {n_classes}")
-    class_names = [c.strip() for c in classes.split(",")] if classes else None
     split, why = split_from_name(topk, split)
     store = import_topk(topk, out, n_classes=n_classes, logprobs=logprobs, labels=labels, split=split, sample_ids=_read_ids(ids), classes=class_names)
     term.info(

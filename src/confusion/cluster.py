@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import time
 from dataclasses import asdict, replace
@@ -42,7 +43,7 @@ def check_spec(spec: str) -> tuple[str, int | str]:
 
 
 @contextlib.contextmanager
-def dask_client(spec: str, *, threads_per_worker: int = 1) -> Iterator:
+def dask_client(spec: str) -> Iterator:
     """A dask.distributed Client on the cluster `spec` names; a LocalCluster of N worker
     processes for local:N (closed on exit)."""
     kind, value = check_spec(spec)
@@ -51,13 +52,11 @@ def dask_client(spec: str, *, threads_per_worker: int = 1) -> Iterator:
     except ImportError:
         raise InputError("--dask needs dask and distributed: pip install 'confusion[dask]'") from None
     if kind == "local":
-        import os
-
         # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
         threads = str(max(1, (os.cpu_count() or 1) // int(value)))
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
         with LocalCluster(
-            n_workers=int(value), threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
+            n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None,
             silence_logs=logging.ERROR, memory_limit=0, env=env,
         ) as cluster, Client(cluster) as client:
             yield client
@@ -70,13 +69,22 @@ def dask_client(spec: str, *, threads_per_worker: int = 1) -> Iterator:
         yield client
 
 
-def _train_member(settings: dict, out: str) -> int:
-    """One member's `confusion train --member i` job, run inside a Dask worker; returns the
-    number of committed epochs it saw at the end."""
+def task_result(future, failed: str):
+    """The result of a task on the cluster: the toolkit's own one-line errors pass as they are;
+    anything else becomes one line, `failed` and its cause."""
+    try:
+        return future.result()
+    except (InputError, RunStoreError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a task failed on the cluster
+        raise RunStoreError(f"{failed} ({type(error).__name__}: {str(error)[:160]})") from None
+
+
+def _train_member(settings: dict, out: str) -> None:
+    """One member's `confusion train --member i` job, run inside a Dask worker."""
     from .training import TrainConfig, train
 
-    store = train(TrainConfig(**settings), out)
-    return len(store.recorded_epochs)
+    train(TrainConfig(**settings), out)
 
 
 def train_on_cluster(config, out: str | Path, client, on_commit: Callable[[list[int]], None] | None = None):
@@ -107,12 +115,5 @@ def train_on_cluster(config, out: str | Path, client, on_commit: Callable[[list[
             break
         time.sleep(0.5)
     for member, future in enumerate(futures):
-        try:
-            future.result()
-        except (InputError, RunStoreError):
-            raise
-        except Exception as error:  # noqa: BLE001 - the member's job failed on the cluster
-            raise RunStoreError(
-                f"member {member}'s job failed on the Dask cluster (tried {RETRIES + 1} times): {type(error).__name__}: {str(error)[:160]}"
-            ) from None
+        task_result(future, f"member {member}'s job failed on the Dask cluster (tried {RETRIES + 1} times)")
     return RunStore.open(out)

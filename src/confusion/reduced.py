@@ -49,10 +49,6 @@ KEEP = ("raw", "reduced")
 MEMBER_FIELDS = ("member_entropy", "member_argmax", "member_label", "member_other", "member_sumsq")
 ENSEMBLE_FIELDS = ("ensemble_entropy", "ensemble_argmax", "ensemble_top1")
 FIELDS = MEMBER_FIELDS + ENSEMBLE_FIELDS
-NEEDS_RAW = (
-    "scores of a subset of the members other than all of them or one (e.g. 2 of 3 seeds), and anything that reads "
-    "class probabilities (final_probs, a run's stored predictions in `confusion evaluate`)"
-)
 CHUNK_SAMPLES = 2**16  # samples per chunk file of the reduced arrays
 BLOCK_BYTES = 64 * 2**20  # float32 working set while reducing
 
@@ -131,20 +127,15 @@ def summarize(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         probs = probs.astype(np.float32)
     n_members, n_epochs, n_samples, n_classes = probs.shape
     dtypes = _dtypes(n_classes)
-    out = {
-        name: np.empty(((n_members,) if name in MEMBER_FIELDS else ()) + (n_epochs, n_samples), dtype=np.float32 if dtypes[name].kind == "f" else np.int64)
-        for name in FIELDS
-    }
-    for t in range(n_epochs):
-        views = {name: (value[:, t] if name in MEMBER_FIELDS else value[t]) for name, value in out.items()}
-        views = {name: view if view.flags.c_contiguous else np.ascontiguousarray(view) for name, view in views.items()}
-        invalid, deviation = reduce_epoch(probs[:, t], labels, views)
+    kinds = {name: np.float32 if dtypes[name].kind == "f" else np.int64 for name in FIELDS}
+    out = {name: np.empty(((n_members,) if name in MEMBER_FIELDS else ()) + (n_epochs, n_samples), dtype=kinds[name]) for name in FIELDS}
+    for t in range(n_epochs):  # the kernel fills contiguous (members, samples) / (samples,) arrays
+        epoch = {name: np.empty(((n_members,) if name in MEMBER_FIELDS else ()) + (n_samples,), dtype=kinds[name]) for name in FIELDS}
+        invalid, deviation = reduce_epoch(probs[:, t], labels, epoch)
         if invalid or deviation > SUM_TOLERANCE[probs.dtype]:
             raise InvalidProbabilities(f"predictions of epoch slot {t} are not probabilities (NaN, negative, or rows off 1 by {deviation:.3g})")
-        for name, view in views.items():
-            target = out[name][:, t] if name in MEMBER_FIELDS else out[name][t]
-            if view is not target:
-                target[...] = view
+        for name, value in epoch.items():
+            out[name][..., t, :] = value
     return out
 
 

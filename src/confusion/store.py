@@ -514,15 +514,15 @@ class RunStore:
                 probs = np.asarray(reader[slice(None), slice(0, len(slots)), slice(start, stop)])
                 try:
                     record = reduced.summarize(probs, labels[start:stop])
-                except InvalidProbabilities as error:  # the store only ever holds probabilities: damage
-                    raise RunStoreError(f"{self.path}: split {split!r} is damaged: {error}") from None
+                except InvalidProbabilities as error:
+                    raise _damaged(f"{self.path}: split {split!r}", error) from None
                 yield start, stop, record
             return
         group, where = self._split_group(split), f"{self.path}: split {split!r}"
         block = max(1, block_bytes // (4 * (m + 1) * max(1, len(slots)) * 4))
+        fields = [f for f in reduced.FIELDS if f not in ("member_entropy", "ensemble_entropy")]  # (the entropies come from `scores`)
         for start in range(0, n, block):
             stop = min(n, start + block)
-            fields = [f for f in reduced.FIELDS if f not in ("member_entropy", "ensemble_entropy")]
             record = {f: reduced.read(group, f, slots, start, stop, where=where) for f in fields}
             if np.isnan(record["member_label"][..., labels[start:stop] >= 0]).any():  # NaN only where the label is unknown
                 raise RunStoreError(f"{where}: the reduced record member_label of a committed epoch is missing (its chunk files are damaged)")
@@ -656,7 +656,7 @@ class RunStore:
         try:
             reduced.reduce_slot(self._group[group], reader, slot, labels, self.n_classes)
         except InvalidProbabilities as error:
-            raise RunStoreError(f"{self.path}: split {group!r} cannot be reduced: {str(error).split('; if these are logits')[0]}") from None
+            raise _damaged(f"{self.path}: split {group!r}", error) from None
 
     def _drop_raw(self, slots, groups) -> None:
         """Delete the raw chunk files of epoch slots `slots` (local stores; elsewhere they stay)."""
@@ -745,9 +745,8 @@ class RunStore:
                 scores = confusion_scores(
                     self.probs_reader(split), base=base, members=members, epochs=slots, engine=engine, progress=progress, decomposition=decomposition
                 )
-            except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
-                problem = str(error).split("; if these are logits")[0]
-                raise RunStoreError(f"{self.path}: split {split!r} is damaged: {problem}") from None
+            except InvalidProbabilities as error:
+                raise _damaged(f"{self.path}: split {split!r}", error) from None
         if keys and keys[-1] is not None:
             _write_cached_scores(keys[-1], scores, self.recorded_epochs)
         return scores
@@ -794,17 +793,12 @@ class RunStore:
         else:
             from distributed import as_completed
 
+            from .cluster import task_result
+
             shared = client.scatter(job, broadcast=True)  # the opened arrays go to every worker once
             futures = {client.submit(_score_rows, shared, start, stop, pure=False): (start, stop) for start, stop in ranges}
             for future in as_completed(futures):
-                try:
-                    parts = future.result()
-                except (InputError, RunStoreError):
-                    raise
-                except Exception as error:  # noqa: BLE001 - a task failed on the cluster
-                    raise RunStoreError(f"{where}: a scoring task failed on the Dask cluster ({type(error).__name__}: {str(error)[:120]})") from None
-                place(*futures[future], parts)
-                del parts
+                place(*futures[future], task_result(future, f"{where}: a scoring task failed on the Dask cluster"))
         if self.keep != "raw" and base == 2.0:
             for out in outputs:
                 out /= LN2
@@ -1143,9 +1137,14 @@ def _score_rows(job: tuple, start: int, stop: int) -> list[np.ndarray]:
     reader = _Rows(ChunkFileReader.wrap(arrays["probs"], committed=arrays["committed"]), start, stop)
     try:
         scores = confusion_scores(reader, base=base, members=members, epochs=slots, engine=engine, decomposition=decomposition)
-    except InvalidProbabilities as error:  # the store only ever holds probabilities: this is damage, not logits
-        raise RunStoreError(f"{where} is damaged: {str(error).split('; if these are logits')[0]}") from None
+    except InvalidProbabilities as error:
+        raise _damaged(where, error) from None
     return [scores.per_epoch, scores.per_epoch_expected]
+
+
+def _damaged(where: str, error: InvalidProbabilities) -> RunStoreError:
+    """The store only ever holds probabilities: stored values that are not are damage, not logits."""
+    return RunStoreError(f"{where} is damaged: {str(error).split('; if these are logits')[0]}")
 
 
 def _topk_rows(values_array, indices_array, members, slots, start, stop, where) -> tuple[np.ndarray, np.ndarray]:
