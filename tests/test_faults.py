@@ -115,6 +115,10 @@ def test_a_report_replaces_its_folder_whole_and_never_a_users_folder(cli, run, t
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def _chunk_files(run, split, name):
     return sorted(p for p in (run / "predictions.zarr" / split / name / "c").rglob("*") if p.is_file())
 
@@ -125,6 +129,8 @@ def _chunk_files(run, split, name):
         (lambda run: _chunk_files(run, "val", "ids")[0].unlink(), "sample ids of split 'val' are missing"),
         (lambda run: _chunk_files(run, "val", "labels")[0].unlink(), "labels of split 'val' are missing"),
         (lambda run: _chunk_files(run, "val", "probs")[0].unlink(), "of a committed epoch is missing"),
+        (lambda run: _truncate(_chunk_files(run, "val", "probs")[0]), "is truncated"),
+        (lambda run: _chunk_files(run, "val", "probs")[0].write_bytes(b""), "split 'val' is damaged: probabilities do not sum to 1"),
         (lambda run: (run / "predictions.zarr" / "val" / "probs" / "zarr.json").write_text("{"), "val/probs is missing or damaged"),
         (lambda run: (run / "predictions.zarr" / "val" / "ids" / "zarr.json").unlink(), "val/ids is missing or damaged"),
         (lambda run: _chunk_files(run, "val", "ids")[0].write_bytes(b"\x00garbage"), "val/ids is damaged"),

@@ -1,22 +1,27 @@
-"""Fused numba kernel for eqs. 1-2 and the members' entropies, one pass over the input.
+"""Fused numba kernels for eqs. 1-2 and the members' entropies, one pass over the input.
 
-Why a kernel: on a 2-core CPU the plain numpy path spends its time converting float16 and
-in a slow vector log; here each value is decoded, summed into the ensemble average and
-turned into its member-entropy term while it is in a register, and the log is a short
-polynomial that LLVM vectorises (relative error ~1e-7, well inside float16 storage error).
+Why kernels: on a 2-core CPU the plain numpy path spends its time converting float16 and in a
+slow vector log; here each value is decoded, checked and summed into the ensemble average
+while it is in a register, and the log is a short polynomial that LLVM vectorises (relative
+error ~1e-7, well inside float16 storage error).
 Importing this module raises ImportError when numba is missing; `scores` then uses numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
+from llvmlite import ir
+from numba import carray, njit, prange, types
 from numba.extending import intrinsic, overload
 
 # No 'nnan'/'ninf': the validity checks below must see NaN and inf for what they are.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _I = np.int32
+_U = np.uint32
 _F = np.float32
+# Values per sample block of the scoring kernel: the block's running sums (float32) stay in
+# the first-level cache while every member's rows of the block stream past (bench/score.py).
+BLOCK_VALUES = 8192
 
 
 @intrinsic
@@ -39,6 +44,31 @@ def _f32_to_bits(typingctx, value):
     return signature, codegen
 
 
+@intrinsic
+def _half_to_f32(typingctx, value):
+    """float16 bits -> float32, exact (subnormals too): LLVM's fpext, which becomes one F16C
+    instruction per vector of values (vcvtph2ps) where the CPU has it."""
+    signature = types.float32(types.uint16)
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return signature, codegen
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """An integer address as a pointer to `like`'s element type (see `slab_entropies`)."""
+    if not isinstance(like, types.Array):
+        return None
+    signature = types.CPointer(like.dtype)(address, like)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return signature, codegen
+
+
 def _decode(value):  # pragma: no cover - replaced by the overloads below
     raise NotImplementedError
 
@@ -47,15 +77,18 @@ def _invalid(value):  # pragma: no cover - replaced by the overloads below
     raise NotImplementedError
 
 
+def _check_key(value):  # pragma: no cover - replaced by the overloads below
+    raise NotImplementedError
+
+
+def _first_bad_key(values):  # pragma: no cover - replaced by the overloads below
+    raise NotImplementedError
+
+
 @overload(_decode, inline="always", fastmath=_FAST)
 def _decode_overload(value):
     if value == types.uint16:
-        # float16 bits -> float32: move exponent and mantissa into place, then rescale by
-        # 2**112 (exact for normal and subnormal halves). The sign is checked by _invalid.
-        def decode_half(value):
-            return _bits_to_f32(_I(_I(_I(value) & _I(0x7FFF)) << _I(13))) * _F(5.192296858534828e33)
-
-        return decode_half
+        return lambda value: _half_to_f32(value)
     if value == types.float32:
         return lambda value: value
     return None
@@ -85,6 +118,37 @@ def _invalid_overload(value):
     return None
 
 
+@overload(_check_key, inline="always")
+def _check_key_overload(value):
+    # The value's bits as an unsigned number, -0.0 taken as +0.0: every valid value (finite,
+    # not negative) is below `_first_bad_key`, every invalid one at or above it, so the
+    # largest key of a block says whether it holds a bad value: one integer max per value.
+    if value == types.uint16:
+
+        def key_half(value):
+            bits = _U(value)
+            return bits * _U(bits != _U(0x8000))  # branch-free: a select once vectorised
+
+        return key_half
+    if value == types.float32:
+
+        def key_single(value):
+            bits = _U(_f32_to_bits(value))
+            return bits * _U(bits != _U(0x80000000))
+
+        return key_single
+    return None
+
+
+@overload(_first_bad_key, inline="always")
+def _first_bad_key_overload(values):
+    if values.dtype == types.uint16:
+        return lambda values: _U(0x7C00)  # +inf
+    if values.dtype == types.float32:
+        return lambda values: _U(0x7F800000)  # +inf
+    return None
+
+
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _log(x):
     """Natural log of a positive normal float32: x = m 2^e with m in (sqrt 1/2, sqrt 2]."""
@@ -105,121 +169,130 @@ _TINY = _F(1e-30)  # below this, v log v is < 1e-28: clamping the log argument c
 
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _add_member_row(row, average, member_terms):
-    """average += f; member_terms += f log f; returns (#invalid values, sum of the row)."""
-    invalid = _I(0)
-    total = _F(0.0)
-    for c in range(row.shape[0]):
-        value = _decode(row[c])
-        invalid += _invalid(row[c])
-        total += value
-        average[c] += value
-        member_terms[c] += value * _log(max(value, _TINY))
-    return invalid, total
+def _add_values(values, average, worst):
+    """average += values (one member's rows of a block, flat); returns the largest check key."""
+    for i in range(values.shape[0]):
+        average[i] += _decode(values[i])
+        worst = max(worst, _check_key(values[i]))
+    return worst
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _add_values_and_terms(values, average, terms, worst):
+    """As `_add_values`, and terms += -f log f (the member's own entropy, per class)."""
+    for i in range(values.shape[0]):
+        value = _decode(values[i])
+        average[i] += value
+        terms[i] -= value * _log(max(value, _TINY))
+        worst = max(worst, _check_key(values[i]))
+    return worst
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _row_deviation(values, n_classes, deviation):
+    """max(deviation, |sum of a row - 1|) over the rows of a flat block."""
+    for r in range(values.shape[0] // n_classes):
+        row = values[r * n_classes : (r + 1) * n_classes]
+        total = _F(0.0)
+        for c in range(n_classes):
+            total += _decode(row[c])
+        deviation = max(deviation, abs(total - _F(1.0)))
+    return deviation
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _row_sums(values, n_classes, scale, out):
+    """out[r] = scale * sum of row r of a flat float32 block."""
+    for r in range(out.shape[0]):
+        row = values[r * n_classes : (r + 1) * n_classes]
+        total = _F(0.0)
+        for c in range(n_classes):
+            total += row[c]
+        out[r] = total * scale
 
 
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
-def _fused(data, members, epochs, start, stop, entropy_out, expected_out):
-    n_classes = data.shape[3]
-    inverse_members = _F(1.0 / members.shape[0])
-    n_blocks = (stop - start + 63) // 64
-    invalid_per_block = np.zeros(n_blocks, np.int64)
-    deviation_per_block = np.zeros(n_blocks, np.float32)
-    for block in prange(n_blocks):
-        average = np.zeros(n_classes, np.float32)
-        member_terms = np.zeros(n_classes, np.float32)
-        invalid = 0
-        deviation = _F(0.0)
-        first = start + block * 64
-        for n in range(first, min(stop, first + 64)):
-            for k in range(epochs.shape[0]):
-                t = epochs[k]
-                for i in members:
-                    bad, total = _add_member_row(data[i, t, n], average, member_terms)
-                    invalid += bad
-                    deviation = max(deviation, abs(total - _F(1.0)))
-                entropy = _F(0.0)
-                member_entropy = _F(0.0)
-                for c in range(n_classes):
-                    p = average[c] * inverse_members  # eq. 1
-                    entropy -= p * _log(max(p, _TINY))  # eq. 2
-                    member_entropy -= member_terms[c]
-                    average[c] = 0.0
-                    member_terms[c] = 0.0
-                entropy_out[k, n - start] = entropy
-                expected_out[k, n - start] = member_entropy * inverse_members
-        invalid_per_block[block] = invalid
-        deviation_per_block[block] = deviation
-    return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
+def _entropies(addresses, like, n_classes, n_rows, block_rows, entropy_out, expected_out, out_start, with_expected):
+    """Eqs. 1-2 (and the members' mean entropy when with_expected) for n_rows samples.
 
-
-@njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
-def _fused_confusion_only(data, members, epochs, start, stop, entropy_out):
-    """Eqs. 1-2 only: no member entropies, so one log per class of the average.
-
-    Indexing the values directly (no row views) and summing, then checking, in separate
-    passes measured 1.3x faster than one pass over row views (bench/score.py).
+    addresses[j, k]: where member j's rows of epoch k start, n_rows x n_classes values of
+    like's dtype in C order (a slab of an array in memory, or a mapped chunk file). A block of
+    samples of one (member, epoch) is one contiguous run of values, so every pass below is a
+    long vectorised loop over a block: the running average, the members' terms and the
+    validity key in one pass per member, each member's row sums (checked against 1) in a
+    second pass over the same cached values, then one log per class of the average.
+    Results go to columns out_start + row of the outputs.
     """
-    n_classes = data.shape[3]
-    inverse_members = _F(1.0 / members.shape[0])
-    n_blocks = (stop - start + 63) // 64
-    invalid_per_block = np.zeros(n_blocks, np.int64)
+    n_members, n_epochs = addresses.shape
+    inverse_members = _F(1.0 / n_members)
+    n_blocks = (n_rows + block_rows - 1) // block_rows
+    worst_per_block = np.zeros(n_blocks, np.uint32)
     deviation_per_block = np.zeros(n_blocks, np.float32)
     for block in prange(n_blocks):
-        average = np.zeros(n_classes, np.float32)
-        invalid = 0
+        first = block * block_rows
+        rows = min(n_rows, first + block_rows) - first
+        size = rows * n_classes
+        average = np.empty(size, np.float32)
+        terms = np.empty(size if with_expected else 0, np.float32)
+        worst = _U(0)
         deviation = _F(0.0)
-        first = start + block * 64
-        for n in range(first, min(stop, first + 64)):
-            for k in range(epochs.shape[0]):
-                t = epochs[k]
-                for c in range(n_classes):
-                    average[c] = _decode(data[members[0], t, n, c])
-                for j in range(1, members.shape[0]):
-                    for c in range(n_classes):
-                        average[c] += _decode(data[members[j], t, n, c])
-                for j in range(members.shape[0]):
-                    total = _F(0.0)
-                    bad = _I(0)
-                    for c in range(n_classes):
-                        bad += _invalid(data[members[j], t, n, c])
-                        total += _decode(data[members[j], t, n, c])
-                    invalid += bad
-                    deviation = max(deviation, abs(total - _F(1.0)))
-                entropy = _F(0.0)
-                for c in range(n_classes):
-                    p = average[c] * inverse_members  # eq. 1
-                    entropy -= p * _log(max(p, _TINY))  # eq. 2
-                entropy_out[k, n - start] = entropy
-        invalid_per_block[block] = invalid
+        for k in range(n_epochs):
+            average[:] = 0.0
+            terms[:] = 0.0
+            for j in range(n_members):
+                values = carray(_pointer(addresses[j, k], like), n_rows * n_classes)[first * n_classes : first * n_classes + size]
+                if with_expected:
+                    worst = _add_values_and_terms(values, average, terms, worst)
+                else:
+                    worst = _add_values(values, average, worst)
+                deviation = _row_deviation(values, n_classes, deviation)
+            for i in range(size):
+                p = average[i] * inverse_members  # eq. 1
+                average[i] = -p * _log(max(p, _TINY))  # eq. 2, summed per row below
+            out = out_start + first
+            _row_sums(average, n_classes, _F(1.0), entropy_out[k, out : out + rows])
+            if with_expected:
+                _row_sums(terms, n_classes, inverse_members, expected_out[k, out : out + rows])
+        worst_per_block[block] = worst
         deviation_per_block[block] = deviation
-    return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
+    bad = _first_bad_key(like)
+    return int((worst_per_block >= bad).sum()), float(deviation_per_block.max()) if n_blocks else 0.0
 
 
-def fused_entropies(data, members, epochs, entropy_out, expected_out, start=0, stop=None, with_expected=True):
-    """Fill entropy_out / expected_out (epochs, stop - start) in nats for samples [start, stop).
+def slab_entropies(addresses, dtype, n_classes, n_rows, entropy_out, expected_out, with_expected=True, out_start=0):
+    """Fill columns out_start:out_start + n_rows of entropy_out / expected_out (C-contiguous
+    float64 (epochs, samples)) in nats from slabs of float16/float32 rows.
 
-    data: C-contiguous (members, epochs, samples, classes) float16 or float32.
+    addresses: (members, epochs) integer addresses, each of n_rows x n_classes values of
+    `dtype` in C order; the caller keeps the memory they point at alive during the call.
     with_expected=False skips the members' own entropies (expected_out is filled with NaN):
-    the path for when only `confusion` is wanted.
-    Returns (number of negative/NaN/inf values, max |row sum - 1|) for the caller to judge.
+    the path for when only `confusion` is wanted, one log per class of the average.
+    Returns (number of sample blocks holding a negative/NaN/inf value, max |row sum - 1|)
+    for the caller to judge.
     """
-    stop = data.shape[2] if stop is None else stop
-    if data.dtype == np.float16:
-        data = data.view(np.uint16)
-    members = np.ascontiguousarray(members, dtype=np.int64)
-    epochs = np.ascontiguousarray(epochs, dtype=np.int64)
+    like = np.empty(0, dtype=np.uint16 if np.dtype(dtype) == np.float16 else np.float32)
     if not with_expected:
-        expected_out[...] = np.nan
-        return _fused_confusion_only(data, members, epochs, int(start), int(stop), entropy_out)
-    return _fused(data, members, epochs, int(start), int(stop), entropy_out, expected_out)
+        expected_out[:, out_start : out_start + n_rows] = np.nan
+    block_rows = max(1, BLOCK_VALUES // n_classes)
+    return _entropies(
+        np.ascontiguousarray(addresses, dtype=np.uint64), like, int(n_classes), int(n_rows), block_rows, entropy_out, expected_out,
+        int(out_start), bool(with_expected),
+    )
+
+
+def slab_addresses(data: np.ndarray, members, epochs, start: int) -> np.ndarray:
+    """(members, epochs) addresses of sample `start` of the chosen slabs of a C-contiguous
+    (members, epochs, samples, classes) array, for `slab_entropies`."""
+    n_epochs, n_samples, n_classes = data.shape[1:]
+    slab = (np.asarray(members, dtype=np.uint64)[:, None] * n_epochs + np.asarray(epochs, dtype=np.uint64)[None, :]) * n_samples + start
+    return data.ctypes.data + slab * np.uint64(n_classes * data.dtype.itemsize)
 
 
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
 def _reduce(data, labels, member_entropy, member_argmax, member_label, member_other, member_sumsq, ensemble_entropy, ensemble_argmax, ensemble_top1):
     """The reduced record of one epoch (`confusion.reduced`), one pass over (members, samples, classes).
 
-    The entropies take the same float32 operations in the same order as `_fused_confusion_only`
+    The entropies take the same float32 operations as `_entropies`
     (so they equal what raw scoring computes); the arg-max and top probability of the average
     use a float64 sum, exact for float16 inputs.
     """

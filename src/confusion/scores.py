@@ -43,6 +43,7 @@ SUM_TOLERANCE = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-3, np.dtyp
 # Bytes of float64 working memory per block in the numpy path; small enough to stay near
 # the last-level cache, large enough that per-block overhead vanishes.
 _BLOCK_BYTES = 32 * 2**20
+_WHOLE_BLOCK = 2**16
 
 
 @dataclass(frozen=True)
@@ -238,12 +239,15 @@ class _Reader:
 
     Only the bounding box of the chosen members and epochs is read; which of them enter the
     score is passed on as indices, so choosing a subset never copies the whole array. A
-    C-contiguous 4-D numpy array is handed over whole with a sample range (no copy at all).
+    C-contiguous 4-D numpy array is handed over whole with a sample range (no copy at all);
+    a source with `map_slabs` (the run store's chunk files) is mapped, not copied, one chunk
+    of samples at a time.
     """
 
     def __init__(self, array, members: np.ndarray, epochs: np.ndarray):
         self.array = array
         self.whole = isinstance(array, np.ndarray) and array.ndim == 4 and array.flags.c_contiguous
+        self.mapped = hasattr(array, "map_slabs")
         if self.whole:
             self.m0 = self.e0 = 0
             self.m1, self.e1 = array.shape[0], array.shape[1]
@@ -255,12 +259,12 @@ class _Reader:
         self.buffers: list[np.ndarray | None] = [None, None]
         self.turn = 1
 
-    def __call__(self, start: int, stop: int) -> tuple[np.ndarray, int, int]:
+    def __call__(self, start: int, stop: int, fresh: bool = False) -> tuple[np.ndarray, int, int]:
         """(C-contiguous block, first sample, last sample + 1) in the block's own sample axis.
 
         A source with `read_into` (the run store's chunk-file reader) fills one of two
         buffers in turn, so a block stays valid while the next one is read, and fresh
-        memory is not page-faulted in for every block.
+        memory is not page-faulted in for every block; `fresh` reads into new memory.
         """
         if self.whole:
             return self.array, start, stop
@@ -268,6 +272,8 @@ class _Reader:
             block = np.asarray(self.array[start:stop])[None, None]
         elif hasattr(self.array, "read_into"):
             shape = (self.m1 - self.m0, self.e1 - self.e0, stop - start, self.array.shape[3])
+            if fresh:
+                return self.array.read_into(np.empty(shape, dtype=self.array.dtype), self.m0, self.e0, start), 0, stop - start
             self.turn = 1 - self.turn
             if self.buffers[self.turn] is None or self.buffers[self.turn].shape != shape:
                 self.buffers[self.turn] = np.empty(shape, dtype=self.array.dtype)
@@ -275,6 +281,21 @@ class _Reader:
         else:
             block = np.asarray(self.array[self.m0 : self.m1, self.e0 : self.e1, start:stop])
         return np.ascontiguousarray(block), 0, stop - start
+
+    def slabs(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        """(addresses of the chosen (member, epoch) slabs of samples [start, stop), the object
+        that keeps their memory alive) for the numba kernel; `release` the latter after it."""
+        from ._kernels import slab_addresses
+
+        if self.mapped:
+            return self.array.map_slabs(self.m0 + self.members, self.e0 + self.epochs, start, stop)
+        block, first, _ = self(start, stop)
+        return slab_addresses(block, self.members, self.epochs, first), block
+
+    @staticmethod
+    def release(keep: Any) -> None:
+        if hasattr(keep, "close"):
+            keep.close()
 
 
 def _sample_chunk(array) -> int | None:
@@ -284,11 +305,20 @@ def _sample_chunk(array) -> int | None:
     return None
 
 
-def _block_samples(array, n_members: int, n_epochs: int, n_classes: int, itemsize: int) -> int:
-    per_sample = max(1, n_members * n_epochs * n_classes * max(itemsize, 8))
+def _block_samples(reader: _Reader, n_classes: int, dtype: np.dtype, engine: str) -> int:
+    """Samples per block. The kernel maps a store one chunk at a time and takes an array in
+    memory as it is, in blocks of _WHOLE_BLOCK samples (only the per-epoch outputs take
+    memory; larger blocks keep both cores busy); a copied block takes _BLOCK_BYTES (float64
+    in the numpy path), whole chunks only, so a store is read once, chunk by chunk."""
+    chunk = _sample_chunk(reader.array)
+    if engine == "numba" and reader.mapped:
+        return chunk
+    if engine == "numba" and reader.whole:
+        return _WHOLE_BLOCK
+    itemsize = dtype.itemsize if engine == "numba" else max(dtype.itemsize, 8)
+    per_sample = max(1, (reader.m1 - reader.m0) * (reader.e1 - reader.e0) * n_classes * itemsize)
     block = max(1, _BLOCK_BYTES // per_sample)
-    chunk = _sample_chunk(array)
-    if chunk:  # whole chunks only: a store is read once, chunk by chunk
+    if chunk:
         block = max(chunk, (block // chunk) * chunk)
     return block
 
@@ -416,39 +446,41 @@ def confusion_scores(
     epoch_index = _indices(epochs, n_epochs, "epochs")
     reader = _Reader(probs, member_index, epoch_index)
     engine = _engine(engine, dtype, logits)
-    block = _block_samples(probs, reader.m1 - reader.m0, reader.e1 - reader.e0, n_classes, dtype.itemsize)
+    block = _block_samples(reader, n_classes, dtype, engine)
 
     per_epoch = np.empty((len(epoch_index), n_samples), dtype=np.float64)
     per_epoch_expected = np.empty_like(per_epoch)
     kernel = None
     if engine == "numba":
-        from ._kernels import fused_entropies
+        from ._kernels import slab_entropies
 
-        kernel = fused_entropies
+        kernel = slab_entropies
     starts = range(0, n_samples, block)
     with ThreadPoolExecutor(max_workers=1) as prefetch:
-        # Read block k+1 (zarr decoding, disk) while block k is scored; the kernel drops the GIL.
-        pending = prefetch.submit(reader, 0, min(block, n_samples))
+        # Read (or map) block k+1 while block k is scored; the kernel drops the GIL.
+        read = reader.slabs if kernel is not None else reader
+        pending = prefetch.submit(read, 0, min(block, n_samples))
         for start in starts:
             stop = min(start + block, n_samples)
-            data, first, last = pending.result()
+            got = pending.result()
             if stop < n_samples:
-                pending = prefetch.submit(reader, stop, min(stop + block, n_samples))
+                pending = prefetch.submit(read, stop, min(stop + block, n_samples))
             if kernel is not None:
-                # Contiguous outputs keep to one compiled specialisation of the kernel.
-                entropy_block = np.empty((len(epoch_index), stop - start))
-                expected_block = np.empty_like(entropy_block)
-                invalid, max_deviation = kernel(
-                    data, reader.members, reader.epochs, entropy_block, expected_block, first, last, decomposition
-                )
-                per_epoch[:, start:stop] = entropy_block
-                per_epoch_expected[:, start:stop] = expected_block
+                addresses, keep = got
+                try:
+                    invalid, max_deviation = kernel(
+                        addresses, dtype, n_classes, stop - start, per_epoch, per_epoch_expected, decomposition, out_start=start
+                    )
+                finally:
+                    reader.release(keep)
                 if invalid or max_deviation > SUM_TOLERANCE[dtype]:
                     # Rare path: find and name the offending value with the plain checks.
+                    data, first, last = reader(start, stop, fresh=True)
                     selected = data[:, :, first:last][reader.members][:, reader.epochs].astype(np.float64)
                     problem = describe_invalid(selected, dtype, start, logits, member_index, epoch_index)
                     raise InvalidProbabilities(problem or "probs are not valid probabilities")
             else:
+                data, first, last = got
                 selected = data[:, :, first:last][reader.members][:, reader.epochs].astype(np.float64, copy=False)
                 problem = describe_invalid(selected, dtype, start, logits, member_index, epoch_index)
                 if problem:

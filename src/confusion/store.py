@@ -39,6 +39,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -1254,6 +1255,31 @@ class ChunkFileReader:
         out = np.empty((len(m_range), len(e_range), stop - start, self.shape[3]), dtype=self.dtype)
         return self.read_into(out, m_range.start, e_range.start, start)
 
+    def map_slabs(self, members, epochs, start: int, stop: int) -> tuple[np.ndarray, _Mappings]:
+        """(members, epochs) addresses of samples [start, stop) (within one chunk) of each chosen
+        member and epoch, straight in the mapped chunk files, and the mappings to close after use.
+
+        Scoring from the page cache this way skips a copy of every value (bench/score.py).
+        """
+        per_chunk = self.chunks[2]
+        chunk = start // per_chunk
+        if (stop - 1) // per_chunk != chunk:
+            raise ValueError("map_slabs reads one chunk of samples at a time")
+        row_bytes = self.shape[3] * self.dtype.itemsize
+        offset = (start - chunk * per_chunk) * row_bytes
+        mappings = _Mappings()
+        addresses = np.empty((len(members), len(epochs)), dtype=np.uint64)
+        try:
+            for i, member in enumerate(members):
+                for j, epoch in enumerate(epochs):
+                    path = self.root / self.encode((int(member), int(epoch), chunk, 0))
+                    missing_ok = self.committed is None or epoch >= self.committed
+                    addresses[i, j] = mappings.address(path, offset, offset + (stop - start) * row_bytes, missing_ok)
+        except BaseException:
+            mappings.close()
+            raise
+        return addresses, mappings
+
     def read_into(self, out: np.ndarray, member0: int, epoch0: int, start: int) -> np.ndarray:
         """Fill `out` (members, epochs, samples, classes) from member0, epoch0, sample `start` on."""
         per_chunk = self.chunks[2]
@@ -1279,6 +1305,42 @@ class ChunkFileReader:
                             raise RunStoreError(f"chunk file {path} is truncated")
                         target[...] = 0
         return out
+
+
+
+class _Mappings:
+    """Chunk files mapped read-only for one block of scoring; `close` unmaps them."""
+
+    def __init__(self):
+        self.maps: list[mmap.mmap] = []
+        self.views: list[np.ndarray] = []
+
+    def address(self, path: Path, offset: int, need: int, missing_ok: bool) -> int:
+        """Address of byte `offset` of the file at `path`, which must hold `need` bytes; a file
+        that is missing (zarr skips chunks equal to the fill value) or empty reads as zeros."""
+        try:
+            handle = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
+            size = 0
+        else:
+            with handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size:
+                    if size < need:
+                        raise RunStoreError(f"chunk file {path} is truncated")
+                    # Pages fault in inside the kernel's threads: measured faster on 2 cores
+                    # than MAP_POPULATE in the prefetching thread (4.7 vs 3.3 GB/s).
+                    self.maps.append(mmap.mmap(handle.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
+        self.views.append(np.frombuffer(self.maps[-1], dtype=np.uint8) if size else np.zeros(need, dtype=np.uint8))
+        return self.views[-1].ctypes.data + (offset if size else 0)
+
+    def close(self) -> None:
+        self.views.clear()  # the views hold exports of the maps, which must go first
+        for mapped in self.maps:
+            mapped.close()
+        self.maps.clear()
 
 
 def _strings(array) -> np.ndarray:
