@@ -37,3 +37,43 @@ def test_unknown_names():
         build_model("cnn-xl", 1, 28, 10)
     with pytest.raises(UnknownNameError, match="unknown torchvision model"):
         build_model("torchvision:not_a_model", 1, 28, 10)
+
+
+@pytest.mark.parametrize("size", [7, 8, 15])
+def test_the_eval_pool_gives_what_the_standard_pool_gives(size):
+    from confusion.models import MaxPool2x2
+
+    torch.manual_seed(size)
+    x = torch.randn(3, 5, size, size).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 2, 3] = float("nan")
+    x[1, 2, 0, 0] = float("inf")
+    x[2] = -x[2].abs()
+    with torch.inference_mode():
+        fast, standard = MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2)
+    torch.testing.assert_close(fast, standard, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["cnn-s", "cnn-m", "cnn-l"])
+def test_pooling_before_the_relu_changes_no_value_or_gradient(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, 30, 5)
+    # The same weights with the usual order: ReLU, then pool.
+    usual = []
+    for layer in model.layers:
+        if isinstance(layer, torch.nn.ReLU) and usual and isinstance(usual[-1], torch.nn.MaxPool2d):
+            usual.insert(len(usual) - 1, layer)
+        else:
+            usual.append(layer)
+    usual = torch.nn.Sequential(*usual)
+    x = torch.randn(16, 3, 30, 30)
+    for mode in (True, False):
+        model.train(mode)
+        ours = model(x)
+        ours.square().sum().backward()
+        ours_grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        theirs = usual(x)
+        theirs.square().sum().backward()
+        assert torch.equal(ours, theirs)
+        assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), ours_grads))
+        model.zero_grad()
