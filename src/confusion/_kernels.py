@@ -329,9 +329,9 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                     squares += value * value
                     entropy -= value * _log(max(value, _TINY))
                     best = max(best, value)
-                best_class = 0
-                while best_class < n_classes - 1 and _decode(data[j, n, best_class]) != best:  # the first largest
-                    best_class += 1
+                best_class = n_classes - 1
+                for c in range(n_classes):  # the first largest: a min over positions, which vectorises
+                    best_class = min(best_class, c + (n_classes - c) * (_decode(data[j, n, c]) != best))
                 other = _F(-1.0)
                 for c in range(max(y, 0)):
                     other = max(other, _decode(data[j, n, c]))
@@ -350,9 +350,9 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                 p = average[c] * inverse_members  # eq. 1
                 entropy -= p * _log(max(p, _TINY))  # eq. 2
                 best64 = max(best64, exact[c])
-            best_class = 0
-            while best_class < n_classes - 1 and exact[best_class] != best64:
-                best_class += 1
+            best_class = n_classes - 1
+            for c in range(n_classes):
+                best_class = min(best_class, c + (n_classes - c) * (exact[c] != best64))
             ensemble_entropy[n] = entropy
             ensemble_argmax[n] = best_class
             ensemble_top1[n] = best64 / n_members
