@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit-train", type=int, default=12000)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both loops run there)")
+    parser.add_argument("--precision", default="auto", help="the trainer's: auto, fp32 or bf16 (the plain loop is always fp32)")
     args = parser.parse_args()
 
     from scipy.stats import kendalltau
@@ -100,7 +101,7 @@ def main() -> None:
         plain_a = plain_run(args.arch, args.members, args.epochs, args.limit_train, 100, scratch / "a.npy", args.device)
         plain_b = plain_run(args.arch, args.members, args.epochs, args.limit_train, 200, scratch / "b.npy", args.device)
         config = TrainConfig(arch=args.arch, members=args.members, epochs=args.epochs, limit_train=args.limit_train, augment=False,
-                             schedule="constant", device=args.device)
+                             schedule="constant", device=args.device, precision=args.precision)
         started = time.perf_counter()
         store = train(config, scratch / "run")
         wall = time.perf_counter() - started
@@ -119,7 +120,8 @@ def main() -> None:
         }
 
     where = torch_device_name(args.device)
-    print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, {where}")
+    print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, "
+          f"trainer precision {args.precision}, {where}")
     print(f"\n{'loop':<44} {'member-samples/s':>17} {'ratio':>7}")
     print(f"{'plain fp32 loop (members one after another)':<44} {plain_rate:>17.0f} {1.0:>7.2f}")
     plain_b_rate = plain_b["samples"] / plain_b["train_seconds"]

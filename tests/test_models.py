@@ -77,3 +77,23 @@ def test_pooling_before_the_relu_changes_no_value_or_gradient(name):
         assert torch.equal(ours, theirs)
         assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), ours_grads))
         model.zero_grad()
+
+
+@pytest.mark.parametrize("name", ["cnn-m", "cnn-l", "resnet-s"])
+def test_folding_batchnorm_for_inference_keeps_the_predictions(name):
+    from confusion.models import folded_for_inference
+
+    torch.manual_seed(0)
+    model = build_model(name, 3, 16, 5)
+    with torch.no_grad():  # BatchNorm statistics that are not the initial ones
+        for _ in range(3):
+            model(torch.randn(32, 3, 16, 16) * 3 + 1)
+    model.eval()
+    folded = folded_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
+    x = torch.randn(8, 3, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x).softmax(1), model(x).softmax(1), rtol=0, atol=1e-5)
+    plain = build_model("cnn-s", 3, 16, 5)
+    assert folded_for_inference(plain) is plain

@@ -317,17 +317,18 @@ def predict(model, data, split: str, batch_size: int, precision: str):
     """Eval-mode class probabilities (samples, classes) float32 on the CPU."""
     import torch
 
-    from .models import is_convolutional
+    from .models import folded_for_inference, is_convolutional
 
     model.eval()
     channels_last = is_convolutional(model)
+    inference = folded_for_inference(model)
     n = data.n(split)
     outputs = []
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.inference_mode(), autocast:
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(n, start + batch_size), device=data.device)
-            logits = model(data.batch(split, index, channels_last))
+            logits = inference(data.batch(split, index, channels_last))
             outputs.append(torch.softmax(logits.float(), dim=1).cpu())
     model.train()
     return torch.cat(outputs).numpy()
