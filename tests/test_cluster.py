@@ -76,3 +76,18 @@ def test_train_on_local_3_matches_a_local_run_even_when_a_worker_is_killed(tmp_p
     cluster, local = RunStore.open(tmp_path / "cluster"), RunStore.open(tmp_path / "local")
     assert cluster.recorded_epochs == local.recorded_epochs == [1, 2, 3, 4]
     np.testing.assert_array_equal(cluster.scores("val", cache=False).confusion, local.scores("val", cache=False).confusion)
+
+
+@pytest.mark.timeout(120)  # before the fix it could also hang
+def test_one_client_scores_a_run_again_and_again(tmp_path):
+    # The same job scattered under its content key by consecutive calls was released by one
+    # call while the next still needed it: "lost dependencies" in 2 of 3 tries before the fix.
+    from confusion.cluster import dask_client
+
+    rng = np.random.default_rng(1)
+    import_predictions(rng.dirichlet(np.full(5, 0.5), size=(3, 2, 3000)).astype(np.float16), tmp_path / "run")
+    store = RunStore.open(tmp_path / "run")
+    local = store.scores("val", cache=False).confusion
+    with dask_client("local:2") as client:
+        for _ in range(4):
+            np.testing.assert_array_equal(store.scores("val", cache=False, client=client).confusion, local)

@@ -796,7 +796,10 @@ class RunStore:
 
             from .cluster import task_result
 
-            shared = client.scatter(job, broadcast=True)  # the opened arrays go to every worker once
+            # The opened arrays go to every worker once. hash=False: a key of its own per call; the
+            # same job scattered again under its content key could be released by the last call
+            # while this one still needs it ("lost dependencies").
+            shared = client.scatter(job, broadcast=True, hash=False)
             futures = {client.submit(_score_rows, shared, start, stop, pure=False): (start, stop) for start, stop in ranges}
             for future in as_completed(futures):
                 place(*futures[future], task_result(future, f"{where}: a scoring task failed on the Dask cluster"))
@@ -1170,6 +1173,12 @@ class _Rows:
         self.shape = (*reader.shape[:2], stop - start, reader.shape[3])
         self.dtype = reader.dtype
         self.chunks = None
+        if hasattr(reader, "map_slabs") and start % reader.chunks[2] == 0:  # chunk files: mapped, as in the local scorer
+            self.chunks = reader.chunks
+            self.map_slabs = self._map_slabs
+
+    def _map_slabs(self, members, epochs, first: int, last: int):
+        return self.reader.map_slabs(members, epochs, self.start + first, self.start + last)
 
     def __getitem__(self, index):
         members, epochs, samples = index
