@@ -73,10 +73,6 @@ def _decode(value):  # pragma: no cover - replaced by the overloads below
     raise NotImplementedError
 
 
-def _invalid(value):  # pragma: no cover - replaced by the overloads below
-    raise NotImplementedError
-
-
 def _check_key(value):  # pragma: no cover - replaced by the overloads below
     raise NotImplementedError
 
@@ -91,30 +87,6 @@ def _decode_overload(value):
         return lambda value: _half_to_f32(value)
     if value == types.float32:
         return lambda value: value
-    return None
-
-
-@overload(_invalid, inline="always")
-def _invalid_overload(value):
-    # 1 for a negative value (sign bit set on a non-zero) or NaN/inf (exponent all ones).
-    if value == types.uint16:
-
-        def invalid_half(value):
-            bits = _I(value)
-            negative = bits > _I(0x8000)  # 0x8000 itself is -0.0, which is fine
-            nonfinite = (bits & _I(0x7C00)) == _I(0x7C00)
-            return _I(negative) | _I(nonfinite)
-
-        return invalid_half
-    if value == types.float32:
-
-        def invalid_single(value):
-            bits = _f32_to_bits(value)
-            negative = (bits < _I(0)) & ((bits & _I(0x7FFFFFFF)) != _I(0))
-            nonfinite = (bits & _I(0x7F800000)) == _I(0x7F800000)
-            return _I(negative) | _I(nonfinite)
-
-        return invalid_single
     return None
 
 
@@ -299,12 +271,12 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
     n_members, n_samples, n_classes = data.shape
     inverse_members = _F(1.0 / n_members)
     n_blocks = (n_samples + 63) // 64
-    invalid_per_block = np.zeros(n_blocks, np.int64)
+    worst_per_block = np.zeros(n_blocks, np.uint32)
     deviation_per_block = np.zeros(n_blocks, np.float32)
     for block in prange(n_blocks):
         average = np.zeros(n_classes, np.float32)
         exact = np.zeros(n_classes, np.float64)
-        invalid = 0
+        worst = _U(0)
         deviation = _F(0.0)
         for n in range(block * 64, min(n_samples, block * 64 + 64)):
             y = labels[n]
@@ -321,10 +293,9 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                 total = _F(0.0)
                 squares = _F(0.0)
                 best = _F(-1.0)
-                bad = _I(0)
                 for c in range(n_classes):  # branch-free, so LLVM vectorises it
                     value = _decode(data[j, n, c])
-                    bad += _invalid(data[j, n, c])
+                    worst = max(worst, _check_key(data[j, n, c]))
                     total += value
                     squares += value * value
                     entropy -= value * _log(max(value, _TINY))
@@ -337,7 +308,6 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
                     other = max(other, _decode(data[j, n, c]))
                 for c in range(y + 1, n_classes):  # the largest class but the label (all of them when it is unknown)
                     other = max(other, _decode(data[j, n, c]))
-                invalid += bad
                 deviation = max(deviation, abs(total - _F(1.0)))
                 member_entropy[j, n] = entropy
                 member_argmax[j, n] = best_class
@@ -356,14 +326,16 @@ def _reduce(data, labels, member_entropy, member_argmax, member_label, member_ot
             ensemble_entropy[n] = entropy
             ensemble_argmax[n] = best_class
             ensemble_top1[n] = best64 / n_members
-        invalid_per_block[block] = invalid
+        worst_per_block[block] = worst
         deviation_per_block[block] = deviation
-    return invalid_per_block.sum(), float(deviation_per_block.max()) if n_blocks else 0.0
+    bad = _first_bad_key(data)
+    return int((worst_per_block >= bad).sum()), float(deviation_per_block.max()) if n_blocks else 0.0
 
 
 def reduce_epoch(data, labels, out: dict) -> tuple[int, float]:
     """Fill `out` (confusion.reduced's fields, (members, samples) and (samples,)) from one epoch's
-    (members, samples, classes) float16/float32 block; returns (#invalid values, max |row sum - 1|)."""
+    (members, samples, classes) float16/float32 block; returns (#sample blocks holding a negative/NaN/inf
+    value, max |row sum - 1|)."""
     data = np.ascontiguousarray(data)
     if data.dtype == np.float16:
         data = data.view(np.uint16)
