@@ -1282,12 +1282,21 @@ class ChunkFileReader:
             for i, member in enumerate(members):
                 for j, epoch in enumerate(epochs):
                     path = self.root / self.encode((int(member), int(epoch), chunk, 0))
-                    missing_ok = self.committed is None or epoch >= self.committed
-                    addresses[i, j] = mappings.address(path, offset, offset + (stop - start) * row_bytes, missing_ok)
+                    try:
+                        addresses[i, j] = mappings.address(path, offset, offset + (stop - start) * row_bytes)
+                    except FileNotFoundError:
+                        self._missing(path, int(epoch))
+                        addresses[i, j] = mappings.zeros((stop - start) * row_bytes)
         except BaseException:
             mappings.close()
             raise
         return addresses, mappings
+
+    def _missing(self, path: Path, epoch: int) -> None:
+        """A chunk file that is not there: zarr skips chunks equal to the fill value, which only
+        an epoch not yet committed can have (it reads as zeros); in a committed epoch it is damage."""
+        if self.committed is not None and epoch < self.committed:
+            raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
 
     def read_into(self, out: np.ndarray, member0: int, epoch0: int, start: int) -> np.ndarray:
         """Fill `out` (members, epochs, samples, classes) from member0, epoch0, sample `start` on."""
@@ -1305,16 +1314,14 @@ class ChunkFileReader:
                         with open(path, "rb", buffering=0) as handle:
                             handle.seek((first - chunk * per_chunk) * row_bytes)
                             got = handle.readinto(memoryview(target).cast("B"))
-                    except FileNotFoundError:  # zarr skips chunks equal to the fill value
-                        if self.committed is not None and epoch0 + j < self.committed:
-                            raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
+                    except FileNotFoundError:
+                        self._missing(path, epoch0 + j)
                         got = 0
                     if got != target.nbytes:
                         if got:
                             raise RunStoreError(f"chunk file {path} is truncated")
                         target[...] = 0
         return out
-
 
 
 class _Mappings:
@@ -1324,26 +1331,25 @@ class _Mappings:
         self.maps: list[mmap.mmap] = []
         self.views: list[np.ndarray] = []
 
-    def address(self, path: Path, offset: int, need: int, missing_ok: bool) -> int:
-        """Address of byte `offset` of the file at `path`, which must hold `need` bytes; a file
-        that is missing (zarr skips chunks equal to the fill value) or empty reads as zeros."""
-        try:
-            handle = open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
-            size = 0
-        else:
-            with handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size:
-                    if size < need:
-                        raise RunStoreError(f"chunk file {path} is truncated")
-                    # Pages fault in inside the kernel's threads: measured faster on 2 cores
-                    # than MAP_POPULATE in the prefetching thread (4.7 vs 3.3 GB/s).
-                    self.maps.append(mmap.mmap(handle.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
-        self.views.append(np.frombuffer(self.maps[-1], dtype=np.uint8) if size else np.zeros(need, dtype=np.uint8))
-        return self.views[-1].ctypes.data + (offset if size else 0)
+    def address(self, path: Path, offset: int, need: int) -> int:
+        """Address of byte `offset` of the file at `path`, which must hold `need` bytes; an empty
+        file reads as zeros, a missing one raises FileNotFoundError (see ChunkFileReader._missing)."""
+        with open(path, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if not size:
+                return self.zeros(need - offset)
+            if size < need:
+                raise RunStoreError(f"chunk file {path} is truncated")
+            # Pages fault in inside the kernel's threads: measured faster on 2 cores than
+            # MAP_POPULATE in the prefetching thread (4.7 vs 3.3 GB/s).
+            self.maps.append(mmap.mmap(handle.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
+        self.views.append(np.frombuffer(self.maps[-1], dtype=np.uint8))
+        return self.views[-1].ctypes.data + offset
+
+    def zeros(self, size: int) -> int:
+        """Address of `size` zero bytes, kept until `close`."""
+        self.views.append(np.zeros(size, dtype=np.uint8))
+        return self.views[-1].ctypes.data
 
     def close(self) -> None:
         self.views.clear()  # the views hold exports of the maps, which must go first
