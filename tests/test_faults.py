@@ -58,6 +58,64 @@ def test_bad_mitigation_settings(cli, run, tmp_path, args, message):
     assert not (tmp_path / "m").exists()
 
 
+# Found by bench/fault_cases.py (the adversarial sweep): each was accepted, ran out of memory,
+# or ended in a traceback. In-process (fast); `out` is what must not exist afterwards.
+SWEEP_REFUSALS = [
+    (["train", "--data", "digits", "--members", str(2**70), "--out", "{tmp}/out"], "--members must be 1 to 1,000"),
+    (["train", "--data", "digits", "--epochs", "100001", "--out", "{tmp}/out"], "--epochs 1 to 100,000"),
+    (["train", "--data", "digits", "--root", "{tmp}/nowhere", "--out", "{tmp}/out"], "is not a folder"),
+    (["zoo", "--data", "digits", "--archs", "", "--out", "{tmp}/out"], "--archs lists no model"),
+    (["zoo", "--data", "digits", "--epochs", str(2**70), "--out", "{tmp}/out"], "--epochs 1 to 100,000"),
+    (["report", "{run}", "--bins", "1000000000", "--out", "{tmp}/out"], "--bins must be 2 to 10,000"),
+    (["hardset", "{run}", "--threshold", "-1", "--out", "{tmp}/out.csv"], "--threshold must be a number >= 0"),
+    (["hardset", "{run}", "--top", "0", "--score", "nope", "--out", "{tmp}/out.csv"], "--top must be a fraction"),
+    (["hardset", "{run}", "--top", "0.1", "--score", "nope", "--out", "{tmp}/out.csv"], "--score must be a label-free score"),
+    (["score", "{run}", "--with-meta"], "goes with RUN and --out"),
+    (["import", "--probs", "{probs}", "--classes", "a,a,b,c,d,e,f,g,h,i", "--out", "{tmp}/out"], "class name 'a' is given twice"),
+    (["import", "--probs", "{probs}", "--classes", ",,,,,,,,,", "--out", "{tmp}/out"], "a class name is empty"),
+    (["import", "--probs", "{probs}", "--n-classes", "0", "--out", "{tmp}/out"], "--n-classes goes with --topk"),
+    (["import", "--probs", "{probs}", "--ids", "{tmp}/binary.txt", "--out", "{tmp}/out"], "is not UTF-8 text"),
+    (["score", "--probs", "{tmp}/one_class.npy", "--out", "{tmp}/out.csv"], "confusion needs at least 2"),
+    (["import", "--probs", "{tmp}/with_names.npz", "--out", "{tmp}/out"], "labels are class names"),
+    (["score", "--probs", "{tmp}/with_names.npz", "--out", "{tmp}/out.csv"], "labels are class names"),
+]
+
+
+@pytest.mark.parametrize("args, message", SWEEP_REFUSALS, ids=[" ".join(a[:1] + a[2:4])[:40] for a, _ in SWEEP_REFUSALS])
+def test_what_the_sweep_found_is_refused_in_one_line(cli, run, tmp_path, probs_file, args, message):
+    probs, _, array, _ = probs_file
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00" * 200)
+    np.save(tmp_path / "one_class.npy", np.ones((2, 2, 20, 1), np.float32))
+    np.savez(tmp_path / "with_names.npz", probs=array, labels=np.array(["cat"] * array.shape[2]))
+    args = [a.format(tmp=tmp_path, run=run, probs=probs) for a in args]
+    result = cli(*args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("confusion: error:") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_an_npz_of_predictions_and_labels_brings_its_labels(cli, tmp_path, probs_file):
+    _, _, array, labels = probs_file
+    np.savez(tmp_path / "both.npz", probs=array, labels=labels)
+    assert cli("import", "--probs", tmp_path / "both.npz", "--out", tmp_path / "run").exit_code == 0
+    from confusion.store import RunStore
+
+    assert np.array_equal(RunStore.open(tmp_path / "run").labels("val"), labels)
+    assert cli("score", "--probs", tmp_path / "both.npz", "--out", tmp_path / "s.csv").exit_code == 0
+    assert np.array_equal(pd.read_csv(tmp_path / "s.csv")["label"], labels)
+
+
+def test_evaluate_checks_its_options_first(cli, digits_run, tmp_path):
+    hard = tmp_path / "hard.csv"
+    assert cli("hardset", digits_run, "--top", "0.2", "--out", hard).exit_code == 0
+    for args, message in ((["--device", "tpu"], "--device must be cpu or cuda"), (["--bins", "0"], "--bins must be 1 to"),
+                          (["--root", tmp_path / "nowhere"], "is not a folder")):
+        result = cli("evaluate", digits_run, "--hardset", hard, "--out", tmp_path / "e.csv", *args)
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "e.csv").exists()
+
+
 def test_usage_errors_are_one_line_too(cli_process, run):
     for args, message in (
         (["score", "--split"], "requires an argument"),
@@ -119,6 +177,15 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _edit_array_meta(run, split, name, chunk_shape):
+    import json
+
+    path = run / "predictions.zarr" / split / name / "zarr.json"
+    meta = json.loads(path.read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = chunk_shape
+    path.write_text(json.dumps(meta))
+
+
 def _chunk_files(run, split, name):
     return sorted(p for p in (run / "predictions.zarr" / split / name / "c").rglob("*") if p.is_file())
 
@@ -142,6 +209,8 @@ def _chunk_files(run, split, name):
         (lambda run: _edit_meta(run, n_classes="ten"), "'n_classes' is missing or not a int"),
         (lambda run: _edit_meta(run, recorded_epochs=[0, 1]), "'recorded_epochs' must be"),
         (lambda run: _edit_meta(run, splits={"val": []}), "split 'val' has no sample count"),
+        (lambda run: _edit_meta(run, splits={"val": {"n": 5, "labelled": True}}), "but run.json gives split 'val' 5 samples"),
+        (lambda run: _edit_array_meta(run, "val", "probs", [0, 0, 0, 0]), "val/probs is damaged (chunk shape (0, 0, 0, 0))"),
     ],
 )
 def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, message):
@@ -155,6 +224,14 @@ def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, mess
     assert not any((tmp_path / name).exists() for name in ("s.csv", "h.csv", "report", "d.csv"))
     result = cli("status", run)  # reads run.json and the member files only: whole, or one line
     assert result.exit_code in (0, 2) and (result.exit_code == 0 or result.stderr.strip().splitlines()[-1].startswith("confusion: error:"))
+
+
+@pytest.mark.parametrize("name", ["ids", "labels"])
+def test_a_report_names_damaged_ids_or_labels_before_any_work(cli, run, tmp_path, name):
+    _chunk_files(run, "val", name)[0].unlink()
+    result = cli("report", run, "--out", tmp_path / "report")
+    assert result.exit_code == 2 and f"val/{name} is damaged" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no progress line: nothing was computed
 
 
 REDUCED_FIELDS = ["member_entropy", "member_argmax", "member_label", "member_other", "member_sumsq", "ensemble_entropy", "ensemble_argmax", "ensemble_top1"]
@@ -283,6 +360,7 @@ def test_compare_with_no_shared_samples_is_refused(cli, tmp_path, probs_file):
     assert cli("import", "--probs", probs, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "b").exit_code == 0
     result = cli("report", tmp_path / "a", "--compare", tmp_path / "b", "--out", tmp_path / "report")
     assert result.exit_code == 2 and "shares 0 val samples" in result.stderr and not (tmp_path / "report").exists()
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # refused before any work (no progress lines)
 
 
 def test_bad_npz_arrays(cli, tmp_path):
@@ -333,6 +411,44 @@ def test_a_worker_killed_mid_run_stops_the_command_at_once_and_the_rerun_resumes
     assert process.returncode == 2 and time.time() - killed_at < 20  # not after the other member's 40 epochs
     assert stderr.strip().splitlines()[-1].startswith("confusion: error: a training process died")
     assert "Traceback" not in stderr
+
+
+def test_workers_of_a_parent_killed_during_their_start_up_exit(tmp_path):
+    """kill -9 of the coordinator while its workers still import and unpickle their job (before
+    they could arm their death signal): they exit instead of training on without the lock."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "confusion.cli", "train", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "60", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def workers() -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid in children if "spawn" in open(f"/proc/{pid}/cmdline").read()]
+
+    deadline = time.time() + 120
+    while time.time() < deadline and len(workers()) < 2:
+        time.sleep(0.01)
+    started = workers()
+    assert len(started) == 2
+    os.kill(process.pid, signal.SIGKILL)  # the parent only, as a scheduler or OOM killer would
+    process.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 20  # their start-up, not their 60 epochs
+    while time.time() < deadline and any(running(pid) for pid in started):
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in started)
+    assert not (out / "checkpoints").exists()  # no member trained an epoch
 
 
 @pytest.mark.parametrize("case, fraction", [("import", 0.5), ("score", 0.6), ("report", 0.4), ("train", 0.55)])

@@ -43,17 +43,21 @@ def worker_environment(threads: int) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the coordinator)."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the coordinator), and
+    exit now if `parent` (the pid that started it) is gone already: a parent killed while this
+    process was still starting (importing, unpickling its job) left it an orphan that the
+    death signal, armed too late, would never reach."""
     libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    if libc_name:
+        try:
+            libc = ctypes.CDLL(libc_name, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # checked after arming: a parent dying in between is caught either way
+        os._exit(1)
 
 
 def cpu_has_bf16() -> bool:

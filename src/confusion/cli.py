@@ -19,6 +19,7 @@ import typer
 
 from . import _terminal as term
 from ._files import check_replaceable_folder, write_table_atomic
+from .analyses import MAX_BINS
 from .datasets import data_kind, load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
@@ -29,13 +30,13 @@ from .hardset import materialize as write_images
 from .hardset import materialize_texts as write_texts
 from .cluster import check_spec as check_dask_spec
 from .cluster import dask_client, train_on_cluster
-from .importing import attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
+from .importing import archive_labels, attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
 from .mitigation import MitigationConfig
 from .mitigation import mitigate as run_mitigation
 from .report import build_report, check_inputs, read_signal
 from .scores import as_four_d, confusion_scores
 from .store import RunStore, is_run_store
-from .training import TrainConfig, final_accuracy
+from .training import TrainConfig, check_device, final_accuracy
 from .training import train as train_ensemble
 from .zoo import DEFAULT_ARCHS, train_zoo
 
@@ -87,6 +88,9 @@ def handles_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
         except EOFError:  # click would take it for Ctrl-D at a prompt
             print("confusion: error: a file ended before its data did (truncated or empty)", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except UnicodeDecodeError as error:  # a text file that is not text
+            print(f"confusion: error: a file read as UTF-8 text is not text ({error.reason} at byte {error.start})", file=sys.stderr)
             raise typer.Exit(2) from None
         except OSError as error:  # a path that cannot be read or written: the user's to fix
             print(f"confusion: error: {describe_os_error(error)}", file=sys.stderr)
@@ -181,7 +185,7 @@ def score(
     run: Annotated[Optional[Path], typer.Argument(help="Run directory (from `train` or `import`). Omit when using --probs.")] = None,
     probs: Annotated[Optional[Path], typer.Option(help="Score an array file directly: .npy/.npz shaped (members, epochs, samples, classes) or (samples, classes).")] = None,
     logits: Annotated[bool, typer.Option(help="The --probs file holds logits; apply a softmax over classes first.")] = False,
-    labels: Annotated[Optional[Path], typer.Option(help="With --probs: .npy of (samples,) class indices (-1 = unknown), copied to the output. Never used for the score.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="With --probs: .npy of (samples,) class indices (-1 = unknown), copied to the output. Never used for the score. Default: the 'labels' array of a --probs .npz that holds one.")] = None,
     split: Annotated[Optional[list[str]], typer.Option(help="With RUN: score only this split (repeatable). Default: every split.")] = None,
     base: Annotated[Base, typer.Option(help="Logarithm base: 2 gives bits (default), e gives nats.")] = Base.bits,
     out: Annotated[Optional[Path], typer.Option(help="Write one row per sample to this .csv or .parquet file (columns: sample, split, confusion, confusion_normalized, expected_entropy, disagreement, label; from top-k logs also confusion_low, confusion_high and bound_width, the guaranteed bounds, in the same unit).")] = None,
@@ -195,8 +199,8 @@ def score(
         raise InputError("give either a run directory or --probs FILE, not both or neither")
     if engine not in ("auto", "numpy", "numba"):
         raise InputError(f"--engine must be auto, numpy or numba, got {engine!r}")
-    if with_meta and run is None:
-        raise InputError("--with-meta adds a run's metadata: it goes with RUN, not --probs")
+    if with_meta and (run is None or out is None):
+        raise InputError("--with-meta adds a run's metadata columns to the --out table: it goes with RUN and --out")
     if dask is not None:
         if run is None:
             raise InputError("--dask scores a run directory: it goes with RUN, not --probs")
@@ -205,10 +209,7 @@ def score(
         if logits or labels is not None:
             raise InputError("--logits and --labels go with --probs; a run store already holds probabilities and labels")
         store = RunStore.open(run)
-        chosen = list(dict.fromkeys(split)) if split else store.splits  # a split named twice is scored once
-        unknown = [name for name in chosen if name not in store.splits]
-        if unknown:
-            raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
+        chosen = store.chosen_splits(split)
         total = sum(store.n_samples(s) for s in chosen)
         with dask_client(dask) if dask is not None else contextlib.nullcontext() as client:
             with term.progress_bar(total, "scoring", "samples") as advance:
@@ -218,6 +219,8 @@ def score(
     else:
         array = load_predictions(probs)
         n_samples, n_classes = as_four_d(tuple(array.shape))[2:]
+        if labels is None:
+            labels = archive_labels(probs)
         label_array = load_labels(labels, n_samples, n_classes) if labels is not None else None
         with term.progress_bar(n_samples, "scoring", "samples") as advance:
             result = confusion_scores(array, base=base.value, logits=logits, engine=engine, progress=advance)
@@ -246,7 +249,7 @@ def import_(
     out: Annotated[Path, typer.Option(help="Run directory to create, or an existing run store to add the split (or the metadata) to.")],
     probs: Annotated[Optional[str], typer.Option(help="Predictions: .npy/.npz or a torch file .pt/.pth (a tensor or a dict of tensors, loaded weights-only) shaped (members, epochs, samples, classes) or (samples, classes), or a pattern like 'preds/m{member}_e{epoch}.npy' (one (samples, classes) file each). Omit it to give an existing run's split --meta only.")] = None,
     logits: Annotated[bool, typer.Option(help="The file holds logits; a softmax over classes is applied before storing.")] = False,
-    labels: Annotated[Optional[Path], typer.Option(help="(samples,) labels: .npy/.npz/.pt of class indices (-1 = unknown), or a text file with one label per line, as indices or class names (names map through --classes, or the run's classes).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="(samples,) labels: .npy/.npz/.pt of class indices (-1 = unknown), or a text file with one label per line, as indices or class names (names map through --classes, or the run's classes). Default: the 'labels' array of a --probs .npz that holds one.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Name of the split these predictions are for. Default: train, val or test when the file name says so, else val (the output says which).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the split if the run already has one of that name (the old one stays until the new one is written).")] = False,
     ids: Annotated[Optional[Path], typer.Option(help="Text file with one sample id per line (default: 0..N-1).")] = None,
@@ -262,7 +265,7 @@ def import_(
     if topk is not None:
         _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs)
         return
-    for name, value in (("--n-classes", n_classes), ("--logprobs", logprobs)):
+    for name, value in (("--n-classes", n_classes is not None), ("--logprobs", logprobs)):
         if value:
             raise InputError(f"{name} goes with --topk")
     if probs is None:
@@ -294,7 +297,11 @@ def _read_ids(ids: Path | None) -> list[str] | None:
         return None
     if not ids.is_file():
         raise InputError(f"ids file {ids} does not exist")
-    return [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = ids.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"ids file {ids} is not UTF-8 text (one sample id per line)") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs) -> None:
@@ -400,10 +407,7 @@ def difficulty(
 
     _table_path(out)
     store = RunStore.open(run)
-    chosen = list(dict.fromkeys(split)) if split else store.splits
-    unknown = [name for name in chosen if name not in store.splits]
-    if unknown:
-        raise InputError(f"{run} has no split {unknown[0]!r}; it has {', '.join(store.splits)}")
+    chosen = store.chosen_splits(split)
     with term.progress_bar(sum(store.n_samples(s) for s in chosen), "difficulty", "samples") as advance:
         table = pd.concat([difficulty_scores(store, name, progress=advance) for name in chosen], ignore_index=True)
     write_table_atomic(table, out)
@@ -455,8 +459,8 @@ def report(
     signal: Annotated[Optional[str], typer.Option(help="FILE.csv:COLUMN (or .parquet): a per-sample number you trust (human agreement, annotation time), joined by the file's 'sample' (or 'id') column; adds each difficulty score's Spearman and Kendall correlation with it, its AUROC for the signal's lowest quartile, and the signal by confusion decile.")] = None,
 ):
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
-    if bins < 2 or min_count < 1 or gallery < 1:
-        raise InputError("--bins must be at least 2, --min-count and --gallery at least 1")
+    if not 2 <= bins <= MAX_BINS or min_count < 1 or gallery < 1:
+        raise InputError(f"--bins must be 2 to {MAX_BINS:,}, --min-count and --gallery at least 1")
     check_replaceable_folder(out, "index.html")
     check_output_folder(out)
     check_inputs(run, compare or [], models or [], mitigation)
@@ -543,6 +547,11 @@ def evaluate(
 ):
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
     _table_path(out)
+    check_device(device)
+    if not 1 <= bins <= MAX_BINS:
+        raise InputError(f"--bins must be 1 to {MAX_BINS:,}, got {bins}")
+    if root is not None and not root.is_dir():
+        raise InputError(f"--root {root} is not a folder")
     hard = read_manifest(hardset)
     runs_its_data = is_run_store(model) and RunStore.open(model).meta.get("config")
     if data is None and not runs_its_data and weights is None:
@@ -591,7 +600,7 @@ def zoo(
     encoder: Annotated[Optional[str], typer.Option(help="Text data: the sentence encoder (as for train).")] = None,
 ):
     """Train one model per architecture across sizes and families (and scikit-learn and a pre-trained probe)."""
-    names = [a.strip() for a in (archs or ",".join(DEFAULT_ARCHS[data_kind(data)])).split(",") if a.strip()]
+    names = [a.strip() for a in (archs if archs is not None else ",".join(DEFAULT_ARCHS[data_kind(data)])).split(",") if a.strip()]
     if not names:
         raise InputError("--archs lists no model")
     config = TrainConfig(
@@ -651,7 +660,7 @@ def mitigate(
 @handles_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for every run, the zoo, the hard set, the mitigation and the report.")] = Path("demo-output"),
-    quick: Annotated[bool, typer.Option(help="A slice (3,000 training and 2,000 validation images, fewer epochs): about 3 minutes on 2 cores instead of about 20.")] = False,
+    quick: Annotated[bool, typer.Option(help="A slice (3,000 training and 2,000 validation images, fewer epochs): 2-3 minutes on 2 cores instead of 7-16 (by CPU).")] = False,
     data: Annotated[str, typer.Option(help="Dataset (as for train). fashion-mnist: the paper-like built-in one; bbc-news: the built-in text one (BBC News, 2,225 documents embedded by all-MiniLM-L6-v2; mlp-s and mlp-l ensembles, a zoo with TF-IDF, and a member-diversity stage).")] = "fashion-mnist",
     root: Annotated[Optional[Path], typer.Option(help="Directory holding the dataset's files.")] = None,
     top: Annotated[float, typer.Option(help="Fraction of the val split, by highest confusion, that forms the hard set.")] = 0.1,

@@ -99,10 +99,14 @@ def hardness(values: np.ndarray, name: str) -> np.ndarray:
     return -values if SCORES[name].harder == "lower" else values
 
 
-def label_free_score(store: RunStore, split: str, name: str = "confusion") -> np.ndarray:
-    """One label-free score of every sample of `split` (all of them: higher = harder)."""
+def check_label_free(name: str) -> None:
     if name not in LABEL_FREE:
         raise InputError(f"--score must be a label-free score ({', '.join(LABEL_FREE)}), got {name!r}")
+
+
+def label_free_score(store: RunStore, split: str, name: str = "confusion") -> np.ndarray:
+    """One label-free score of every sample of `split` (all of them: higher = harder)."""
+    check_label_free(name)
     if name == "confusion":
         return store.scores(split, decomposition=False).confusion
     return difficulty_scores(store, split)[name].to_numpy(np.float64)

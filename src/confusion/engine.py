@@ -21,14 +21,13 @@ import multiprocessing
 import os
 import queue as queue_module
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ._files import atomic_path
+from ._files import atomic_path, load_weights_only
 from ._runtime import cpu_has_bf16, die_with_parent, worker_environment
 from .datasets import normalization_stats
 from .errors import ConfusionError, RunStoreError, WorkerDiedError
@@ -357,14 +356,10 @@ def save_checkpoint(run: Path, member: Member) -> None:
 
 
 def load_checkpoint(path: Path) -> dict | None:
-    import torch
-
     if not path.exists():
         return None
     try:
-        with warnings.catch_warnings():  # torch's own warnings would precede the one-line error
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as error:  # a damaged file is reported, never half-trusted
         raise RunStoreError(f"checkpoint {path} is unreadable ({str(error).splitlines()[0]}); delete it to retrain that member") from None
     missing = [key for key in ("epoch", "model", "optimizer", "scheduler", "torch_rng") if not isinstance(state, dict) or key not in state]
@@ -417,7 +412,7 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
     os.environ.update(worker_environment(threads))  # inherited by the spawned processes only
     try:
         for group in groups:
-            process = context.Process(target=_process_main, args=(target, group, messages, threads), daemon=True)
+            process = context.Process(target=_process_main, args=(target, group, messages, threads, os.getpid()), daemon=True)
             process.start()
             processes.append(process)
     finally:
@@ -452,8 +447,8 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
             process.join(timeout=10)
 
 
-def _process_main(target, group, messages, threads) -> None:
-    die_with_parent()  # first: a parent killed during start-up takes this process with it
+def _process_main(target, group, messages, threads, parent: int) -> None:
+    die_with_parent(parent)  # first: a parent killed during start-up takes this process with it
     try:
         target(group, messages, threads)
         messages.put(("done",))

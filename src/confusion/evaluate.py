@@ -12,7 +12,6 @@ A model is one of
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ._files import load_weights_only
 from .analyses import auroc, bin_index, entropy_bits, positions
 from .datasets import Dataset, Split, load_dataset, load_for_run
 from .engine import checkpoint_path, input_data, member_model, predict
@@ -49,15 +49,11 @@ def _stored_predictions(store: RunStore, member: int | None):
 
 
 def _load_state(path: str | Path) -> dict:
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"weights file {path} does not exist")
     try:
-        with warnings.catch_warnings():  # torch's warnings would precede the one-line error
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as error:  # unpickling refused or a damaged file: say so in one line
         raise InputError(f"{path} is not a weights file that loads with weights_only=True: {str(error).splitlines()[0]}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

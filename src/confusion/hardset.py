@@ -24,11 +24,22 @@ import pandas as pd
 
 from ._files import atomic_folder
 from .analyses import positions
-from .difficulty import SCORES, label_free_score
+from .difficulty import SCORES, check_label_free, label_free_score
 from .errors import InputError
 from .store import RunStore
 
 MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source", "score", "score_value", "score_unit", "unit"]
+
+
+def check_selection(top: float | None, threshold: float | None) -> None:
+    """The rule of a hard set: one of --top (a fraction) or --threshold (a score every
+    label-free score can reach: they are all >= 0)."""
+    if (top is None) == (threshold is None):
+        raise InputError("give exactly one of --top FRACTION or --threshold BITS")
+    if top is not None and not 0.0 < top <= 1.0:
+        raise InputError(f"--top must be a fraction in (0, 1], got {top}")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(f"--threshold must be a number >= 0 in the score's unit (bits for confusion), got {threshold}")
 
 
 def select(scores: np.ndarray, *, top: float | None = None, threshold: float | None = None, groups: np.ndarray | None = None) -> np.ndarray:
@@ -40,12 +51,7 @@ def select(scores: np.ndarray, *, top: float | None = None, threshold: float | N
     Ties are broken by sample order, so the choice is reproducible.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    if (top is None) == (threshold is None):
-        raise InputError("give exactly one of --top FRACTION or --threshold BITS")
-    if top is not None and not 0.0 < top <= 1.0:
-        raise InputError(f"--top must be a fraction in (0, 1], got {top}")
-    if threshold is not None and not math.isfinite(threshold):
-        raise InputError(f"--threshold must be a number of bits, got {threshold}")
+    check_selection(top, threshold)
     if threshold is not None:
         chosen = np.flatnonzero(scores >= threshold)
     else:
@@ -67,6 +73,9 @@ def manifest(
     `threshold` is in its unit. The manifest's `score` and `score_value` columns name it and
     give its value; `confusion` is there whatever ranked them.
     """
+    check_selection(top, threshold)  # before any scoring
+    check_label_free(score)
+    store.chosen_splits([split])
     if store.keep == "topk" and score != "confusion":
         raise InputError(f"{store.path} holds top-k logs: hard sets rank by confusion (with bounds), not {score}")
     scores = store.scores(split, decomposition=False)  # confusion only: one log per class of the average

@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._files import write_json_atomic
+from ._files import load_weights_only, write_json_atomic
 from .errors import InputError, RunStoreError
 from .scores import as_four_d, describe_invalid, softmax
 from .reduced import check_keep
-from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock, is_run_store
+from .store import LOCK_FILE, RunStore, SplitData, check_class_names, check_usable_directory, hold_lock, is_run_store
 
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -60,7 +60,7 @@ def _load_torch(path: Path, what: str) -> np.ndarray:
     import torch
 
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        value = load_weights_only(path)
     except Exception as error:  # unpickling refused or a damaged file: one line
         raise InputError(f"{path} does not load with torch.load(weights_only=True): {str(error).splitlines()[0]}") from None
     if isinstance(value, dict):
@@ -155,6 +155,18 @@ def load_predictions(source: str | Path | np.ndarray):
     return _load_npy(Path(text), "probs")
 
 
+def archive_labels(source) -> np.ndarray | None:
+    """The 'labels' array of a predictions .npz that holds one beside its probabilities (the
+    labels of those predictions, used when none are given separately); else None."""
+    if isinstance(source, np.ndarray) or Path(str(source)).suffix != ".npz" or not Path(str(source)).is_file():
+        return None
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            return archive["labels"] if "labels" in archive.files and len(archive.files) > 1 else None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"{source} is not a readable .npz archive: {error}") from None
+
+
 def load_labels(source, n_samples: int, n_classes: int, classes: Sequence[str] | None = None) -> np.ndarray:
     """Labels (samples,) as int64 in -1..C-1, from a path or an array.
 
@@ -212,7 +224,8 @@ def import_predictions(
         with ``logits=True`` (softmax over classes is applied before storing).
     out : run directory. If it is already a run store with the same members, epochs and
         classes, the split is added to it.
-    labels : (samples,) ints or path, optional; -1 = unknown. Never used for scoring.
+    labels : (samples,) ints or path, optional; -1 = unknown. Never used for scoring. Default:
+        the 'labels' array of a `source` .npz that holds one, else unknown.
     progress : called with the number of (member, epoch) slices written.
     meta : a .csv/.parquet table of per-sample metadata joined by sample id (see `read_metadata`).
     keep : "raw" (the default for a new run) or "reduced" (`confusion.reduced`: each epoch's raw
@@ -232,6 +245,8 @@ def import_predictions(
     interrupted = adding and _interrupted_import(out)
     adding = adding and not interrupted
     label_classes = classes if classes is not None or not adding else RunStore.open(out).classes
+    if labels is None:
+        labels = archive_labels(source)
     label_array = np.full(n_samples, -1, np.int64) if labels is None else load_labels(labels, n_samples, n_classes, label_classes)
     ids = np.arange(n_samples).astype(str) if sample_ids is None else np.asarray(sample_ids).astype(str)
     if len(ids) != n_samples:
@@ -240,8 +255,8 @@ def import_predictions(
     if existed and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
     check_usable_directory(out, exist_ok=adding or interrupted)  # before the lock file goes into a user's folder
-    if classes is not None and len(classes) != n_classes:
-        raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+    if classes is not None:
+        check_class_names(classes, n_classes)
     if adding and keep is not None and RunStore.open(out).keep != keep:
         raise InputError(f"{out} keeps its predictions {RunStore.open(out).keep}; a split added to it is kept the same (drop --keep {keep})")
     if adding:
@@ -302,8 +317,7 @@ def attach_metadata(out: str | Path, split: str, path: str | Path) -> int:
     """Add the columns of table `path` to the metadata of split `split` of run `out` (a column of
     the same name is replaced); returns the number of samples the table names."""
     store = RunStore.open(out, mode="a")
-    if split not in store.splits:
-        raise InputError(f"{out} has no split {split!r}; it has {', '.join(store.splits)}")
+    store.chosen_splits([split])
     ids = store.sample_ids(split)
     columns = read_metadata(path, ids)
     existing = store.metadata(split)  # kept, except columns the new table replaces
@@ -409,6 +423,7 @@ def import_topk(
         if n_classes is not None and n_classes != len(classes):
             raise InputError(f"--n-classes {n_classes} and {len(classes)} class names disagree")
         n_classes = len(classes)
+        check_class_names(classes, n_classes)
     if isinstance(source, tuple):
         values, indices, n_classes = prepare_topk(*source, n_classes=n_classes, logprobs=logprobs)
     else:

@@ -30,7 +30,7 @@ from .difficulty import IN_BITS, LABEL_FREE, label_free_score
 from .engine import fit_epoch, group_balanced, input_data, make_member, member_arch, predict, resolve_precision, run_processes, upsampled
 from .errors import InputError
 from .store import RunStore, hold_lock
-from .training import TrainConfig
+from .training import TrainConfig, check_counts, check_device
 
 METHODS = ("erm", "groupdro", "upsample")
 
@@ -59,14 +59,14 @@ class MitigationConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise InputError(f"--method must be among {', '.join(METHODS)}, got {unknown or self.methods}")
-        if self.epochs < 1 or self.members < 1 or self.upsample_factor < 1:
-            raise InputError("--epochs, --members and --upsample-factor must be at least 1")
+        check_counts(self.members, self.epochs)
+        if self.upsample_factor < 1:
+            raise InputError("--upsample-factor must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
             raise InputError("--lr must be a positive number and --batch-size at least 2")
         if not 0 <= self.seed < 2**63 - 2**20 or not (self.group_adjustment >= 0 and math.isfinite(self.group_adjustment)):
             raise InputError("--seed must be a whole number from 0 to 2^63 and --group-adjustment a non-negative number")
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         if self.band_edges is not None and self.quantiles is not None:
             raise InputError("give --band-edges or --quantiles, not both")
         if self.score not in IN_BITS or self.score not in LABEL_FREE:

@@ -254,9 +254,7 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
     for other in others:
         if split not in other.scores:
             continue
-        in_ref, in_other = analyses.align(reference.ids(split), other.ids(split))
-        if len(in_ref) < 2:
-            raise InputError(f"--compare {other.store.path} shares {len(in_ref)} {split} samples with {reference.store.path}; Kendall tau needs the same samples")
+        in_ref, in_other = _shared_samples(reference.store, other.store, split)
         a, b = reference.scores[split].confusion[in_ref], other.scores[split].confusion[in_other]
         tau = analyses.kendall_tau(a, b)
         counts, edges = analyses.joint_histogram(a, b, max_score=reference.max_score)
@@ -854,8 +852,25 @@ def _page(view: RunView, metrics: dict, sections: list[str]) -> str:
     )
 
 
+def _shared_samples(reference: RunStore, other: RunStore, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the samples of `split` two runs share (as analyses.align); refused below 2."""
+    in_ref, in_other = analyses.align(reference.sample_ids(split), other.sample_ids(split))
+    if len(in_ref) < 2:
+        raise InputError(f"--compare {other.path} shares {len(in_ref)} {split} samples with {reference.path}; Kendall tau needs the same samples")
+    return in_ref, in_other
+
+
 def check_inputs(run, compare, models, mitigation) -> None:
-    for path in [run, *compare, *models]:
-        RunStore.open(path)  # raises a one-line RunStoreError for anything that is not a run
+    """Everything a report reads opens, and every --compare run shares samples with `run`,
+    before any work."""
+    stores = [RunStore.open(path) for path in [run, *compare, *models]]  # a one-line RunStoreError for anything that is not a run
+    for store in stores:  # a damaged id or label array is named now, not after half the figures
+        for split in store.splits:
+            store.sample_ids(split), store.labels(split)
+    reference = stores[0]
+    split = "val" if "val" in reference.splits else reference.splits[0]
+    for other in stores[1 : 1 + len(compare)]:
+        if split in other.splits:
+            _shared_samples(reference, other, split)
     if mitigation is not None and not (Path(mitigation) / "metrics.json").is_file():
         raise InputError(f"--mitigation {mitigation} has no metrics.json (make it with `confusion mitigate`)")

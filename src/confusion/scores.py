@@ -211,6 +211,8 @@ def as_four_d(shape: tuple[int, ...], name: str = "probs") -> tuple[int, int, in
         )
     if min(shape) == 0:
         raise InputError(f"{name} is empty: shape (members, epochs, samples, classes) = {tuple(shape)}")
+    if shape[3] < 2:
+        raise InputError(f"{name} has {shape[3]} class; confusion needs at least 2 (shape (members, epochs, samples, classes) = {tuple(shape)})")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 

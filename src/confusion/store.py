@@ -162,10 +162,10 @@ class RunStore:
         import zarr
 
         path = Path(path)
-        if n_classes < 1 or not members or epoch_capacity < 0 or not splits:
-            raise InputError("a run needs at least one class, member and split")
-        if classes is not None and len(classes) != n_classes:
-            raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+        if n_classes < 2 or not members or epoch_capacity < 0 or not splits:
+            raise InputError("a run needs at least two classes, one member and one split")
+        if classes is not None:
+            check_class_names(classes, n_classes)
         if keep != "topk":
             reduced.check_keep(keep)
         elif not isinstance(topk, int) or not 1 <= topk <= n_classes:
@@ -229,7 +229,18 @@ class RunStore:
                 arrays = ("probs", "labels", "ids") + {"reduced": reduced.FIELDS, "topk": ("topk_values", "topk_indices")}.get(meta.get("keep"), ())
                 parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in arrays]
                 for key, where in parts:
-                    group[key]
+                    array = group[key]
+                    name = key.rpartition("/")[2] if key != split else ""
+                    n = meta["splits"][split]["n"]
+                    if name and min(array.chunks, default=1) < 1:
+                        raise RunStoreError(f"{path}: {where} is damaged (chunk shape {tuple(array.chunks)})")
+                    if name in ("ids", "labels") and tuple(array.shape) != (n,) or name == "probs" and meta.get("keep", "raw") == "raw" and (
+                        array.shape[0] != len(meta["members"]) or array.shape[2:] != (n, meta["n_classes"])
+                    ):
+                        raise RunStoreError(
+                            f"{path}: {where} is shaped {tuple(array.shape)}, but {RUN_FILE} gives split {split!r} {n} samples, "
+                            f"{len(meta['members'])} members and {meta['n_classes']} classes ({RUN_FILE} or the arrays are damaged)"
+                        )
         except RunStoreError:
             raise
         except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
@@ -409,9 +420,17 @@ class RunStore:
                 f"(confusion scores with bounds and hard sets); import full probabilities for this"
             )
 
+    def chosen_splits(self, names: Sequence[str] | None = None) -> list[str]:
+        """`names` in order without repeats (a split named twice is read once), or every split;
+        one line naming a split the run does not have."""
+        chosen = list(dict.fromkeys(names)) if names else self.splits
+        unknown = [name for name in chosen if name not in self.meta["splits"]]
+        if unknown:
+            raise InputError(f"{self.path} has no split {unknown[0]!r}; it has {', '.join(self.splits)}")
+        return chosen
+
     def _split_group(self, split: str):
-        if split not in self.meta["splits"]:
-            raise InputError(f"{self.path} has no split {split!r}; it has {', '.join(self.splits)}")
+        self.chosen_splits([split])
         try:
             return self._group[split]
         except Exception as error:  # noqa: BLE001 - a missing or unparsable group zarr.json
@@ -1051,6 +1070,18 @@ def _damage_in_meta(meta: dict) -> str | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
             return f"split {name!r} has no sample count"
     return None
+
+
+def check_class_names(classes: Sequence[str], n_classes: int) -> None:
+    """One distinct, non-empty name per class (names label folders, tables and figures)."""
+    if len(classes) != n_classes:
+        raise InputError(f"{len(classes)} class names given for {n_classes} classes")
+    names = [str(c).strip() for c in classes]
+    if not all(names):
+        raise InputError("a class name is empty")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"class name {repeated[0]!r} is given twice; each class needs its own name")
 
 
 def _check_split(name: str, split: SplitData, n_classes: int) -> None:

@@ -42,6 +42,22 @@ from .reduced import check_keep
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 
 
+# Upper limits of the counts a command takes: beyond them a typo (an extra digit or three), not a
+# plan, and the run would fill memory before its first epoch.
+MAX_MEMBERS = 1_000
+MAX_EPOCHS = 100_000
+
+
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+
+
+def check_counts(members: int, epochs: int) -> None:
+    if not 1 <= members <= MAX_MEMBERS or not 1 <= epochs <= MAX_EPOCHS:
+        raise InputError(f"--members must be 1 to {MAX_MEMBERS:,} and --epochs 1 to {MAX_EPOCHS:,}, got {members} and {epochs}")
+
+
 @dataclass
 class TrainConfig:
     """What `confusion train` runs. Defaults follow the paper where it says something
@@ -78,8 +94,9 @@ class TrainConfig:
     keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
 
     def check(self) -> "TrainConfig":
-        if self.members < 1 or self.epochs < 1 or self.record_every < 1:
-            raise InputError("--members, --epochs and --record-every must be at least 1")
+        check_counts(self.members, self.epochs)
+        if self.record_every < 1:
+            raise InputError("--record-every must be at least 1")
         if self.record_train not in ("eval", "in-loop"):
             raise InputError(f"--record-train must be eval or in-loop, got {self.record_train!r}")
         if self.optimizer not in ("adam", "sgd"):
@@ -89,8 +106,7 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         check_keep(self.keep)
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
             raise InputError("--lr must be a positive number and --batch-size at least 2")
         if self.member is not None and not 0 <= self.member < self.members:
@@ -105,6 +121,8 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or self.eval_batch_size < 1:
             raise InputError("--weight-decay must be a non-negative number")
         check_dataset_name(self.data)
+        if self.root is not None and not Path(self.root).is_dir():
+            raise InputError(f"--root {self.root} is not a folder")
         archs = [a.strip() for a in self.arch.split(",")]
         if not all(archs) or (len(archs) > 1 and len(archs) != self.members):
             raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")
