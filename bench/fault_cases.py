@@ -50,6 +50,7 @@ class Case:
     prepare: Optional[Callable[[Path], None]] = None
     same_as: Optional[str] = None         # an output file that must equal the reference's bytes
     message: Optional[str] = None         # a word the error line must hold
+    check: Optional[Callable[[Path], Optional[str]]] = None  # after success: what is wrong, or None
     timeout: float = 120
 
 
@@ -337,6 +338,7 @@ def input_cases() -> list[Case]:
         Case(g, "report classes with mathtext", ["report", "math", "--out", "rep", "--min-count", "1"], expect=OK, output="rep",
              prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", r"$\foo$,b_c,^d,{e},$x$", "--out", "math"], cwd=w, capture_output=True)),
         Case(g, "report classes with html", ["report", "html", "--out", "rep"], expect=OK, output="rep",
+             check=lambda w: "a class name went into the page unescaped" if "<script>alert" in (w / "rep" / "index.html").read_text() else None,
              prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", "<script>alert(1)</script>,b,c,d,e", "--out", "html"], cwd=w, capture_output=True)),
         Case(g, "evaluate a checkpoint with wrong keys", ["evaluate", "linear", "--weights", "w.pt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
              prepare=lambda w: _torch_save(w / "w.pt", {"nope": [1.0, 2.0]})),
@@ -498,11 +500,15 @@ def path_cases() -> list[Case]:
     cases += [
         Case(g, "materialize through a planted link", ["hardset", "trained", "--split", "val", "--top", "0.2", "--out", "h.csv", "--materialize", "mat"],
              expect=EITHER, prepare=lambda w: (w / "outside").mkdir() or (w / "mat").mkdir() or os.symlink(w / "outside", w / "mat" / "0")),
-        Case(g, "ids with ../ in a report", ["report", "dots", "--out", "rep", "--min-count", "1"], expect=OK, output="rep",
-             prepare=lambda w: (w / "dots.txt").write_text("".join(f"../../escape{i}\n" for i in range(300))) or subprocess.run(
-                 CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--ids", "dots.txt", "--out", "dots"], cwd=w, capture_output=True)),
+        Case(g, "ids with ../ in a report", ["report", "dots", "--out", "rep", "--min-count", "1"], expect=OK, output="rep", prepare=_dotted_ids),
     ]
     return cases
+
+
+def _dotted_ids(work: Path) -> None:
+    """An imported run whose sample ids look like paths out of any folder."""
+    (work / "dots.txt").write_text("".join(f"../../escape{i}\n" for i in range(300)))
+    subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--ids", "dots.txt", "--out", "dots"], cwd=work, capture_output=True, check=True)
 
 
 GROUPS = {"options": option_cases, "inputs": input_cases, "damage": damage_cases, "paths": path_cases}
@@ -572,6 +578,10 @@ def run_case(case: Case, base: Path, reference: Path) -> dict:
         new = [p for p in after if p not in before and "/cache" not in f"/{p}" and not p.endswith(".lock") and p != "PWNED"]
         if new:
             problems.append(f"left {len(new)} new files: {', '.join(sorted(new)[:3])}")
+    if code == 0 and case.check:
+        wrong = case.check(work)
+        if wrong:
+            problems.append(wrong)
     if code == 0 and case.same_as:
         if not (work / case.same_as).exists():
             problems.append(f"succeeded without writing {case.same_as}")
