@@ -229,18 +229,10 @@ class RunStore:
                 arrays = ("probs", "labels", "ids") + {"reduced": reduced.FIELDS, "topk": ("topk_values", "topk_indices")}.get(meta.get("keep"), ())
                 parts = [(split, f"{ARRAYS}/{split}/zarr.json")] + [(f"{split}/{a}", f"{ARRAYS}/{split}/{a}") for a in arrays]
                 for key, where in parts:
-                    array = group[key]
-                    name = key.rpartition("/")[2] if key != split else ""
-                    n = meta["splits"][split]["n"]
-                    if name and min(array.chunks, default=1) < 1:
-                        raise RunStoreError(f"{path}: {where} is damaged (chunk shape {tuple(array.chunks)})")
-                    if name in ("ids", "labels") and tuple(array.shape) != (n,) or name == "probs" and meta.get("keep", "raw") == "raw" and (
-                        array.shape[0] != len(meta["members"]) or array.shape[2:] != (n, meta["n_classes"])
-                    ):
-                        raise RunStoreError(
-                            f"{path}: {where} is shaped {tuple(array.shape)}, but {RUN_FILE} gives split {split!r} {n} samples, "
-                            f"{len(meta['members'])} members and {meta['n_classes']} classes ({RUN_FILE} or the arrays are damaged)"
-                        )
+                    node = group[key]
+                    problem = _shape_problem(key.rpartition("/")[2], node, meta, split) if key != split else None
+                    if problem:
+                        raise RunStoreError(f"{path}: {where} {problem} ({RUN_FILE} or the arrays are damaged)")
         except RunStoreError:
             raise
         except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
@@ -1069,6 +1061,21 @@ def _damage_in_meta(meta: dict) -> str | None:
     for name, entry in meta["splits"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or entry["n"] < 1:
             return f"split {name!r} has no sample count"
+    return None
+
+
+def _shape_problem(name: str, array, meta: dict, split: str) -> str | None:
+    """How array `name` of a split disagrees with run.json (its sample count, members, classes),
+    or a chunk shape no writer makes; None when it agrees."""
+    if min(array.chunks, default=1) < 1:
+        return f"has chunk shape {tuple(array.chunks)}"
+    n, members, classes = meta["splits"][split]["n"], len(meta["members"]), meta["n_classes"]
+    wrong = (
+        tuple(array.shape) != (n,) if name in ("ids", "labels")
+        else name == "probs" and meta.get("keep", "raw") == "raw" and (array.shape[0] != members or tuple(array.shape[2:]) != (n, classes))
+    )
+    if wrong:
+        return f"is shaped {tuple(array.shape)}, but {RUN_FILE} gives split {split!r} {n} samples, {members} members and {classes} classes"
     return None
 
 
