@@ -61,11 +61,11 @@ def test_bad_mitigation_settings(cli, run, tmp_path, args, message):
 # Found by bench/fault_cases.py (the adversarial sweep): each was accepted, ran out of memory,
 # or ended in a traceback. In-process (fast); `out` is what must not exist afterwards.
 SWEEP_REFUSALS = [
-    (["train", "--data", "digits", "--members", str(2**70), "--out", "{tmp}/out"], "--members must be 1 to 1,000"),
-    (["train", "--data", "digits", "--epochs", "100001", "--out", "{tmp}/out"], "--epochs 1 to 100,000"),
-    (["train", "--data", "digits", "--root", "{tmp}/nowhere", "--out", "{tmp}/out"], "is not a folder"),
+    (["train", "--data", "digits", "--members", str(2**70), "--out", "{tmp}/out"], "--members must be at least 1 and at most 1,000"),
+    (["train", "--data", "digits", "--epochs", "100001", "--out", "{tmp}/out"], "--epochs must be at least 1 and at most 100,000"),
+    (["train", "--data", "digits", "--root", "{tmp}/nowhere", "--out", "{tmp}/out"], "nowhere does not exist"),
     (["zoo", "--data", "digits", "--archs", "", "--out", "{tmp}/out"], "--archs lists no model"),
-    (["zoo", "--data", "digits", "--epochs", str(2**70), "--out", "{tmp}/out"], "--epochs 1 to 100,000"),
+    (["zoo", "--data", "digits", "--epochs", str(2**70), "--out", "{tmp}/out"], "--epochs must be at least 1 and at most 100,000"),
     (["report", "{run}", "--bins", "1000000000", "--out", "{tmp}/out"], "--bins must be 2 to 10,000"),
     (["hardset", "{run}", "--threshold", "-1", "--out", "{tmp}/out.csv"], "--threshold must be a number >= 0"),
     (["hardset", "{run}", "--top", "0", "--score", "nope", "--out", "{tmp}/out.csv"], "--top must be a fraction"),
@@ -110,7 +110,7 @@ def test_evaluate_checks_its_options_first(cli, digits_run, tmp_path):
     hard = tmp_path / "hard.csv"
     assert cli("hardset", digits_run, "--top", "0.2", "--out", hard).exit_code == 0
     for args, message in ((["--device", "tpu"], "--device must be cpu or cuda"), (["--bins", "0"], "--bins must be 1 to"),
-                          (["--root", tmp_path / "nowhere"], "is not a folder")):
+                          (["--root", tmp_path / "nowhere"], "does not exist")):
         result = cli("evaluate", digits_run, "--hardset", hard, "--out", tmp_path / "e.csv", *args)
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not (tmp_path / "e.csv").exists()

@@ -20,7 +20,7 @@ import typer
 from . import _terminal as term
 from ._files import check_replaceable_folder, write_table_atomic
 from .analyses import MAX_BINS
-from .datasets import data_kind, load_for_run
+from .datasets import check_root, data_kind, load_for_run
 from .demo import run_demo
 from .difficulty import SCORES, difficulty_scores
 from .errors import ConfusionError, InputError
@@ -550,8 +550,7 @@ def evaluate(
     check_device(device)
     if not 1 <= bins <= MAX_BINS:
         raise InputError(f"--bins must be 1 to {MAX_BINS:,}, got {bins}")
-    if root is not None and not root.is_dir():
-        raise InputError(f"--root {root} is not a folder")
+    check_root(root)
     hard = read_manifest(hardset)
     runs_its_data = is_run_store(model) and RunStore.open(model).meta.get("config")
     if data is None and not runs_its_data and weights is None:

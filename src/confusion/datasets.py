@@ -180,8 +180,7 @@ def _download_fashion_mnist() -> Path | None:
 def load_fashion_mnist(root: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
     if root is not None:
         root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"--root {root} does not exist")
+        check_root(root)
         files = _fashion_mnist_files(root) or _fashion_mnist_files(root / "FashionMNIST" / "raw")
         if files is None:
             raise InputError(f"--root {root} does not hold the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
@@ -363,6 +362,12 @@ TEXT_NAMED = ("bbc-news",)
 
 def dataset_names() -> list[str]:
     return [*_NAMED, *TEXT_NAMED, "imagefolder:PATH", "npz:PATH", "features:PATH", "text:PATH"]
+
+
+def check_root(root: str | os.PathLike | None) -> None:
+    """A --root given must be a folder (any dataset: one that reads no files still takes none)."""
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"--root {root} does not exist" + (" as a folder" if Path(root).exists() else ""))
 
 
 def check_dataset_name(name: str) -> None:

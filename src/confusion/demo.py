@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _terminal as term
 from ._files import write_json_atomic, write_table_atomic
-from .datasets import check_dataset_name, data_kind
+from .datasets import check_dataset_name, check_root, data_kind
 from .errors import InputError
 from .evaluate import evaluate_on_hardset, load_predictors
 from .hardset import manifest
@@ -106,8 +106,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     if not 0 < top <= 1:
         raise InputError(f"--top must be a fraction in (0, 1], got {top}")
     check_dataset_name(data)
-    if root is not None and not Path(root).is_dir():
-        raise InputError(f"--root {root} is not a folder")
+    check_root(root)
     preset = preset_for(data, quick)
     small_arch, large_arch = preset.small_arch, preset.large_arch
     out = Path(out)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .analyses import ensemble_accuracy
-from .datasets import check_dataset_name, data_kind, is_text, load_for_run, normalization_stats
+from .datasets import check_dataset_name, check_root, data_kind, is_text, load_for_run, normalization_stats
 from .engine import (
     bootstrap,
     checkpoint_path,
@@ -54,8 +54,9 @@ def check_device(device: str) -> None:
 
 
 def check_counts(members: int, epochs: int) -> None:
-    if not 1 <= members <= MAX_MEMBERS or not 1 <= epochs <= MAX_EPOCHS:
-        raise InputError(f"--members must be 1 to {MAX_MEMBERS:,} and --epochs 1 to {MAX_EPOCHS:,}, got {members} and {epochs}")
+    for name, value, most in (("--members", members, MAX_MEMBERS), ("--epochs", epochs, MAX_EPOCHS)):
+        if not 1 <= value <= most:
+            raise InputError(f"{name} must be at least 1 and at most {most:,}, got {value}")
 
 
 @dataclass
@@ -121,8 +122,7 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or self.eval_batch_size < 1:
             raise InputError("--weight-decay must be a non-negative number")
         check_dataset_name(self.data)
-        if self.root is not None and not Path(self.root).is_dir():
-            raise InputError(f"--root {self.root} is not a folder")
+        check_root(self.root)
         archs = [a.strip() for a in self.arch.split(",")]
         if not all(archs) or (len(archs) > 1 and len(archs) != self.members):
             raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")
