@@ -48,7 +48,7 @@ class Case:
     expect: str = REFUSED
     output: Optional[str] = None          # what must not exist after a refusal
     prepare: Optional[Callable[[Path], None]] = None
-    same_as: Optional[str] = None         # an output file that must equal the reference's bytes
+    same_as: Optional[str] = None         # a score table that must equal the undamaged run's
     message: Optional[str] = None         # a word the error line must hold
     check: Optional[Callable[[Path], Optional[str]]] = None  # after success: what is wrong, or None
     timeout: float = 120
@@ -527,7 +527,7 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def run_case(case: Case, base: Path, reference: Path) -> dict:
+def run_case(case: Case, base: Path) -> dict:
     work = base / "cases" / f"{abs(hash(case.group + case.name)):x}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -588,7 +588,7 @@ def run_case(case: Case, base: Path, reference: Path) -> dict:
         else:
             import pandas as pd
             got = pd.read_csv(work / case.same_as)
-            want = pd.read_csv(reference / ("scores_run.csv" if "run" in case.args[1:2] else "scores.csv"))
+            want = pd.read_csv(base / ("scores_run.csv" if "run" in case.args[1:2] else "scores.csv"))
             if "split" in got.columns and "split" in want.columns:  # a command that scored some splits
                 want = want[want["split"].isin(set(got["split"]))].reset_index(drop=True)
             if got.shape != want.shape or not got.equals(want):
@@ -605,7 +605,7 @@ def run_case(case: Case, base: Path, reference: Path) -> dict:
 
 
 def as_completed_outcomes(pool: ThreadPoolExecutor, cases: list[Case], base: Path):
-    futures = [pool.submit(run_case, case, base, base) for case in cases]
+    futures = [pool.submit(run_case, case, base) for case in cases]
     for future in as_completed(futures):
         yield future.result()
 

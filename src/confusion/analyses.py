@@ -178,6 +178,8 @@ def transfer_report(hardness_by_score: dict[str, np.ndarray], final_probs: np.nd
 
 # ----------------------------------------------------------------------------- error by bin
 MAX_BINS = 10_000  # more fixed-width bins than this hold a handful of samples each at any size
+
+
 def bin_index(scores: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
     """The one binning rule: bin 0 below the first inner edge, ..., len(inner_edges) at or above
     the last (a score on an edge goes to the bin above it). Used for the error-by-bin curves,

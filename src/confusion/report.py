@@ -82,8 +82,10 @@ def run_label(store: RunStore) -> str:
     return f"{name} ({members})" if same else f"{name} ({arch}, {members})"
 
 
-def _pick_split(view: RunView, preferred: str = "val") -> str:
-    return preferred if preferred in view.scores else next(iter(view.scores))
+def _pick_split(splits, preferred: str = "val") -> str:
+    """The split a report is about: `preferred` where the run has it, else its first (`splits`:
+    names, or a mapping keyed by them)."""
+    return preferred if preferred in splits else next(iter(splits))
 
 
 @dataclass
@@ -168,7 +170,7 @@ def compute_report(
     signal_values = read_signal(signal) if signal is not None else None
     step = progress or (lambda message: None)
     reference = RunView.load(run)
-    split = _pick_split(reference)
+    split = _pick_split(reference.scores)
     result = ReportResult(reference, {"run": _run_facts(reference, bins, min_count)}, split)
     step("error identification")
     _error_identification(result, bins, min_count)
@@ -625,7 +627,7 @@ def _gallery(view: RunView, per_class: int) -> tuple[np.ndarray, list, np.ndarra
         dataset = load_for_run(config, run=view.store.path)
     except Exception:  # the data may live on another machine: the report goes on without pictures
         return None
-    split = _pick_split(view)
+    split = _pick_split(view.scores)
     if split not in dataset.splits:
         return None
     data_split = dataset.splits[split]
@@ -651,7 +653,7 @@ EXAMPLE_TEXT_CHARS = 400  # a document is cut here on the page (tables/examples_
 def _examples(view: RunView, per_class: int) -> pd.DataFrame:
     """Fig. 1 as a table: per class, the easiest and hardest samples by the score alone, with
     their text, metadata or source file where the run holds them."""
-    split = _pick_split(view)
+    split = _pick_split(view.scores)
     labels = view.labels(split)
     predicted = view.final[split].ensemble_argmax
     classes = labels if (labels >= 0).all() else predicted
@@ -866,9 +868,10 @@ def check_inputs(run, compare, models, mitigation) -> None:
     stores = [RunStore.open(path) for path in [run, *compare, *models]]  # a one-line RunStoreError for anything that is not a run
     for store in stores:  # a damaged id or label array is named now, not after half the figures
         for split in store.splits:
-            store.sample_ids(split), store.labels(split)
+            store.sample_ids(split)
+            store.labels(split)
     reference = stores[0]
-    split = "val" if "val" in reference.splits else reference.splits[0]
+    split = _pick_split(reference.splits)
     for other in stores[1 : 1 + len(compare)]:
         if split in other.splits:
             _shared_samples(reference, other, split)
