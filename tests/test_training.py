@@ -151,3 +151,20 @@ def test_one_job_per_member_equals_one_command(tmp_path, cli_process, cli):
     assert result.exit_code == 0 and "committed epochs (3): 1-3" in result.stderr + result.stdout
     result = cli("train", *settings, "--out", tmp_path / "jobs", "--member", "3")
     assert result.exit_code == 2 and "--member must be in 0..2" in result.stderr
+
+
+@pytest.mark.parametrize("cap, allowed", [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True)])
+def test_auto_precision_picks_bf16_only_where_onednn_may_compute_in_it(monkeypatch, cap, allowed):
+    from confusion import _runtime
+    from confusion.engine import resolve_precision
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    flags = "flags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    monkeypatch.setattr(_runtime.Path, "read_text", lambda self, errors=None: flags)
+    assert resolve_precision(TrainConfig()) == ("bf16" if allowed else "fp32")
+    assert resolve_precision(TrainConfig(precision="fp32")) == "fp32"
+    assert ("capped at" in _runtime.cpu_description()) == (cap is not None)

@@ -60,13 +60,26 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below which it has no bf16 arithmetic.
+_ONEDNN_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_MIC", "AVX512_MIC_4OPS"}
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN (PyTorch's CPU convolutions) is capped at, when a user set one."""
+    import os
+
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
 def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); only then does bf16 pay."""
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX) and oneDNN may use it;
+    only then does bf16 pay."""
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and onednn_isa_cap() not in _ONEDNN_CAPS_WITHOUT_BF16
 
 
 def cpu_description() -> str:
@@ -81,4 +94,6 @@ def cpu_description() -> str:
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor() or "unknown CPU")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
-    return f"{os.cpu_count()} CPUs ({model}; {features})"
+    cap = onednn_isa_cap()
+    capped = f"; oneDNN capped at {cap}" if cap else ""
+    return f"{os.cpu_count()} CPUs ({model}; {features}{capped})"
