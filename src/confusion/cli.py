@@ -343,7 +343,7 @@ def train(
     image_size: Annotated[Optional[int], typer.Option(help="Resize folder images to this many pixels square (default: their size, or 32 if sizes differ).")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the train/val split (datasets without one) and of the --limit-* subsets.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="auto (bf16 only where the hardware computes in it), fp32, or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 only where the hardware computes in it and ONEDNN_MAX_CPU_ISA does not cap it below), fp32, or bf16.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Training processes (default: one per member on the CPU, 1 on CUDA; 0 = in this process).")] = None,
     member: Annotated[Optional[int], typer.Option(help="Train only member i (0..members-1): one job per seed (a SLURM array, machines sharing the directory). The first job creates the run, the others join it; an epoch is committed once every member's job has ended it. Same settings in every job.")] = None,
     bagging: Annotated[bool, typer.Option(help="Member diversity: each member trains on its own bootstrap resample of the training split (as many draws as samples, with replacement, fixed by its seed).")] = False,
