@@ -34,28 +34,39 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is left out)")
+    n_train, n_val = args.limit_train, args.limit_train // 6
+    if n_val < 1:
+        parser.error("--limit-train must be at least 6 (validation is a sixth of it)")
 
     from confusion.engine import resolve_precision
+    from confusion.errors import ConfusionError
+    from confusion.models import build_model
     from confusion.training import TrainConfig, train
 
+    configs = [TrainConfig(arch=arch, members=args.members, epochs=args.epochs, limit_train=n_train, limit_val=n_val, precision=args.precision)
+               for arch in args.archs.split(",")]
+    for config in configs:  # every setting and name checked before the first run trains
+        try:
+            config.check()
+            build_model(config.arch, 1, 28, 10)
+        except ConfusionError as error:
+            parser.error(str(error))
     print(cpu_description(), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for arch in args.archs.split(","):
-            config = TrainConfig(arch=arch, members=args.members, epochs=args.epochs, limit_train=args.limit_train,
-                                 limit_val=args.limit_train // 6, precision=args.precision)
-            store = train(config, Path(scratch) / arch)
+        for config in configs:
+            store = train(config, Path(scratch) / config.arch)
             epochs = [entry for member in range(config.members) for entry in store.history(member)[1:]]
             train_s = statistics.median(e["train_seconds"] for e in epochs)
             eval_s = statistics.median(e["eval_seconds"] for e in epochs)
-            rows.append((arch, resolve_precision(config), train_s, eval_s, args.limit_train, args.limit_train + args.limit_train // 6))
-            print(f"  {arch}: done", flush=True)
+            rows.append((config.arch, resolve_precision(config), train_s, eval_s))
+            print(f"  {config.arch}: done", flush=True)
 
     print(f"\nmedian per member-epoch over epochs 2-{args.epochs}, {args.members} members at once; "
-          f"{args.limit_train:,} training + {args.limit_train // 6:,} validation images")
+          f"{n_train:,} training + {n_val:,} validation images")
     print(f"{'arch':<10} {'precision':>9} {'train s':>8} {'eval s':>7} {'eval/train':>10} {'train img/s':>12} {'eval img/s':>11}")
-    for arch, precision, train_s, eval_s, trained, predicted in rows:
-        print(f"{arch:<10} {precision:>9} {train_s:>8.2f} {eval_s:>7.2f} {eval_s / train_s:>10.1%} {trained / train_s:>12,.0f} {predicted / eval_s:>11,.0f}")
+    for arch, precision, train_s, eval_s in rows:
+        print(f"{arch:<10} {precision:>9} {train_s:>8.2f} {eval_s:>7.2f} {eval_s / train_s:>10.1%} {n_train / train_s:>12,.0f} {(n_train + n_val) / eval_s:>11,.0f}")
 
 
 if __name__ == "__main__":

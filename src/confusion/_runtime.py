@@ -66,8 +66,6 @@ _ONEDNN_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
 
 def onednn_isa_cap() -> str | None:
     """The instruction set oneDNN (PyTorch's CPU convolutions) is capped at, when a user set one."""
-    import os
-
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     return cap.strip().upper() if cap and cap.strip() else None
 
@@ -84,7 +82,6 @@ def cpu_has_bf16() -> bool:
 
 def cpu_description() -> str:
     """'2 CPUs (AMD EPYC; avx2, avx512f, avx512_bf16)': what every bench prints about its machine."""
-    import os
     import platform
 
     try:
