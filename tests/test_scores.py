@@ -229,3 +229,22 @@ def test_confusion_only_path_gives_the_same_confusion_and_still_checks_input(eng
     bad[2, 1, 150, 3] = 0.9  # a row that no longer sums to 1
     with pytest.raises(InputError, match="do not sum to 1"):
         confusion_scores(bad, engine=engine, decomposition=False)
+
+
+@pytest.mark.parametrize("members", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("decomposition", [True, False])
+def test_the_kernel_checks_every_members_rows_whatever_the_ensemble_size(members, decomposition):
+    # The kernel takes members three at a time (a short group repeats one with weight 0):
+    # every member must still count once and have every row checked.
+    rng = np.random.default_rng(members)
+    probs = rng.dirichlet(np.full(11, 0.5), size=(members, 2, 40)).astype(np.float32)
+    fused = confusion_scores(probs, engine="numba", decomposition=decomposition)
+    exact = confusion_scores(probs.astype(np.float64), engine="numpy", decomposition=decomposition)
+    np.testing.assert_allclose(fused.confusion, exact.confusion, atol=2e-5)
+    if decomposition:
+        np.testing.assert_allclose(fused.expected_entropy, exact.expected_entropy, atol=2e-5)
+    for member in range(members):
+        bad = probs.copy()
+        bad[member, 1, 33] *= 1.01  # sums to 1.01: over float32's tolerance of 1e-3
+        with pytest.raises(InputError, match="do not sum to 1"):
+            confusion_scores(bad, engine="numba", decomposition=decomposition)

@@ -141,35 +141,39 @@ _TINY = _F(1e-30)  # below this, v log v is < 1e-28: clamping the log argument c
 
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _add_values(values, average, worst):
-    """average += values (one member's rows of a block, flat); returns the largest check key."""
-    for i in range(values.shape[0]):
-        average[i] += _decode(values[i])
-        worst = max(worst, _check_key(values[i]))
-    return worst
+def _add_group(a, b, c, weight_b, weight_c, n_classes, average, worst, deviation):
+    """average += a + weight_b b + weight_c c, for up to three members' rows of a block (flat);
+    returns (largest check key, max(deviation, |row sum - 1| of any row of a, b or c)).
+
+    Three members per pass, row by row: the average is read and written once per three
+    members, and the three row sums share one loop (bench/README.md, issue 14). A group of
+    fewer members repeats one with weight 0: its rows are checked twice, counted once.
+    """
+    for r in range(a.shape[0] // n_classes):
+        first = r * n_classes
+        total_a = _F(0.0)
+        total_b = _F(0.0)
+        total_c = _F(0.0)
+        for column in range(n_classes):
+            i = first + column
+            value_a = _decode(a[i])
+            value_b = _decode(b[i])
+            value_c = _decode(c[i])
+            average[i] += value_a + weight_b * value_b + weight_c * value_c
+            total_a += value_a
+            total_b += value_b
+            total_c += value_c
+            worst = max(worst, max(_check_key(a[i]), max(_check_key(b[i]), _check_key(c[i]))))
+        deviation = max(deviation, max(abs(total_a - _F(1.0)), max(abs(total_b - _F(1.0)), abs(total_c - _F(1.0)))))
+    return worst, deviation
 
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _add_values_and_terms(values, average, terms, worst):
-    """As `_add_values`, and terms += -f log f (the member's own entropy, per class)."""
+def _add_terms(values, terms):
+    """terms += -f log f over one member's rows of a block (flat): its own entropy, per class."""
     for i in range(values.shape[0]):
         value = _decode(values[i])
-        average[i] += value
         terms[i] -= value * _log(max(value, _TINY))
-        worst = max(worst, _check_key(values[i]))
-    return worst
-
-
-@njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _row_deviation(values, n_classes, deviation):
-    """max(deviation, |sum of a row - 1|) over the rows of a flat block."""
-    for r in range(values.shape[0] // n_classes):
-        row = values[r * n_classes : (r + 1) * n_classes]
-        total = _F(0.0)
-        for c in range(n_classes):
-            total += _decode(row[c])
-        deviation = max(deviation, abs(total - _F(1.0)))
-    return deviation
 
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
@@ -183,16 +187,22 @@ def _row_sums(values, n_classes, scale, out):
         out[r] = total * scale
 
 
+@njit(inline="always")
+def _block(address, like, n_rows, n_classes, first, size):
+    """The values of samples first.. (size values) of the slab at `address`, flat."""
+    return carray(_pointer(address, like), n_rows * n_classes)[first * n_classes : first * n_classes + size]
+
+
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
 def _entropies(addresses, like, n_classes, n_rows, block_rows, entropy_out, expected_out, out_start, with_expected):
     """Eqs. 1-2 (and the members' mean entropy when with_expected) for n_rows samples.
 
     addresses[j, k]: where member j's rows of epoch k start, n_rows x n_classes values of
     like's dtype in C order (a slab of an array in memory, or a mapped chunk file). A block of
-    samples of one (member, epoch) is one contiguous run of values, so every pass below is a
-    long vectorised loop over a block: the running average, the members' terms and the
-    validity key in one pass per member, each member's row sums (checked against 1) in a
-    second pass over the same cached values, then one log per class of the average.
+    samples of one (member, epoch) is one contiguous run of values. Per block and epoch: the
+    running average, the validity key and every member's row sums (checked against 1) in one
+    pass per three members; the members' `-f log f` terms in one long vectorised loop per
+    member (decomposition only); then one log per class of the average.
     Results go to columns out_start + row of the outputs.
     """
     n_members, n_epochs = addresses.shape
@@ -211,13 +221,19 @@ def _entropies(addresses, like, n_classes, n_rows, block_rows, entropy_out, expe
         for k in range(n_epochs):
             average[:] = 0.0
             terms[:] = 0.0
-            for j in range(n_members):
-                values = carray(_pointer(addresses[j, k], like), n_rows * n_classes)[first * n_classes : first * n_classes + size]
-                if with_expected:
-                    worst = _add_values_and_terms(values, average, terms, worst)
-                else:
-                    worst = _add_values(values, average, worst)
-                deviation = _row_deviation(values, n_classes, deviation)
+            for j in range(0, n_members, 3):
+                # Members j..j+2; past the last member, member j again with weight 0.
+                b = j + 1 if j + 1 < n_members else j
+                c = j + 2 if j + 2 < n_members else j
+                worst, deviation = _add_group(
+                    _block(addresses[j, k], like, n_rows, n_classes, first, size),
+                    _block(addresses[b, k], like, n_rows, n_classes, first, size),
+                    _block(addresses[c, k], like, n_rows, n_classes, first, size),
+                    _F(b != j), _F(c != j), n_classes, average, worst, deviation,
+                )
+            if with_expected:
+                for j in range(n_members):
+                    _add_terms(_block(addresses[j, k], like, n_rows, n_classes, first, size), terms)
             for i in range(size):
                 p = average[i] * inverse_members  # eq. 1
                 average[i] = -p * _log(max(p, _TINY))  # eq. 2, summed per row below
