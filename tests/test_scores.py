@@ -248,3 +248,22 @@ def test_the_kernel_checks_every_members_rows_whatever_the_ensemble_size(members
         bad[member, 1, 33] *= 1.01  # sums to 1.01: over float32's tolerance of 1e-3
         with pytest.raises(InputError, match="do not sum to 1"):
             confusion_scores(bad, engine="numba", decomposition=decomposition)
+
+
+def test_the_kernels_log_is_within_float32_rounding_of_the_true_log():
+    numba = pytest.importorskip("numba")
+    from confusion._kernels import _log
+
+    @numba.njit
+    def logs(x):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = _log(x[i])
+        return out
+
+    # Every power of two from the smallest normal float32 up, and many mantissas around 1.
+    x = np.concatenate([np.geomspace(1.2e-38, 1.0, 200_000), np.linspace(0.5, 2.0, 100_001), 2.0 ** np.arange(-126, 2)]).astype(np.float32)
+    exact = np.log(x.astype(np.float64))
+    error = np.abs(logs(x).astype(np.float64) - exact)
+    assert (error <= 2.5e-7 * np.maximum(np.abs(exact), 1.0)).all(), float(error.max())
+    assert logs(np.array([1.0], np.float32))[0] == 0.0
