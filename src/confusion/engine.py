@@ -132,7 +132,6 @@ def resolve_precision(config) -> str:
     """fp32 or bf16: `config.precision`, or with "auto" bf16 only where the hardware computes in it."""
     import torch
 
-
     if config.precision != "auto":
         return config.precision
     if config.device == "cuda":
@@ -340,7 +339,6 @@ def checkpoint_path(run: Path, index: int) -> Path:
 
 def save_checkpoint(run: Path, member: Member) -> None:
     import torch
-
 
     state = {
         "epoch": member.epoch,

@@ -88,7 +88,6 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     """Average probabilities of torch models over the requested samples."""
     import torch
 
-
     data = input_data(dataset, torch.device(device), normalization)
     cache: dict[str, np.ndarray] = {}
 

@@ -174,7 +174,6 @@ def run_members(group: tuple, messages, threads: int) -> None:
     epoch (group = (indices, settings as a dict, run directory)); progress goes to `messages`."""
     import torch
 
-
     indices, config_dict, run = group
     config = TrainConfig(**config_dict)
     torch.set_num_threads(threads)

@@ -167,7 +167,6 @@ def train_probe(arch: str, dataset, config, out: Path, cache: Path, epochs: int,
     weight decay 1e-4, batch 256), recording its predictions every epoch."""
     import torch
 
-
     features = pretrained_features(dataset, cache, progress=progress)
     mean = features["train"].mean(axis=0)
     std = features["train"].std(axis=0) + 1e-6
