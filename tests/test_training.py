@@ -168,3 +168,16 @@ def test_auto_precision_picks_bf16_only_where_onednn_may_compute_in_it(monkeypat
     assert resolve_precision(TrainConfig()) == ("bf16" if allowed else "fp32")
     assert resolve_precision(TrainConfig(precision="fp32")) == "fp32"
     assert ("capped at" in _runtime.cpu_description()) == (cap is not None)
+
+
+@pytest.mark.parametrize("name, features, says", [(None, None, None), ("haswell", None, "numba targets haswell, host features"), ("haswell", "+avx2", "numba targets haswell)")])
+def test_the_bench_cpu_line_names_a_numba_target(monkeypatch, name, features, says):
+    from confusion import _runtime
+
+    for variable, value in (("NUMBA_CPU_NAME", name), ("NUMBA_CPU_FEATURES", features)):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    line = _runtime.cpu_description()
+    assert ("numba" not in line) if says is None else (says in line)

@@ -93,4 +93,7 @@ def cpu_description() -> str:
     features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
     cap = onednn_isa_cap()
     capped = f"; oneDNN capped at {cap}" if cap else ""
+    if os.environ.get("NUMBA_CPU_NAME"):  # the scoring kernels' target (bench/README.md)
+        extra = "" if os.environ.get("NUMBA_CPU_FEATURES") else ", host features"
+        capped += f"; numba targets {os.environ['NUMBA_CPU_NAME']}{extra}"
     return f"{os.cpu_count()} CPUs ({model}; {features}{capped})"
