@@ -1,6 +1,8 @@
 """Every dataset loader on the data that installs here, and its errors."""
 
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +69,18 @@ def test_digits_and_mnist_5k_have_seeded_splits():
     mnist = load_dataset("mnist-5k")
     _check(mnist, 10)
     assert len(mnist.splits["val"]) == 1000 and mnist.splits["val"].images.shape[1:] == (1, 28, 28)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    from confusion.datasets import _digits_arrays
+
+    values, labels = _digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(values, bunch.images) and np.array_equal(labels, bunch.target) and labels.dtype == bunch.target.dtype
+    code = "import sys; from confusion.datasets import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def _write_images(folder, count, size=(12, 10), mode="L", value=0):

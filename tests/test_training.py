@@ -48,7 +48,13 @@ def test_record_every_and_in_loop_train_predictions(tmp_path):
 
 def test_same_seed_same_predictions_in_process_and_in_workers(tmp_path):
     spawned = train(TrainConfig(**TINY), tmp_path / "spawned")
-    again = train(TrainConfig(**TINY), tmp_path / "again")
+    # Again from a user's script without `if __name__ == "__main__":`: the worker processes
+    # must not run it again (each would try to train the run itself).
+    script = tmp_path / "script.py"
+    script.write_text(f"from confusion.training import TrainConfig, train\ntrain(TrainConfig(**{TINY!r}), 'again')\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = RunStore.open(tmp_path / "again")
     np.testing.assert_array_equal(spawned.probs("val")[:], again.probs("val")[:])
     # In this process the members train with every core, which changes float summation order
     # (not the result beyond float16 storage precision).

@@ -207,12 +207,28 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, seed: int = 0) -> 
 
 # ----------------------------------------------------------------------------- small built-ins
 def load_digits(root=None, seed: int = 0) -> Dataset:
-    from sklearn.datasets import load_digits as sklearn_digits
+    values, labels = _digits_arrays()
+    images = np.round(values * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    classes = [str(c) for c in range(10)]
+    return Dataset("digits", classes, _split_from_arrays(images, labels, "digits", seed, classes), False)
 
-    bunch = sklearn_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    classes = [str(c) for c in bunch.target_names]
-    return Dataset("digits", classes, _split_from_arrays(images, bunch.target, "digits", seed, classes), False)
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: (1797, 8, 8) values 0-16 and their labels, as
+    sklearn.datasets.load_digits gives them, read from the file scikit-learn ships. Importing
+    scikit-learn takes a second, and every training process loads its data."""
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")  # finds the package without importing it
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec is not None and spec.origin else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits as sklearn_digits  # not installed: the usual ModuleNotFoundError
+
+        bunch = sklearn_digits()
+        return bunch.images, bunch.target
+    with gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
 def load_mnist_5k(root=None, seed: int = 0) -> Dataset:

@@ -16,11 +16,14 @@ parent. Everything here needs PyTorch (the `train` extra); it is imported lazily
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import queue as queue_module
+import sys
 import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -409,10 +412,11 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
     saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update(worker_environment(threads))  # inherited by the spawned processes only
     try:
-        for group in groups:
-            process = context.Process(target=_process_main, args=(target, group, messages, threads, os.getpid()), daemon=True)
-            process.start()
-            processes.append(process)
+        with _main_module_hidden() if target.__module__ != "__main__" else contextlib.nullcontext():
+            for group in groups:
+                process = context.Process(target=_process_main, args=(target, group, messages, threads, os.getpid()), daemon=True)
+                process.start()
+                processes.append(process)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -443,6 +447,23 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
             if process.is_alive():
                 process.terminate()
             process.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """A spawned process first imports its parent's __main__: a user's script (run again, top
+    to bottom, where it lacks `if __name__ == "__main__":`) or, under `python -m confusion.cli`,
+    every module of the CLI (~1 s). A target that lives in a module needs none of it, so the
+    processes started here see an empty __main__."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is None:
+            sys.modules.pop("__main__", None)
+        else:
+            sys.modules["__main__"] = main
 
 
 def _process_main(target, group, messages, threads, parent: int) -> None:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.special import entr
 
 from .errors import InputError
 
@@ -172,6 +171,8 @@ def entropy(probs: np.ndarray, *, base: float = 2.0, axis: int = -1) -> np.ndarr
     >>> float(entropy(np.array([0.5, 0.5])))
     1.0
     """
+    from scipy.special import entr  # here, not at the top: every training process imports this module
+
     return entr(np.asarray(probs, dtype=np.float64)).sum(axis=axis) / math.log(base)
 
 
@@ -490,8 +491,8 @@ def confusion_scores(
                 if logits:
                     selected = softmax(selected)
                 # eq. 1 then eq. 2, in nats; and each member's own entropy for the decomposition.
-                per_epoch[:, start:stop] = entr(selected.mean(axis=0)).sum(axis=-1)
-                per_epoch_expected[:, start:stop] = entr(selected).sum(axis=-1).mean(axis=0) if decomposition else np.nan
+                per_epoch[:, start:stop] = entropy(selected.mean(axis=0), base=math.e)
+                per_epoch_expected[:, start:stop] = entropy(selected, base=math.e).mean(axis=0) if decomposition else np.nan
             if progress is not None:
                 progress(stop - start)
 
