@@ -13,7 +13,6 @@ from confusion import Recorder
 from confusion.difficulty import difficulty_scores
 from confusion.errors import InputError
 from confusion.hardset import manifest
-from confusion.importing import import_predictions
 from confusion.reduced import FinalPredictions, bytes_per_prediction, summarize
 from confusion.store import RunStore
 from confusion.training import TrainConfig, train
