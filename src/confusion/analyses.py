@@ -55,13 +55,6 @@ def aurc(scores: np.ndarray, errors: np.ndarray) -> float:
     return float(risk.mean()) if len(risk) else float("nan")
 
 
-def entropy_bits(probs: np.ndarray) -> np.ndarray:
-    """Entropy in bits of (…, classes) probabilities, 0 log 0 = 0."""
-    from scipy.special import entr
-
-    return entr(np.asarray(probs, dtype=np.float64)).sum(axis=-1) / math.log(2)
-
-
 def member_errors(final_probs, labels: np.ndarray) -> np.ndarray:
     """(members, samples) top-1 errors of each member's final-epoch prediction.
 

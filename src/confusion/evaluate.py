@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ._files import load_weights_only
-from .analyses import auroc, bin_index, entropy_bits, positions
+from .analyses import auroc, bin_index, positions
 from .datasets import Dataset, Split, load_dataset, load_for_run
 from .engine import checkpoint_path, input_data, member_model, predict
 from .errors import InputError
+from .scores import entropy
 from .store import RunStore, is_run_store
 
 
@@ -306,7 +307,7 @@ def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame
             # How well the score ranks this model's errors, next to the model's own confidence.
             rows[-1]["auroc_confusion"] = auroc(values, wrong)
             rows[-1]["auroc_own_msp"] = auroc(1.0 - probs.max(axis=1), wrong)
-            rows[-1]["auroc_own_entropy"] = auroc(entropy_bits(probs), wrong)
+            rows[-1]["auroc_own_entropy"] = auroc(entropy(probs), wrong)
             for band in range(bins):
                 in_band = band_of == band
                 if in_band.any():

@@ -212,13 +212,13 @@ class FinalPredictions:
     @classmethod
     def from_probs(cls, probs) -> "FinalPredictions":
         """From (members, samples, classes) probabilities."""
-        from .analyses import entropy_bits
+        from .scores import entropy
 
         probs = np.asarray(probs)
         if probs.ndim != 3:
             raise InputError(f"final predictions must be (members, samples, classes), got shape {probs.shape}")
         return cls(
-            argmax=probs.argmax(axis=-1), entropy=entropy_bits(probs), top1=probs.max(axis=-1).astype(np.float64),
+            argmax=probs.argmax(axis=-1), entropy=entropy(probs), top1=probs.max(axis=-1).astype(np.float64),
             ensemble_argmax=(probs.sum(axis=0, dtype=np.float64) / probs.shape[0]).argmax(axis=-1),
         )
 
