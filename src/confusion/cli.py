@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 import time
 from enum import Enum
@@ -96,10 +97,19 @@ def handles_errors(command: Callable) -> Callable:
             print(f"confusion: error: {describe_os_error(error)}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            print("confusion: interrupted", file=sys.stderr)
+            _say_interrupted()
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+_interrupt_said: list[bool] = []  # the line is said once per process, wherever the Ctrl-C landed
+
+
+def _say_interrupted() -> None:
+    if not _interrupt_said:
+        print("confusion: interrupted", file=sys.stderr)
+        _interrupt_said.append(True)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -676,6 +686,10 @@ def main() -> None:
 
     try:
         code = app(standalone_mode=False)
+        # The command has returned and its files are complete: a Ctrl-C from here on changes
+        # nothing. Ignored, it cannot land in Python's teardown, which puts the default action
+        # back and would end a finished command as "killed by SIGINT".
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except usage.NoArgsIsHelpError as shown:  # a bare `confusion`: the help, not an error
         print(shown.format_message())
         sys.exit(0)
@@ -686,8 +700,10 @@ def main() -> None:
         print(f"confusion: error: {message} (see {command} --help)", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        print("confusion: interrupted", file=sys.stderr)
+        _say_interrupted()
         sys.exit(130)
+    if code == 130:  # typer turns a Ctrl-C outside a command's body (while it parses, or after) into a silent 130
+        _say_interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 
