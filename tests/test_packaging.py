@@ -85,3 +85,15 @@ def test_torch_made_unimportable_through_sys_modules_too(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "still unimportable" in done.stdout and (tmp_path / "s.csv").exists()
+
+
+def test_only_commands_that_draw_import_matplotlib(tmp_path):
+    """Every command imports the figures module through the report; pyplot (0.3 s) waits for a figure."""
+    probe = "import sys, numpy as np; from confusion import cli, figures; from pathlib import Path\n"
+    probe += "print('matplotlib' in sys.modules)\n"
+    probe += f"print(figures.score_histograms({{'val': np.array([0.1, 0.9])}}, max_score=1.0, unit='bits', directory=Path({str(tmp_path)!r})))\n"
+    probe += "print('matplotlib.pyplot' in sys.modules, __import__('matplotlib').get_backend().lower())\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "['fig2_distribution.png', 'fig2_distribution.svg']", "True agg"]
+    assert (tmp_path / "fig2_distribution.png").stat().st_size > 0
