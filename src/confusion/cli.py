@@ -71,7 +71,8 @@ EXTRAS = {
 
 
 def handles_errors(command: Callable) -> Callable:
-    """Turn ConfusionError, and a missing optional package, into one stderr line + exit 2; Ctrl-C into exit 130."""
+    """Turn ConfusionError, and a missing optional package, into one stderr line + exit 2. (typer
+    turns Ctrl-C into exit 130, and `main` says so in one line.)"""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -96,20 +97,8 @@ def handles_errors(command: Callable) -> Callable:
         except OSError as error:  # a path that cannot be read or written: the user's to fix
             print(f"confusion: error: {describe_os_error(error)}", file=sys.stderr)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            _say_interrupted()
-            raise typer.Exit(130) from None
 
     return wrapper
-
-
-_interrupt_said: list[bool] = []  # the line is said once per process, wherever the Ctrl-C landed
-
-
-def _say_interrupted() -> None:
-    if not _interrupt_said:
-        print("confusion: interrupted", file=sys.stderr)
-        _interrupt_said.append(True)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -700,10 +689,9 @@ def main() -> None:
         print(f"confusion: error: {message} (see {command} --help)", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        _say_interrupted()
-        sys.exit(130)
-    if code == 130:  # typer turns a Ctrl-C outside a command's body (while it parses, or after) into a silent 130
-        _say_interrupted()
+        code = 130
+    if code == 130:  # Ctrl-C, wherever it landed: typer turns a KeyboardInterrupt into a silent 130
+        print("confusion: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 
