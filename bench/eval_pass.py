@@ -43,8 +43,10 @@ def main() -> None:
     from confusion.models import build_model
     from confusion.training import TrainConfig, train
 
-    configs = [TrainConfig(arch=arch, members=args.members, epochs=args.epochs, limit_train=n_train, limit_val=n_val, precision=args.precision)
-               for arch in args.archs.split(",")]
+    configs = [
+        TrainConfig(arch=arch, members=args.members, epochs=args.epochs, limit_train=n_train, limit_val=n_val, precision=args.precision)
+        for arch in args.archs.split(",")
+    ]
     for config in configs:  # every setting and name checked before the first run trains
         try:
             config.check()
@@ -62,11 +64,14 @@ def main() -> None:
             rows.append((config.arch, resolve_precision(config), train_s, eval_s))
             print(f"  {config.arch}: done", flush=True)
 
-    print(f"\nmedian per member-epoch over epochs 2-{args.epochs}, {args.members} members at once; "
-          f"{n_train:,} training + {n_val:,} validation images")
+    print(
+        f"\nmedian per member-epoch over epochs 2-{args.epochs}, {args.members} members at once; {n_train:,} training + {n_val:,} validation images"
+    )
     print(f"{'arch':<10} {'precision':>9} {'train s':>8} {'eval s':>7} {'eval/train':>10} {'train img/s':>12} {'eval img/s':>11}")
     for arch, precision, train_s, eval_s in rows:
-        print(f"{arch:<10} {precision:>9} {train_s:>8.2f} {eval_s:>7.2f} {eval_s / train_s:>10.1%} {n_train / train_s:>12,.0f} {(n_train + n_val) / eval_s:>11,.0f}")
+        print(
+            f"{arch:<10} {precision:>9} {train_s:>8.2f} {eval_s:>7.2f} {eval_s / train_s:>10.1%} {n_train / train_s:>12,.0f} {(n_train + n_val) / eval_s:>11,.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -46,15 +46,16 @@ class Case:
     name: str
     args: list
     expect: str = REFUSED
-    output: Optional[str] = None          # what must not exist after a refusal
-    prepare: Optional[Callable[[Path], None]] = None
-    same_as: Optional[str] = None         # a score table that must equal the undamaged run's
-    message: Optional[str] = None         # a word the error line must hold
-    check: Optional[Callable[[Path], Optional[str]]] = None  # after success: what is wrong, or None
+    output: str | None = None  # what must not exist after a refusal
+    prepare: Callable[[Path], None] | None = None
+    same_as: str | None = None  # a score table that must equal the undamaged run's
+    message: str | None = None  # a word the error line must hold
+    check: Callable[[Path], str | None] | None = None  # after success: what is wrong, or None
     timeout: float = 120
 
 
 # ---------------------------------------------------------------- fixtures
+
 
 def make_fixtures(base: Path) -> None:
     """Small inputs every case copies: arrays, an imported run, a digits run, its tables."""
@@ -82,11 +83,23 @@ def make_fixtures(base: Path) -> None:
         shutil.rmtree(base / run / "cache", ignore_errors=True)
 
 
-FIXTURES = ["probs.npy", "labels.npy", "probs_train.npy", "labels_train.npy", "logits.npy", "ids.txt",
-            "run", "trained", "scores.csv", "scores_run.csv", "hard.csv"]
+FIXTURES = [
+    "probs.npy",
+    "labels.npy",
+    "probs_train.npy",
+    "labels_train.npy",
+    "logits.npy",
+    "ids.txt",
+    "run",
+    "trained",
+    "scores.csv",
+    "scores_run.csv",
+    "hard.csv",
+]
 
 
 # ---------------------------------------------------------------- what a case may do to its folder
+
 
 def _write(name: str, data: bytes) -> Callable[[Path], None]:
     return lambda work: (work / name).write_bytes(data)
@@ -101,6 +114,7 @@ def _json_edit(path: str, edit: Callable[[dict], object]) -> Callable[[Path], No
         document = json.loads((work / path).read_text())
         changed = edit(document)
         (work / path).write_text(json.dumps(document if changed is None else changed))
+
     return prepare
 
 
@@ -120,6 +134,7 @@ def _damage_file(kind: str, relative: Callable[[Path], Path]) -> Callable[[Path]
             path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
         elif kind == "garbage":
             path.write_bytes(b"\x00\xffnot what it was" * 7)
+
     return prepare
 
 
@@ -129,7 +144,8 @@ def _chmod_readonly(path: str) -> Callable[[Path], None]:
 
 # ---------------------------------------------------------------- the cases
 
-def _bad_values(group: str, base: list, option: str, values: list, output: Optional[str]) -> list[Case]:
+
+def _bad_values(group: str, base: list, option: str, values: list, output: str | None) -> list[Case]:
     return [Case(group, f"{base[0]} {option} {v!s:.24}", base + [option, str(v)], output=output) for v in values]
 
 
@@ -151,46 +167,82 @@ def option_cases() -> list[Case]:
     cases += _bad_values(g, score, "--engine", ["gpu", ""], "o.csv")
     cases += _bad_values(g, score, "--split", ["nope", ""], "o.csv")
     cases += _bad_values(g, score, "--dask", ["local:0", "nope:1", "tcp://127.0.0.1:1"], "o.csv")
-    cases += [Case(g, "score --out .txt", ["score", "run", "--out", "o.txt"], output="o.txt"),
-              Case(g, "score no source", ["score", "--out", "o.csv"], output="o.csv"),
-              Case(g, "score run and --probs", ["score", "run", "--probs", "probs.npy", "--out", "o.csv"], output="o.csv"),
-              Case(g, "score --labels without --probs", ["score", "run", "--labels", "labels.npy", "--out", "o.csv"], output="o.csv"),
-              Case(g, "score --with-meta without --out", ["score", "run", "--with-meta"]),
-              Case(g, "score run is a file", ["score", "probs.npy", "--out", "o.csv"], output="o.csv"),
-              Case(g, "score run missing", ["score", "nope", "--out", "o.csv"], output="o.csv")]
+    cases += [
+        Case(g, "score --out .txt", ["score", "run", "--out", "o.txt"], output="o.txt"),
+        Case(g, "score no source", ["score", "--out", "o.csv"], output="o.csv"),
+        Case(g, "score run and --probs", ["score", "run", "--probs", "probs.npy", "--out", "o.csv"], output="o.csv"),
+        Case(g, "score --labels without --probs", ["score", "run", "--labels", "labels.npy", "--out", "o.csv"], output="o.csv"),
+        Case(g, "score --with-meta without --out", ["score", "run", "--with-meta"]),
+        Case(g, "score run is a file", ["score", "probs.npy", "--out", "o.csv"], output="o.csv"),
+        Case(g, "score run missing", ["score", "nope", "--out", "o.csv"], output="o.csv"),
+    ]
     cases += _bad_values(g, score_file, "--labels", ["nope.npy", "ids.txt"], "o.csv")
     cases += _bad_values(g, imp, "--split", ["", "a/b", "..", ".hidden", "x" * 300], "new")
     cases += _bad_values(g, imp, "--classes", ["a,b", "a,a,b,c,d", ",,,,", "a,b,c,d,e,f"], "new")
     cases += _bad_values(g, imp, "--keep", ["everything", ""], "new")
     cases += _bad_values(g, imp, "--ids", ["nope.txt", "labels.npy"], "new")
     cases += _bad_values(g, imp, "--meta", ["nope.csv", "labels.npy"], "new")
-    cases += [Case(g, "import no --probs", ["import", "--labels", "labels.npy", "--out", "new"], output="new"),
-              Case(g, "import --topk and --probs", imp + ["--topk", "probs.npy"], output="new"),
-              Case(g, "import --n-classes 0", imp + ["--n-classes", "0"], output="new"),
-              Case(g, "import --out is a file", ["import", "--probs", "probs.npy", "--out", "labels.npy"]),
-              Case(g, "import pattern no match", ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"], output="new")]
+    cases += [
+        Case(g, "import no --probs", ["import", "--labels", "labels.npy", "--out", "new"], output="new"),
+        Case(g, "import --topk and --probs", imp + ["--topk", "probs.npy"], output="new"),
+        Case(g, "import --n-classes 0", imp + ["--n-classes", "0"], output="new"),
+        Case(g, "import --out is a file", ["import", "--probs", "probs.npy", "--out", "labels.npy"]),
+        Case(g, "import pattern no match", ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"], output="new"),
+    ]
     for option, values in {
         # (--record-every or --batch-size beyond the run is allowed: the last epoch, one batch)
-        "--members": ints, "--epochs": ints, "--seed": [-1, "x", 2**64], "--record-every": ints[:4], "--batch-size": ints[:4],
-        "--lr": [0, -1, "nan", "inf", "x"], "--weight-decay": [-1, "nan", "inf"], "--optimizer": ["lbfgs", ""],
-        "--schedule": ["weird", ""], "--record-train": ["sometimes"], "--limit-train": [0, -5], "--limit-val": [0, -5],
-        "--image-size": [0, 3, 10**6], "--split-seed": [-1, 2**64], "--device": ["tpu", "cuda:99", ""],
-        "--precision": ["fp8", ""], "--workers": [-1, "x"], "--member": [-1, 2, 5],
-        "--feature-subset": [0, 1.5, -0.1, "nan"], "--keep": ["all"], "--arch": ["nope", "cnn-s,linear,mlp-s", "", "resnet-9000"],
+        "--members": ints,
+        "--epochs": ints,
+        "--seed": [-1, "x", 2**64],
+        "--record-every": ints[:4],
+        "--batch-size": ints[:4],
+        "--lr": [0, -1, "nan", "inf", "x"],
+        "--weight-decay": [-1, "nan", "inf"],
+        "--optimizer": ["lbfgs", ""],
+        "--schedule": ["weird", ""],
+        "--record-train": ["sometimes"],
+        "--limit-train": [0, -5],
+        "--limit-val": [0, -5],
+        "--image-size": [0, 3, 10**6],
+        "--split-seed": [-1, 2**64],
+        "--device": ["tpu", "cuda:99", ""],
+        "--precision": ["fp8", ""],
+        "--workers": [-1, "x"],
+        "--member": [-1, 2, 5],
+        "--feature-subset": [0, 1.5, -0.1, "nan"],
+        "--keep": ["all"],
+        "--arch": ["nope", "cnn-s,linear,mlp-s", "", "resnet-9000"],
         "--data": ["nope", "", "npz:", "features:nope.npz", "text:nope.csv", "folder:nope"],
-        "--root": ["nope"], "--unlabeled": ["nope"], "--encoder": ["./nope-encoder"],
+        "--root": ["nope"],
+        "--unlabeled": ["nope"],
+        "--encoder": ["./nope-encoder"],
     }.items():
         cases += _bad_values(g, train, option, values, "new")
-    cases += [Case(g, "train --out is a file", train[:-1] + ["labels.npy"]),
-              Case(g, "train --bagging on --member 1 of 1", ["train", "--data", "digits", "--members", "1", "--member", "1", "--out", "new"], output="new"),
-              Case(g, "train cnn on features", ["train", "--data", "features:feat.npz", "--arch", "cnn-s", "--out", "new"], output="new",
-                   prepare=_save("feat.npz", {"x": np.random.default_rng(0).normal(size=(60, 4)), "y": np.arange(60) % 3})),
-              Case(g, "train resnet on tiny images", ["train", "--data", "digits", "--arch", "resnet-18", "--image-size", "4", "--out", "new"], output="new"),
-              Case(g, "train into a finished different run", ["train", "--data", "digits", "--arch", "mlp-s", "--members", "3", "--epochs", "1", "--out", "trained"])]
+    cases += [
+        Case(g, "train --out is a file", train[:-1] + ["labels.npy"]),
+        Case(g, "train --bagging on --member 1 of 1", ["train", "--data", "digits", "--members", "1", "--member", "1", "--out", "new"], output="new"),
+        Case(
+            g,
+            "train cnn on features",
+            ["train", "--data", "features:feat.npz", "--arch", "cnn-s", "--out", "new"],
+            output="new",
+            prepare=_save("feat.npz", {"x": np.random.default_rng(0).normal(size=(60, 4)), "y": np.arange(60) % 3}),
+        ),
+        Case(
+            g, "train resnet on tiny images", ["train", "--data", "digits", "--arch", "resnet-18", "--image-size", "4", "--out", "new"], output="new"
+        ),
+        Case(
+            g,
+            "train into a finished different run",
+            ["train", "--data", "digits", "--arch", "mlp-s", "--members", "3", "--epochs", "1", "--out", "trained"],
+        ),
+    ]
     cases += _bad_values(g, ["difficulty", "run", "--out", "d.csv"], "--split", ["nope"], "d.csv")
-    cases += [Case(g, "difficulty --out .txt", ["difficulty", "run", "--out", "d.txt"], output="d.txt"),
-              Case(g, "status missing run", ["status", "nope"]),
-              Case(g, "status a file", ["status", "probs.npy"])]
+    cases += [
+        Case(g, "difficulty --out .txt", ["difficulty", "run", "--out", "d.txt"], output="d.txt"),
+        Case(g, "status missing run", ["status", "nope"]),
+        Case(g, "status a file", ["status", "probs.npy"]),
+    ]
     cases += _bad_values(g, report, "--bins", [0, -1, "x", 10**9], "rep")
     cases += _bad_values(g, report, "--min-count", [-1, "x"], "rep")
     cases += _bad_values(g, report, "--gallery", [-1, "x"], "rep")
@@ -198,52 +250,99 @@ def option_cases() -> list[Case]:
     cases += _bad_values(g, report, "--models", ["nope"], "rep")
     cases += _bad_values(g, report, "--mitigation", ["nope", "run"], "rep")
     cases += _bad_values(g, report, "--signal", ["nope.csv:x", "scores_run.csv", "scores_run.csv:nope", "scores_run.csv:split", ":x"], "rep")
-    cases += [Case(g, "report --out is a file", ["report", "run", "--out", "labels.npy"]),
-              Case(g, "report --out is the run", ["report", "run", "--out", "run"]),
-              Case(g, "report --out is a users folder", ["report", "run", "--out", "mine"], prepare=lambda w: (w / "mine").mkdir() or (w / "mine" / "thesis.tex").write_text("x"))]
+    cases += [
+        Case(g, "report --out is a file", ["report", "run", "--out", "labels.npy"]),
+        Case(g, "report --out is the run", ["report", "run", "--out", "run"]),
+        Case(
+            g,
+            "report --out is a users folder",
+            ["report", "run", "--out", "mine"],
+            prepare=lambda w: (w / "mine").mkdir() or (w / "mine" / "thesis.tex").write_text("x"),
+        ),
+    ]
     cases += _bad_values(g, hardset, "--top", [0, -0.1, 1.5, "nan", "inf", "x"], "h.csv")
     cases += _bad_values(g, hardset, "--threshold", [-1, "nan", "inf"], "h.csv")
     cases += _bad_values(g, hardset, "--split", ["nope", ""], "h.csv")
     cases += _bad_values(g, hardset, "--score", ["nope", "cartography_confidence"], "h.csv")
     cases += _bad_values(g, hardset + ["--top", "0.1"], "--format", ["zip", ""], "h.csv")
-    cases += [Case(g, "hardset --top and --threshold", hardset + ["--top", "0.1", "--threshold", "1"], output="h.csv"),
-              Case(g, "hardset neither --top nor --threshold", hardset, output="h.csv", expect=EITHER),
-              Case(g, "hardset --materialize on imported run", hardset + ["--top", "0.1", "--materialize", "mat"], output="h.csv"),
-              Case(g, "hardset --materialize into run", ["hardset", "trained", "--split", "val", "--top", "0.1", "--out", "h.csv", "--materialize", "trained"], output="h.csv"),
-              Case(g, "hardset --materialize is a file", ["hardset", "trained", "--split", "val", "--top", "0.1", "--out", "h.csv", "--materialize", "labels.npy"], output="h.csv"),
-              Case(g, "hardset --out .txt", ["hardset", "run", "--split", "val", "--top", "0.1", "--out", "h.txt"], output="h.txt")]
+    cases += [
+        Case(g, "hardset --top and --threshold", hardset + ["--top", "0.1", "--threshold", "1"], output="h.csv"),
+        Case(g, "hardset neither --top nor --threshold", hardset, output="h.csv", expect=EITHER),
+        Case(g, "hardset --materialize on imported run", hardset + ["--top", "0.1", "--materialize", "mat"], output="h.csv"),
+        Case(
+            g,
+            "hardset --materialize into run",
+            ["hardset", "trained", "--split", "val", "--top", "0.1", "--out", "h.csv", "--materialize", "trained"],
+            output="h.csv",
+        ),
+        Case(
+            g,
+            "hardset --materialize is a file",
+            ["hardset", "trained", "--split", "val", "--top", "0.1", "--out", "h.csv", "--materialize", "labels.npy"],
+            output="h.csv",
+        ),
+        Case(g, "hardset --out .txt", ["hardset", "run", "--split", "val", "--top", "0.1", "--out", "h.txt"], output="h.txt"),
+    ]
     cases += _bad_values(g, evaluate, "--bins", [0, -1, "x"], "e.csv")
     cases += _bad_values(g, evaluate, "--hardset", ["nope.csv", "labels.npy", "scores.csv"], "e.csv")
     cases += _bad_values(g, evaluate, "--scores", ["nope.csv", "labels.npy"], "e.csv")
     cases += _bad_values(g, evaluate, "--data", ["nope", "fashion-mnist"], "e.csv")
     cases += _bad_values(g, evaluate, "--device", ["tpu"], "e.csv")
     cases += _bad_values(g, evaluate, "--weights", ["nope.pt", "labels.npy"], "e.csv")
-    cases += [Case(g, "evaluate arch without weights", ["evaluate", "cnn-s", "--hardset", "hard.csv", "--data", "digits", "--out", "e.csv"], output="e.csv"),
-              Case(g, "evaluate unknown model", ["evaluate", "nope", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv"),
-              Case(g, "evaluate --out .txt", evaluate[:-1] + ["e.txt"], output="e.txt"),
-              Case(g, "evaluate table without --scores", ["evaluate", "scores.csv", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv")]
-    for option, values in {"--archs": ["nope", "", ",,"], "--epochs": ints, "--record-every": [0, -1], "--lr": [-1, "nan"],
-                           "--batch-size": [0, -1], "--seed": [-1], "--device": ["tpu"], "--data": ["nope", ""],
-                           "--limit-train": [0], "--encoder": ["./nope"]}.items():
+    cases += [
+        Case(
+            g, "evaluate arch without weights", ["evaluate", "cnn-s", "--hardset", "hard.csv", "--data", "digits", "--out", "e.csv"], output="e.csv"
+        ),
+        Case(g, "evaluate unknown model", ["evaluate", "nope", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv"),
+        Case(g, "evaluate --out .txt", evaluate[:-1] + ["e.txt"], output="e.txt"),
+        Case(g, "evaluate table without --scores", ["evaluate", "scores.csv", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv"),
+    ]
+    for option, values in {
+        "--archs": ["nope", "", ",,"],
+        "--epochs": ints,
+        "--record-every": [0, -1],
+        "--lr": [-1, "nan"],
+        "--batch-size": [0, -1],
+        "--seed": [-1],
+        "--device": ["tpu"],
+        "--data": ["nope", ""],
+        "--limit-train": [0],
+        "--encoder": ["./nope"],
+    }.items():
         cases += _bad_values(g, zoo, option, values, "zoo")
-    for option, values in {"--method": ["nope", ""], "--arch": ["nope"], "--epochs": [0, -1], "--members": [0, -1],
-                           "--lr": [-1, "nan", "inf", 0], "--batch-size": [0, -1], "--score": ["nope"],
-                           "--band-edges": ["x", "3,1", "nan", "-1,2"], "--quantiles": ["1.5", "x", "0.9,0.5", "0"],
-                           "--eta": [-1, "nan"], "--group-adjustment": [-1, "nan"], "--upsample-factor": [0, -1],
-                           "--device": ["tpu"], "--data": ["nope"]}.items():
+    for option, values in {
+        "--method": ["nope", ""],
+        "--arch": ["nope"],
+        "--epochs": [0, -1],
+        "--members": [0, -1],
+        "--lr": [-1, "nan", "inf", 0],
+        "--batch-size": [0, -1],
+        "--score": ["nope"],
+        "--band-edges": ["x", "3,1", "nan", "-1,2"],
+        "--quantiles": ["1.5", "x", "0.9,0.5", "0"],
+        "--eta": [-1, "nan"],
+        "--group-adjustment": [-1, "nan"],
+        "--upsample-factor": [0, -1],
+        "--device": ["tpu"],
+        "--data": ["nope"],
+    }.items():
         cases += _bad_values(g, mitigate, option, values, "mit")
-    cases += [Case(g, "mitigate an imported run", ["mitigate", "run", "--out", "mit"], output="mit"),
-              Case(g, "mitigate --band-edges and --quantiles", mitigate + ["--band-edges", "1,2", "--quantiles", "0.5"], output="mit"),
-              Case(g, "mitigate missing run", ["mitigate", "nope", "--out", "mit"], output="mit")]
+    cases += [
+        Case(g, "mitigate an imported run", ["mitigate", "run", "--out", "mit"], output="mit"),
+        Case(g, "mitigate --band-edges and --quantiles", mitigate + ["--band-edges", "1,2", "--quantiles", "0.5"], output="mit"),
+        Case(g, "mitigate missing run", ["mitigate", "nope", "--out", "mit"], output="mit"),
+    ]
     for option, values in {"--top": [0, -1, 1.5, "nan"], "--data": ["nope", "", "npz:nope.npz"], "--root": ["nope"]}.items():
         cases += _bad_values(g, demo, option, values, "dem")
     cases += [Case(g, "demo --out is a file", ["demo", "--quick", "--out", "labels.npy"])]
-    cases += [Case("usage", "no such command", ["nope"]),
-              Case("usage", "no such option", ["score", "run", "--nope"]),
-              Case("usage", "missing argument", ["score"], expect=EITHER),
-              Case("usage", "missing option value", ["score", "run", "--out"]),
-              Case("usage", "bad choice type", ["report", "run", "--bins", "many", "--out", "rep"], output="rep"),
-              Case("usage", "evaluate missing --hardset", ["evaluate", "trained"])]
+    cases += [
+        Case("usage", "no such command", ["nope"]),
+        Case("usage", "no such option", ["score", "run", "--nope"]),
+        Case("usage", "missing argument", ["score"], expect=EITHER),
+        Case("usage", "missing option value", ["score", "run", "--out"]),
+        Case("usage", "bad choice type", ["report", "run", "--bins", "many", "--out", "rep"], output="rep"),
+        Case("usage", "evaluate missing --hardset", ["evaluate", "trained"]),
+    ]
     return cases
 
 
@@ -251,38 +350,68 @@ def input_cases() -> list[Case]:
     g = "inputs"
     rng = np.random.default_rng(1)
     good = rng.dirichlet(np.ones(5), size=(3, 4, 300)).astype(np.float32)
-    nan = good.copy(); nan[0, 0, 3, 1] = np.nan
-    inf = good.copy(); inf[1, 2, 5, 0] = np.inf
-    neg = good.copy(); neg[2, 3, 7, 2] = -0.25
-    off = good.copy(); off[0, 1, 9] *= 1.3
+    nan = good.copy()
+    nan[0, 0, 3, 1] = np.nan
+    inf = good.copy()
+    inf[1, 2, 5, 0] = np.inf
+    neg = good.copy()
+    neg[2, 3, 7, 2] = -0.25
+    off = good.copy()
+    off[0, 1, 9] *= 1.3
     big = good * 3
     arrays = {
-        "nan": nan, "inf": inf, "negative": neg, "rows off 1": off, "scaled": big,
-        "3-d": good[0], "5-d": good[None], "1 class": np.ones((3, 4, 300, 1), np.float32),
-        "0 samples": good[:, :, :0], "0 members": good[:0], "int": (good * 100).astype(np.int64),
-        "bool": good > 0.5, "complex": good.astype(np.complex64), "object": np.array([[None]], dtype=object),
-        "strings": np.array(["a", "b"]), "float16 overflow": np.full((3, 4, 300, 5), 7e4, np.float32),
-        "structured": np.zeros(3, dtype=[("a", "f4")]), "scalar": np.float32(1),
+        "nan": nan,
+        "inf": inf,
+        "negative": neg,
+        "rows off 1": off,
+        "scaled": big,
+        "3-d": good[0],
+        "5-d": good[None],
+        "1 class": np.ones((3, 4, 300, 1), np.float32),
+        "0 samples": good[:, :, :0],
+        "0 members": good[:0],
+        "int": (good * 100).astype(np.int64),
+        "bool": good > 0.5,
+        "complex": good.astype(np.complex64),
+        "object": np.array([[None]], dtype=object),
+        "strings": np.array(["a", "b"]),
+        "float16 overflow": np.full((3, 4, 300, 5), 7e4, np.float32),
+        "structured": np.zeros(3, dtype=[("a", "f4")]),
+        "scalar": np.float32(1),
     }
     cases = []
     for name, array in arrays.items():
-        for command in (["score", "--probs", "bad.npy", "--out", "o.csv"],
-                        ["import", "--probs", "bad.npy", "--labels", "labels.npy", "--out", "new"]):
+        for command in (
+            ["score", "--probs", "bad.npy", "--out", "o.csv"],
+            ["import", "--probs", "bad.npy", "--labels", "labels.npy", "--out", "new"],
+        ):
             out = command[-1]
             cases.append(Case(g, f"{command[0]} probs {name}", command, output=out, prepare=_save("bad.npy", array)))
     labels = {
-        "out of range": np.full(300, 5), "negative": np.full(300, -2), "float 0.5": np.full(300, 0.5),
-        "float 1.0": np.ones(300), "nan": np.full(300, np.nan), "uint64 2^63": np.full(300, 2**63, np.uint64),
-        "strings": np.array(["x"] * 300), "too short": np.zeros(299, np.int64), "2-d": np.zeros((300, 1), np.int64),
-        "object": np.array([1] * 300, dtype=object), "bool": np.zeros(300, bool),
+        "out of range": np.full(300, 5),
+        "negative": np.full(300, -2),
+        "float 0.5": np.full(300, 0.5),
+        "float 1.0": np.ones(300),
+        "nan": np.full(300, np.nan),
+        "uint64 2^63": np.full(300, 2**63, np.uint64),
+        "strings": np.array(["x"] * 300),
+        "too short": np.zeros(299, np.int64),
+        "2-d": np.zeros((300, 1), np.int64),
+        "object": np.array([1] * 300, dtype=object),
+        "bool": np.zeros(300, bool),
     }
     for name, array in labels.items():
         expect = OK if name in ("float 1.0",) else REFUSED
-        for command in (["score", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "o.csv"],
-                        ["import", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "new"]):
+        for command in (
+            ["score", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "o.csv"],
+            ["import", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "new"],
+        ):
             cases.append(Case(g, f"{command[0]} labels {name}", command, output=command[-1], expect=expect, prepare=_save("bad.npy", array)))
     files = {
-        "empty .npy": b"", "text .npy": b"hello\n", "truncated .npy": None, "pickle .npy": None,
+        "empty .npy": b"",
+        "text .npy": b"hello\n",
+        "truncated .npy": None,
+        "pickle .npy": None,
     }
 
     def truncated(work: Path) -> None:
@@ -291,66 +420,185 @@ def input_cases() -> list[Case]:
 
     def pickled(work: Path) -> None:
         import pickle
+
         marker = work / "PWNED"
         payload = pickle.dumps(eval_payload(str(marker)))
         np.save(work / "bad.npy", np.array([payload], dtype=object), allow_pickle=True)
 
     for name, data in files.items():
         prepare = truncated if name == "truncated .npy" else pickled if name == "pickle .npy" else _write("bad.npy", data)
-        for command in (["score", "--probs", "bad.npy", "--out", "o.csv"],
-                        ["import", "--probs", "bad.npy", "--labels", "labels.npy", "--out", "new"],
-                        ["import", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "new"]):
+        for command in (
+            ["score", "--probs", "bad.npy", "--out", "o.csv"],
+            ["import", "--probs", "bad.npy", "--labels", "labels.npy", "--out", "new"],
+            ["import", "--probs", "probs.npy", "--labels", "bad.npy", "--out", "new"],
+        ):
             cases.append(Case(g, f"{command[0]} {command[command.index('bad.npy') - 1]} {name}", command, output=command[-1], prepare=prepare))
     npz = {
-        "empty npz": {}, "two arrays": {"a": good, "b": good}, "object array": {"probs": np.array([None], dtype=object)},
+        "empty npz": {},
+        "two arrays": {"a": good, "b": good},
+        "object array": {"probs": np.array([None], dtype=object)},
         "string labels": {"probs": good, "labels": np.array(["x"] * 300)},
     }
     for name, content in npz.items():
         cases.append(Case(g, f"import npz {name}", ["import", "--probs", "bad.npz", "--out", "new"], output="new", prepare=_save("bad.npz", content)))
-        cases.append(Case(g, f"score npz {name}", ["score", "--probs", "bad.npz", "--out", "o.csv"], output="o.csv", prepare=_save("bad.npz", content)))
-    for name, text in {"short ids": "".join(f"s{i}\n" for i in range(299)), "duplicate ids": "s0\n" * 300,
-                       "empty ids": "\n" * 300, "binary ids": None}.items():
+        cases.append(
+            Case(g, f"score npz {name}", ["score", "--probs", "bad.npz", "--out", "o.csv"], output="o.csv", prepare=_save("bad.npz", content))
+        )
+    for name, text in {
+        "short ids": "".join(f"s{i}\n" for i in range(299)),
+        "duplicate ids": "s0\n" * 300,
+        "empty ids": "\n" * 300,
+        "binary ids": None,
+    }.items():
         prepare = _write("bad.txt", b"\xff\xfe\x00" * 300) if text is None else _write("bad.txt", text.encode())
         cases.append(Case(g, f"import {name}", ["import", "--probs", "probs.npy", "--ids", "bad.txt", "--out", "new"], output="new", prepare=prepare))
-    for name, text in {"no id column": "x,y\n1,2\n", "unknown ids": "sample,color\nzz,1\n", "binary": None,
-                       "duplicate ids": "sample,color\ns0,1\ns0,2\n"}.items():
+    for name, text in {
+        "no id column": "x,y\n1,2\n",
+        "unknown ids": "sample,color\nzz,1\n",
+        "binary": None,
+        "duplicate ids": "sample,color\ns0,1\ns0,2\n",
+    }.items():
         prepare = _write("meta.csv", b"\xff\x00" * 50) if text is None else _write("meta.csv", text.encode())
         cases.append(Case(g, f"import --meta {name}", ["import", "--meta", "meta.csv", "--out", "run"], expect=REFUSED, prepare=prepare))
     cases += [
-        Case(g, "pattern m01 and m1 collide", ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"], output="new",
-             prepare=lambda w: [np.save(w / n, good[0, 0]) for n in ("m01_e0.npy", "m1_e0.npy", "m0_e0.npy")]),
-        Case(g, "pattern missing a member-epoch", ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"], output="new",
-             prepare=lambda w: [np.save(w / n, good[0, 0]) for n in ("m0_e0.npy", "m1_e1.npy")]),
-        Case(g, "pattern shapes differ", ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"], output="new",
-             prepare=lambda w: [np.save(w / "m0_e0.npy", good[0, 0]), np.save(w / "m1_e0.npy", good[0, 0, :10])]),
+        Case(
+            g,
+            "pattern m01 and m1 collide",
+            ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"],
+            output="new",
+            prepare=lambda w: [np.save(w / n, good[0, 0]) for n in ("m01_e0.npy", "m1_e0.npy", "m0_e0.npy")],
+        ),
+        Case(
+            g,
+            "pattern missing a member-epoch",
+            ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"],
+            output="new",
+            prepare=lambda w: [np.save(w / n, good[0, 0]) for n in ("m0_e0.npy", "m1_e1.npy")],
+        ),
+        Case(
+            g,
+            "pattern shapes differ",
+            ["import", "--probs", "m{member}_e{epoch}.npy", "--out", "new"],
+            output="new",
+            prepare=lambda w: [np.save(w / "m0_e0.npy", good[0, 0]), np.save(w / "m1_e0.npy", good[0, 0, :10])],
+        ),
         Case(g, "split twice is scored once", ["score", "run", "--split", "val", "--split", "val", "--out", "o.csv"], expect=OK, same_as="o.csv"),
         Case(g, "import a split that exists", ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--out", "run"]),
-        Case(g, "import a split with other classes", ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"], prepare=_save("bad.npy", good[..., :4] / good[..., :4].sum(-1, keepdims=True))),
-        Case(g, "import a split with other members", ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"], prepare=_save("bad.npy", good[:2])),
-        Case(g, "import a split with other epochs", ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"], prepare=_save("bad.npy", good[:, :2])),
-        Case(g, "import into a users folder", ["import", "--probs", "probs.npy", "--out", "mine"], prepare=lambda w: (w / "mine").mkdir() or (w / "mine" / "thesis.tex").write_text("x")),
-        Case(g, "import logits that overflow", ["import", "--probs", "bad.npy", "--logits", "--out", "new"], expect=OK, output="new", prepare=_save("bad.npy", np.full((3, 4, 300, 5), 1e30, np.float32))),
-        Case(g, "import logits with nan", ["import", "--probs", "bad.npy", "--logits", "--out", "new"], output="new", prepare=_save("bad.npy", np.where(np.arange(5) == 2, np.nan, good))),
+        Case(
+            g,
+            "import a split with other classes",
+            ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"],
+            prepare=_save("bad.npy", good[..., :4] / good[..., :4].sum(-1, keepdims=True)),
+        ),
+        Case(
+            g,
+            "import a split with other members",
+            ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"],
+            prepare=_save("bad.npy", good[:2]),
+        ),
+        Case(
+            g,
+            "import a split with other epochs",
+            ["import", "--probs", "bad.npy", "--split", "test", "--out", "run"],
+            prepare=_save("bad.npy", good[:, :2]),
+        ),
+        Case(
+            g,
+            "import into a users folder",
+            ["import", "--probs", "probs.npy", "--out", "mine"],
+            prepare=lambda w: (w / "mine").mkdir() or (w / "mine" / "thesis.tex").write_text("x"),
+        ),
+        Case(
+            g,
+            "import logits that overflow",
+            ["import", "--probs", "bad.npy", "--logits", "--out", "new"],
+            expect=OK,
+            output="new",
+            prepare=_save("bad.npy", np.full((3, 4, 300, 5), 1e30, np.float32)),
+        ),
+        Case(
+            g,
+            "import logits with nan",
+            ["import", "--probs", "bad.npy", "--logits", "--out", "new"],
+            output="new",
+            prepare=_save("bad.npy", np.where(np.arange(5) == 2, np.nan, good)),
+        ),
         Case(g, "import probabilities as --logits", ["import", "--probs", "probs.npy", "--logits", "--out", "new"], expect=OK, output="new"),
         Case(g, "score logits without --logits", ["score", "--probs", "logits.npy", "--out", "o.csv"], output="o.csv"),
-        Case(g, "report --compare with no shared samples", ["report", "run", "--compare", "other", "--out", "rep"], output="rep",
-             prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--out", "other"], cwd=w, capture_output=True)),
-        Case(g, "report classes with mathtext", ["report", "math", "--out", "rep", "--min-count", "1"], expect=OK, output="rep",
-             prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", r"$\foo$,b_c,^d,{e},$x$", "--out", "math"], cwd=w, capture_output=True)),
-        Case(g, "report classes with html", ["report", "html", "--out", "rep"], expect=OK, output="rep",
-             check=lambda w: "a class name went into the page unescaped" if "<script>alert" in (w / "rep" / "index.html").read_text() else None,
-             prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", "<script>alert(1)</script>,b,c,d,e", "--out", "html"], cwd=w, capture_output=True)),
-        Case(g, "evaluate a checkpoint with wrong keys", ["evaluate", "linear", "--weights", "w.pt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
-             prepare=lambda w: _torch_save(w / "w.pt", {"nope": [1.0, 2.0]})),
-        Case(g, "evaluate a pickle checkpoint", ["evaluate", "linear", "--weights", "w.pt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
-             prepare=lambda w: _pickle_file(w / "w.pt", str(w / "PWNED"))),
-        Case(g, "evaluate a text file as weights", ["evaluate", "linear", "--weights", "ids.txt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv"),
-        Case(g, "evaluate a hard set of another dataset", ["evaluate", "trained", "--hardset", "bad.csv", "--out", "e.csv"], output="e.csv",
-             prepare=_write("bad.csv", b"sample,split,label,confusion\nzz,val,1,0.5\n")),
-        Case(g, "evaluate an empty hard set", ["evaluate", "trained", "--hardset", "bad.csv", "--out", "e.csv"], output="e.csv",
-             prepare=_write("bad.csv", b"")),
-        Case(g, "import .pt probs with a pickle", ["import", "--probs", "w.pt", "--out", "new"], output="new",
-             prepare=lambda w: _pickle_file(w / "w.pt", str(w / "PWNED"))),
+        Case(
+            g,
+            "report --compare with no shared samples",
+            ["report", "run", "--compare", "other", "--out", "rep"],
+            output="rep",
+            prepare=lambda w: subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--out", "other"], cwd=w, capture_output=True),
+        ),
+        Case(
+            g,
+            "report classes with mathtext",
+            ["report", "math", "--out", "rep", "--min-count", "1"],
+            expect=OK,
+            output="rep",
+            prepare=lambda w: subprocess.run(
+                CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", r"$\foo$,b_c,^d,{e},$x$", "--out", "math"],
+                cwd=w,
+                capture_output=True,
+            ),
+        ),
+        Case(
+            g,
+            "report classes with html",
+            ["report", "html", "--out", "rep"],
+            expect=OK,
+            output="rep",
+            check=lambda w: "a class name went into the page unescaped" if "<script>alert" in (w / "rep" / "index.html").read_text() else None,
+            prepare=lambda w: subprocess.run(
+                CONFUSION
+                + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", "<script>alert(1)</script>,b,c,d,e", "--out", "html"],
+                cwd=w,
+                capture_output=True,
+            ),
+        ),
+        Case(
+            g,
+            "evaluate a checkpoint with wrong keys",
+            ["evaluate", "linear", "--weights", "w.pt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=lambda w: _torch_save(w / "w.pt", {"nope": [1.0, 2.0]}),
+        ),
+        Case(
+            g,
+            "evaluate a pickle checkpoint",
+            ["evaluate", "linear", "--weights", "w.pt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=lambda w: _pickle_file(w / "w.pt", str(w / "PWNED")),
+        ),
+        Case(
+            g,
+            "evaluate a text file as weights",
+            ["evaluate", "linear", "--weights", "ids.txt", "--data", "digits", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+        ),
+        Case(
+            g,
+            "evaluate a hard set of another dataset",
+            ["evaluate", "trained", "--hardset", "bad.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=_write("bad.csv", b"sample,split,label,confusion\nzz,val,1,0.5\n"),
+        ),
+        Case(
+            g,
+            "evaluate an empty hard set",
+            ["evaluate", "trained", "--hardset", "bad.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=_write("bad.csv", b""),
+        ),
+        Case(
+            g,
+            "import .pt probs with a pickle",
+            ["import", "--probs", "w.pt", "--out", "new"],
+            output="new",
+            prepare=lambda w: _pickle_file(w / "w.pt", str(w / "PWNED")),
+        ),
     ]
     return cases
 
@@ -359,22 +607,29 @@ def eval_payload(marker: str):
     class Payload:
         def __reduce__(self):
             return (open, (marker, "w"))
+
     return Payload()
 
 
 def _pickle_file(path: Path, marker: str) -> None:
     import pickle
+
     path.write_bytes(pickle.dumps(eval_payload(marker)))
 
 
 def _torch_save(path: Path, obj) -> None:
     import torch
+
     torch.save({k: torch.tensor(v) for k, v in obj.items()}, path)
 
 
 # Which readers meet each kind of damage (every reader meets a removed file).
-READERS = {"remove": ["score", "hardset", "report", "difficulty", "status"], "empty": ["score", "hardset", "status"],
-           "garbage": ["score", "report", "difficulty"], "truncate": ["score"]}
+READERS = {
+    "remove": ["score", "hardset", "report", "difficulty", "status"],
+    "empty": ["score", "hardset", "status"],
+    "garbage": ["score", "report", "difficulty"],
+    "truncate": ["score"],
+}
 
 
 def damage_cases(base: Path) -> list[Case]:
@@ -409,9 +664,17 @@ def damage_cases(base: Path) -> list[Case]:
                     continue
                 for command in readers:
                     args, out = commands[command]
-                    cases.append(Case(g, f"{run}/{text} {kind} -> {command}", [a.replace("{run}", run) for a in args],
-                                      expect=EITHER, output=out, same_as=out if command == "score" else None,
-                                      prepare=_damage_file(kind, lambda w, r=run, t=relative: w / r / t)))
+                    cases.append(
+                        Case(
+                            g,
+                            f"{run}/{text} {kind} -> {command}",
+                            [a.replace("{run}", run) for a in args],
+                            expect=EITHER,
+                            output=out,
+                            same_as=out if command == "score" else None,
+                            prepare=_damage_file(kind, lambda w, r=run, t=relative: w / r / t),
+                        )
+                    )
     for name, edit in {
         "run.json a list": lambda d: [1, 2],
         "run.json n_classes a string": lambda d: d.update(n_classes="five"),
@@ -429,36 +692,89 @@ def damage_cases(base: Path) -> list[Case]:
         for command, (args, out) in commands.items():
             if command == "report" and name not in ("run.json a list", "run.json split n wrong"):
                 continue
-            cases.append(Case(g, f"{name} -> {command}", [a.replace("{run}", "run") for a in args], expect=EITHER, output=out,
-                              same_as=out if command == "score" else None, prepare=_json_edit("run/run.json", edit)))
-    cases.append(Case(g, "run.json not UTF-8 -> score", ["score", "run", "--out", "o.csv"], output="o.csv",
-                      prepare=_write("run/run.json", b"\xff\xfe{\x00")))
-    for name, edit in {"zarr.json a list": lambda d: [1], "zarr.json shape wrong": lambda d: d.update(shape=[1, 1]),
-                       "zarr.json dtype wrong": lambda d: d.update(data_type="int8"),
-                       "zarr.json chunk shape 0": lambda d: d["chunk_grid"]["configuration"].update(chunk_shape=[0, 0, 0, 0])}.items():
-        cases.append(Case(g, f"probs {name} -> score", ["score", "run", "--out", "o.csv"], expect=EITHER, output="o.csv", same_as="o.csv",
-                          prepare=_json_edit("run/predictions.zarr/val/probs/zarr.json", edit)))
+            cases.append(
+                Case(
+                    g,
+                    f"{name} -> {command}",
+                    [a.replace("{run}", "run") for a in args],
+                    expect=EITHER,
+                    output=out,
+                    same_as=out if command == "score" else None,
+                    prepare=_json_edit("run/run.json", edit),
+                )
+            )
+    cases.append(
+        Case(g, "run.json not UTF-8 -> score", ["score", "run", "--out", "o.csv"], output="o.csv", prepare=_write("run/run.json", b"\xff\xfe{\x00"))
+    )
+    for name, edit in {
+        "zarr.json a list": lambda d: [1],
+        "zarr.json shape wrong": lambda d: d.update(shape=[1, 1]),
+        "zarr.json dtype wrong": lambda d: d.update(data_type="int8"),
+        "zarr.json chunk shape 0": lambda d: d["chunk_grid"]["configuration"].update(chunk_shape=[0, 0, 0, 0]),
+    }.items():
+        cases.append(
+            Case(
+                g,
+                f"probs {name} -> score",
+                ["score", "run", "--out", "o.csv"],
+                expect=EITHER,
+                output="o.csv",
+                same_as="o.csv",
+                prepare=_json_edit("run/predictions.zarr/val/probs/zarr.json", edit),
+            )
+        )
     cases += [
-        Case(g, "a training that failed -> evaluate", ["evaluate", "failed", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
-             prepare=lambda w: _failed_run(w)),
+        Case(
+            g,
+            "a training that failed -> evaluate",
+            ["evaluate", "failed", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=lambda w: _failed_run(w),
+        ),
         Case(g, "a training that failed -> score", ["score", "failed", "--out", "o.csv"], output="o.csv", prepare=lambda w: _failed_run(w)),
         # A run without all its weights is evaluated from its recorded last-epoch predictions (as documented).
-        Case(g, "checkpoint removed -> evaluate", ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"], expect=EITHER, output="e.csv",
-             prepare=lambda w: (w / "trained/checkpoints/member-0.pt").unlink()),
-        Case(g, "checkpoint garbage -> evaluate", ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
-             prepare=_write("trained/checkpoints/member-0.pt", b"garbage" * 20)),
-        Case(g, "checkpoint pickle -> evaluate", ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"], output="e.csv",
-             prepare=lambda w: _pickle_file(w / "trained/checkpoints/member-0.pt", str(w / "PWNED"))),
-        Case(g, "checkpoint garbage -> train resumes", ["train", "--data", "digits", "--arch", "linear", "--members", "2", "--epochs", "3", "--precision", "fp32", "--out", "trained"],
-             expect=EITHER, prepare=_write("trained/checkpoints/member-0.pt", b"garbage" * 20)),
+        Case(
+            g,
+            "checkpoint removed -> evaluate",
+            ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"],
+            expect=EITHER,
+            output="e.csv",
+            prepare=lambda w: (w / "trained/checkpoints/member-0.pt").unlink(),
+        ),
+        Case(
+            g,
+            "checkpoint garbage -> evaluate",
+            ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=_write("trained/checkpoints/member-0.pt", b"garbage" * 20),
+        ),
+        Case(
+            g,
+            "checkpoint pickle -> evaluate",
+            ["evaluate", "trained", "--hardset", "hard.csv", "--out", "e.csv"],
+            output="e.csv",
+            prepare=lambda w: _pickle_file(w / "trained/checkpoints/member-0.pt", str(w / "PWNED")),
+        ),
+        Case(
+            g,
+            "checkpoint garbage -> train resumes",
+            ["train", "--data", "digits", "--arch", "linear", "--members", "2", "--epochs", "3", "--precision", "fp32", "--out", "trained"],
+            expect=EITHER,
+            prepare=_write("trained/checkpoints/member-0.pt", b"garbage" * 20),
+        ),
     ]
     return cases
 
 
 def _failed_run(work: Path) -> None:
     """A train killed after it created its store and before it recorded an epoch."""
-    process = subprocess.Popen(CONFUSION + ["train", "--data", "digits", "--arch", "mlp-l", "--members", "2", "--epochs", "2", "--out", "failed"],
-                               cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        CONFUSION + ["train", "--data", "digits", "--arch", "mlp-l", "--members", "2", "--epochs", "2", "--out", "failed"],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while not (work / "failed" / "run.json").exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
@@ -491,15 +807,35 @@ def path_cases() -> list[Case]:
         ]:
             if name == "a directory" and not table and command not in ("materialize",):
                 continue  # folders: a user's non-empty folder is its own case
-            cases.append(Case(g, f"{command} --out {name}", [a.replace("{o}", target) for a in args],
-                              expect=REFUSED if name != "a missing grandparent" else EITHER, prepare=prepare,
-                              output=None if name == "a directory" else target + (".csv" if table else ""), timeout=300))
+            cases.append(
+                Case(
+                    g,
+                    f"{command} --out {name}",
+                    [a.replace("{o}", target) for a in args],
+                    expect=REFUSED if name != "a missing grandparent" else EITHER,
+                    prepare=prepare,
+                    output=None if name == "a directory" else target + (".csv" if table else ""),
+                    timeout=300,
+                )
+            )
         if os.geteuid() != 0:
-            cases.append(Case(g, f"{command} --out in a read-only folder", [a.replace("{o}", "ro/out") for a in args],
-                              prepare=_chmod_readonly("ro"), output="ro/out" + (".csv" if table else "")))
+            cases.append(
+                Case(
+                    g,
+                    f"{command} --out in a read-only folder",
+                    [a.replace("{o}", "ro/out") for a in args],
+                    prepare=_chmod_readonly("ro"),
+                    output="ro/out" + (".csv" if table else ""),
+                )
+            )
     cases += [
-        Case(g, "materialize through a planted link", ["hardset", "trained", "--split", "val", "--top", "0.2", "--out", "h.csv", "--materialize", "mat"],
-             expect=EITHER, prepare=lambda w: (w / "outside").mkdir() or (w / "mat").mkdir() or os.symlink(w / "outside", w / "mat" / "0")),
+        Case(
+            g,
+            "materialize through a planted link",
+            ["hardset", "trained", "--split", "val", "--top", "0.2", "--out", "h.csv", "--materialize", "mat"],
+            expect=EITHER,
+            prepare=lambda w: (w / "outside").mkdir() or (w / "mat").mkdir() or os.symlink(w / "outside", w / "mat" / "0"),
+        ),
         Case(g, "ids with ../ in a report", ["report", "dots", "--out", "rep", "--min-count", "1"], expect=OK, output="rep", prepare=_dotted_ids),
     ]
     return cases
@@ -508,13 +844,19 @@ def path_cases() -> list[Case]:
 def _dotted_ids(work: Path) -> None:
     """An imported run whose sample ids look like paths out of any folder."""
     (work / "dots.txt").write_text("".join(f"../../escape{i}\n" for i in range(300)))
-    subprocess.run(CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--ids", "dots.txt", "--out", "dots"], cwd=work, capture_output=True, check=True)
+    subprocess.run(
+        CONFUSION + ["import", "--probs", "probs.npy", "--labels", "labels.npy", "--ids", "dots.txt", "--out", "dots"],
+        cwd=work,
+        capture_output=True,
+        check=True,
+    )
 
 
 GROUPS = {"options": option_cases, "inputs": input_cases, "damage": damage_cases, "paths": path_cases}
 
 
 # ---------------------------------------------------------------- running a case
+
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     found = {}
@@ -539,7 +881,7 @@ def run_case(case: Case, base: Path) -> dict:
     try:
         if case.prepare:
             case.prepare(work)
-    except Exception as error:  # noqa: BLE001 - a case that cannot be prepared is skipped, said
+    except Exception as error:
         outcome["skipped"] = f"{type(error).__name__}: {error}"
         return outcome
     before = _listing(work)
@@ -587,6 +929,7 @@ def run_case(case: Case, base: Path) -> dict:
             problems.append(f"succeeded without writing {case.same_as}")
         else:
             import pandas as pd
+
             got = pd.read_csv(work / case.same_as)
             want = pd.read_csv(base / ("scores_run.csv" if "run" in case.args[1:2] else "scores.csv"))
             if "split" in got.columns and "split" in want.columns:  # a command that scored some splits
@@ -650,16 +993,21 @@ def main() -> None:
                 row["traceback"] += any(p.startswith("traceback") for p in outcome["problems"])
                 if outcome["problems"]:
                     row["failed"] += 1
-                    print(f"FAIL {outcome['group']}: {outcome['case']} (exit {outcome['code']}): {'; '.join(outcome['problems'])}\n"
-                          f"     said: {outcome['said']}", flush=True)
+                    print(
+                        f"FAIL {outcome['group']}: {outcome['case']} (exit {outcome['code']}): {'; '.join(outcome['problems'])}\n"
+                        f"     said: {outcome['said']}",
+                        flush=True,
+                    )
                 else:
                     row["passed"] += 1
         print(f"\n{'group':<9}{'cases':>7}{'passed':>8}{'refused':>9}{'accepted':>10}{'traceback':>11}{'failed':>8}")
         for group, row in tally.items():
             print(f"{group:<9}{row['cases']:>7}{row['passed']:>8}{row['refused']:>9}{row['accepted']:>10}{row['traceback']:>11}{row['failed']:>8}")
         total = {k: sum(r[k] for r in tally.values()) for k in ("cases", "passed", "traceback", "failed")}
-        print(f"{'all':<9}{total['cases']:>7}{total['passed']:>8}{'':>9}{'':>10}{total['traceback']:>11}{total['failed']:>8}"
-              f"   ({time.perf_counter() - started:.0f} s, {args.jobs} at a time)")
+        print(
+            f"{'all':<9}{total['cases']:>7}{total['passed']:>8}{'':>9}{'':>10}{total['traceback']:>11}{total['failed']:>8}"
+            f"   ({time.perf_counter() - started:.0f} s, {args.jobs} at a time)"
+        )
         if args.json:
             args.json.write_text(json.dumps(outcomes, indent=1))
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from confusion._runtime import cpu_description
+from confusion.runscores import score_run
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
             training = sum(max(h[e]["train_seconds"] for h in history) for e in range(args.epochs))
             evaluating = sum(max(h[e]["eval_seconds"] for h in history) for e in range(args.epochs))
             print(f"{name:<20} {time.perf_counter() - started:6.0f} s   eval {evaluating / training:4.0%} of training time", flush=True)
-            runs[name] = {split: store.scores(split).confusion for split in ("train", "val")}
+            runs[name] = {split: score_run(store, split).confusion for split in ("train", "val")}
     print(f"\n{'split':<6} {'tau(eval A, in-loop A)':>23} {'tau(eval A, eval B)':>20}")
     for split in ("train", "val"):
         default = runs["eval pass, seeds A"][split]

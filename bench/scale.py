@@ -46,6 +46,7 @@ BATCH = 10_000  # rows per log call, as a training loop's eval pass hands them o
 SCORE_CHILD = """
 import json, sys, time
 from confusion.store import RunStore
+from confusion.runscores import score_run
 store = RunStore.open(sys.argv[1])
 start = time.perf_counter()
 if sys.argv[2] == "dask":
@@ -53,14 +54,14 @@ if sys.argv[2] == "dask":
     with dask_client(sys.argv[3]) as client:
         client.run(lambda: None)  # workers up before the clock matters
         start = time.perf_counter()
-        scores = store.scores("val", cache=False, client=client)
+        scores = score_run(store, "val", cache=False, client=client)
         seconds = time.perf_counter() - start
         workers = client.run(lambda: next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")))
         worker_peak = max(workers.values())
 else:
-    store.scores("val", epochs=store.recorded_epochs[:1], cache=False)  # the kernel compiled outside the timing
+    score_run(store, "val", epochs=store.recorded_epochs[:1], cache=False)  # the kernel compiled outside the timing
     start = time.perf_counter()
-    scores = store.scores("val", cache=False)
+    scores = score_run(store, "val", cache=False)
     seconds = time.perf_counter() - start
     worker_peak = 0
 peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -123,7 +124,9 @@ def main() -> None:
         return
     n, c, m, t = args.samples, args.classes, args.members, args.epochs
     raw_bytes = n * c * m * t * 2
-    print(f"synthetic run: {m} members x {t} epochs x {n:,} samples x {c:,} classes (raw float16 {human(raw_bytes)}); {cpu_description()}", flush=True)
+    print(
+        f"synthetic run: {m} members x {t} epochs x {n:,} samples x {c:,} classes (raw float16 {human(raw_bytes)}); {cpu_description()}", flush=True
+    )
 
     scratch = Path(tempfile.mkdtemp(prefix="confusion-scale-", dir=args.dir))
     try:
@@ -135,15 +138,20 @@ def main() -> None:
 def real_run(path: Path, split: str, ks: list[int]) -> None:
     """Top-k cuts of a real run: widths, containment of the exact scores, certain hard-set members."""
     from confusion.hardset import certain_choice, select
+    from confusion.runscores import score_run
     from confusion.store import RunStore
     from confusion.topk import epoch_bounds
 
     store = RunStore.open(path)
-    probs = np.asarray(store.probs_reader(split)[slice(None), slice(0, len(store.recorded_epochs)), slice(0, store.n_samples(split))], dtype=np.float32)
+    probs = np.asarray(
+        store.probs_reader(split)[slice(None), slice(0, len(store.recorded_epochs)), slice(0, store.n_samples(split))], dtype=np.float32
+    )
     m, t, n, c = probs.shape
-    exact = store.scores(split, cache=False).confusion
+    exact = score_run(store, split, cache=False).confusion
     print(f"{path} ({split}): {m} members x {t} epochs x {n:,} samples x {c} classes; {cpu_description()}")
-    print(f"{'k':>4} {'mean width':>11} {'max width':>10} {'exact outside':>14} {'certain of top 10%':>19} {'wrongly certain':>16} {'seconds':>8}  (bits)")
+    print(
+        f"{'k':>4} {'mean width':>11} {'max width':>10} {'exact outside':>14} {'certain of top 10%':>19} {'wrongly certain':>16} {'seconds':>8}  (bits)"
+    )
     truly_top = set(select(exact, top=0.1).tolist())
     for k in ks:
         began = time.perf_counter()
@@ -158,8 +166,10 @@ def real_run(path: Path, split: str, ks: list[int]) -> None:
         certain = certain_choice(low, high, picked, top=0.1)
         outside = int(((exact < low) | (exact > high)).sum())
         wrong = sum(1 for i in picked[certain] if int(i) not in truly_top)
-        print(f"{k:>4} {float((high - low).mean()):>11.3f} {float((high - low).max()):>10.3f} {outside:>14} "
-              f"{int(certain.sum()):>8} of {len(picked):<8} {wrong:>16} {seconds:>8.2f}")
+        print(
+            f"{k:>4} {float((high - low).mean()):>11.3f} {float((high - low).max()):>10.3f} {outside:>14} "
+            f"{int(certain.sum()):>8} of {len(picked):<8} {wrong:>16} {seconds:>8.2f}"
+        )
 
 
 def run(args, scratch: Path, ks: list[int], n: int, c: int, m: int, t: int) -> None:
@@ -204,7 +214,12 @@ def run(args, scratch: Path, ks: list[int], n: int, c: int, m: int, t: int) -> N
 
     print("\n2. recording, per epoch (all members: log every batch, end_epoch; the commit included)")
     print(f"{'path':<46} {'s/epoch':>8} {'vs numpy write':>15}")
-    for name, label in (("numpy", "numpy writes the same float16 bytes (baseline)"), ("raw", "Recorder, keep raw"), ("reduced", "Recorder, keep reduced"), ("reduce", "  of which the reduction at commit")):
+    for name, label in (
+        ("numpy", "numpy writes the same float16 bytes (baseline)"),
+        ("raw", "Recorder, keep raw"),
+        ("reduced", "Recorder, keep reduced"),
+        ("reduce", "  of which the reduction at commit"),
+    ):
         print(f"{label:<46} {seconds[name] / t:>8.2f} {seconds[name] / seconds['numpy']:>14.2f}x")
 
     print("\n3. scoring (a fresh process each; peak = VmHWM)", flush=True)
@@ -245,24 +260,32 @@ def run(args, scratch: Path, ks: list[int], n: int, c: int, m: int, t: int) -> N
         k = int(name.split()[0][4:]) if name.startswith("top-") else None
         extra = f"mean width {widths[k][0]:.3f}, max {widths[k][1]:.3f}, exact outside: {widths[k][2]}" if k else ""
         worker = human(result["worker_peak"]) if result["worker_peak"] else "-"
-        print(f"{name:<22} {result['seconds']:>8.2f} {result['seconds'] / (n * m * t) * 1e9:>8.2f} {human(result['peak']):>10} {worker:>12} {diff:>18.2e}  {extra}")
+        print(
+            f"{name:<22} {result['seconds']:>8.2f} {result['seconds'] / (n * m * t) * 1e9:>8.2f} {human(result['peak']):>10} {worker:>12} {diff:>18.2e}  {extra}"
+        )
     print(f"(the raw run is {human(sizes['raw'])}: scoring's peak memory is set by its block size and the (epochs x samples) result, not by the run)")
     for k in ks:
         print(f"top-{k} logs on disk: {human(sizes[f'top{k}'])} ({sizes['raw'] / sizes[f'top{k}']:.1f}x smaller than raw)")
 
     predictions = PAPER["samples"] * PAPER["members"] * PAPER["epochs"]
     scale = predictions / (n * m * t)
-    print(f"\n4. extrapolated to ImageNet: {PAPER['samples']:,} samples x {PAPER['classes']:,} classes x {PAPER['epochs']} epochs x {PAPER['members']} members"
-          f" ({scale:.0f}x these predictions; per-prediction costs measured above at C = {c:,})")
+    print(
+        f"\n4. extrapolated to ImageNet: {PAPER['samples']:,} samples x {PAPER['classes']:,} classes x {PAPER['epochs']} epochs x {PAPER['members']} members"
+        f" ({scale:.0f}x these predictions; per-prediction costs measured above at C = {c:,})"
+    )
     print(f"{'figure':<44} {'raw':>12} {'reduced':>12}")
     print(f"{'bytes on disk':<44} {human(sizes['raw'] * scale):>12} {human(sizes['reduced'] * scale):>12}")
     per_epoch = PAPER["samples"] / n
-    print(f"{'recording per epoch (3 members, one process)':<44} {duration(seconds['raw'] / t * per_epoch):>12} {duration(seconds['reduced'] / t * per_epoch):>12}")
+    print(
+        f"{'recording per epoch (3 members, one process)':<44} {duration(seconds['raw'] / t * per_epoch):>12} {duration(seconds['reduced'] / t * per_epoch):>12}"
+    )
     print(f"{'scoring, one process':<44} {duration(results['raw']['seconds'] * scale):>12} {duration(results['reduced']['seconds'] * scale):>12}")
     dask_name = f"raw, Dask local:{args.dask_workers}"
     print(f"{'scoring, Dask local:' + str(args.dask_workers):<44} {duration(results[dask_name]['seconds'] * scale):>12} {'-':>12}")
     for k in ks:
-        print(f"{f'top-{k} logs: bytes / scoring':<44} {human(sizes['raw'] * scale / (sizes['raw'] / (sizes[f'top{k}'] or 1))):>12} {duration(results[f'top-{k} logs']['seconds'] * scale):>12}")
+        print(
+            f"{f'top-{k} logs: bytes / scoring':<44} {human(sizes['raw'] * scale / (sizes['raw'] / (sizes[f'top{k}'] or 1))):>12} {duration(results[f'top-{k} logs']['seconds'] * scale):>12}"
+        )
 
 
 if __name__ == "__main__":

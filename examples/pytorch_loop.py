@@ -15,6 +15,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from confusion import Recorder
+from confusion.runscores import score_table
 from confusion.store import RunStore
 
 RUN, MEMBERS, EPOCHS = Path("runs/digits-loop"), 3, 8
@@ -71,4 +72,4 @@ if __name__ == "__main__":
         assert all(job.wait() == 0 for job in jobs)
         store = RunStore.open(RUN)
         print(f"committed epochs: {store.recorded_epochs}")
-        print(store.score_table().describe())
+        print(score_table(store).describe())

@@ -19,7 +19,7 @@ from confusion import Recorder
 from confusion.integrations.lightning import ConfusionCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from lightning_ddp import Classifier  # noqa: E402  (the examples' model: digits, a small MLP)
+from lightning_ddp import Classifier
 
 
 class PlainRecorder(pl.Callback):

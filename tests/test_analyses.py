@@ -94,10 +94,12 @@ def test_aggregate_correlation():
 
 def test_ensemble_and_mean_member_accuracy_are_different_things():
     # Two members, three samples: each member is right on 2 of 3, their average on all 3.
-    final = np.array([
-        [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]],
-        [[0.4, 0.6], [0.9, 0.1], [0.3, 0.7]],
-    ])
+    final = np.array(
+        [
+            [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]],
+            [[0.4, 0.6], [0.9, 0.1], [0.3, 0.7]],
+        ]
+    )
     labels = np.array([0, 0, 1])
     assert analyses.ensemble_accuracy(final, labels) == pytest.approx(1.0)
     assert analyses.mean_member_accuracy(final, labels) == pytest.approx(2 / 3)

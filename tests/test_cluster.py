@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from confusion.importing import import_predictions, import_topk
+from confusion.runscores import score_run
 from confusion.store import RunStore
 
 pytest.importorskip("distributed")
@@ -57,7 +58,9 @@ def test_train_on_local_3_matches_a_local_run_even_when_a_worker_is_killed(tmp_p
     assert cli("train", *TRAIN, "--out", tmp_path / "local").exit_code == 0
     job = subprocess.Popen(
         [sys.executable, "-m", "confusion.cli", "train", *TRAIN, "--out", str(tmp_path / "cluster"), "--dask", "local:3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lock = tmp_path / "cluster" / ".member-1.lock"
     killed = None
@@ -75,7 +78,7 @@ def test_train_on_local_3_matches_a_local_run_even_when_a_worker_is_killed(tmp_p
     assert job.returncode == 0, err
     cluster, local = RunStore.open(tmp_path / "cluster"), RunStore.open(tmp_path / "local")
     assert cluster.recorded_epochs == local.recorded_epochs == [1, 2, 3, 4]
-    np.testing.assert_array_equal(cluster.scores("val", cache=False).confusion, local.scores("val", cache=False).confusion)
+    np.testing.assert_array_equal(score_run(cluster, "val", cache=False).confusion, score_run(local, "val", cache=False).confusion)
 
 
 @pytest.mark.timeout(120)  # before the fix it could also hang
@@ -87,7 +90,7 @@ def test_one_client_scores_a_run_again_and_again(tmp_path):
     rng = np.random.default_rng(1)
     import_predictions(rng.dirichlet(np.full(5, 0.5), size=(3, 2, 3000)).astype(np.float16), tmp_path / "run")
     store = RunStore.open(tmp_path / "run")
-    local = store.scores("val", cache=False).confusion
+    local = score_run(store, "val", cache=False).confusion
     with dask_client("local:2") as client:
         for _ in range(4):
-            np.testing.assert_array_equal(store.scores("val", cache=False, client=client).confusion, local)
+            np.testing.assert_array_equal(score_run(store, "val", cache=False, client=client).confusion, local)

@@ -120,8 +120,10 @@ def test_npz_and_unlabeled(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(
         tmp_path / "d.npz",
-        x_train=rng.random((20, 6, 6)), y_train=rng.integers(0, 3, 20),
-        x_val=rng.random((8, 6, 6)), y_val=rng.integers(0, 3, 8),
+        x_train=rng.random((20, 6, 6)),
+        y_train=rng.integers(0, 3, 20),
+        x_val=rng.random((8, 6, 6)),
+        y_val=rng.integers(0, 3, 8),
     )
     np.save(tmp_path / "pool.npy", rng.integers(0, 256, (5, 6, 6)).astype(np.uint8))
     dataset = load_dataset(f"npz:{tmp_path / 'd.npz'}", unlabeled=tmp_path / "pool.npy")

@@ -20,8 +20,17 @@ def test_quick_demo_end_to_end(tmp_path, cli_process):
     assert len(evaluation) == 8  # seven zoo models and the larger ensemble
     assert (evaluation["hard_error"] > evaluation["rest_error"]).all()
     assert len(pd.read_csv(out / "hardset.csv")) == 200  # top 10% of 2,000 val images
-    for name in ("fig1_gallery.png", "fig2_error_by_bin.png", "fig3_transfer_0.png", "fig4_models_error_by_bin.png",
-                 "fig5_epochs_seeds.png", "fig6_epochs_seeds_error.png", "fig7_mitigation.png", "aggregate.png", "index.html"):
+    for name in (
+        "fig1_gallery.png",
+        "fig2_error_by_bin.png",
+        "fig3_transfer_0.png",
+        "fig4_models_error_by_bin.png",
+        "fig5_epochs_seeds.png",
+        "fig6_epochs_seeds_error.png",
+        "fig7_mitigation.png",
+        "aggregate.png",
+        "index.html",
+    ):
         assert (out / "report" / name).exists(), name
     assert set(summary["mitigation"]["methods"]) == {"erm", "groupdro", "upsample"}
     assert "report: " in result.stderr and "hard / rest" in result.stdout

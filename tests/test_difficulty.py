@@ -11,10 +11,12 @@ from confusion.importing import import_predictions
 from confusion.store import RunStore
 
 # 2 members x 3 epochs x 3 samples x 2 classes; sample 2 has no label.
-PROBS = np.array([
-    [[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], [[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]], [[1.0, 0.0], [0.3, 0.7], [0.5, 0.5]]],
-    [[[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]], [[0.6, 0.4], [0.2, 0.8], [0.5, 0.5]], [[1.0, 0.0], [0.1, 0.9], [0.5, 0.5]]],
-])
+PROBS = np.array(
+    [
+        [[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], [[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]], [[1.0, 0.0], [0.3, 0.7], [0.5, 0.5]]],
+        [[[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]], [[0.6, 0.4], [0.2, 0.8], [0.5, 0.5]], [[1.0, 0.0], [0.1, 0.9], [0.5, 0.5]]],
+    ]
+)
 LABELS = np.array([0, 0, -1])
 
 
@@ -86,3 +88,33 @@ def test_difficulty_command_writes_every_score(tmp_path, cli, probs_file):
     assert result.exit_code == 2 and ".csv or .parquet" in result.stderr
     result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.csv", "--split", "test")
     assert result.exit_code == 2 and "no split 'test'" in result.stderr and not (tmp_path / "d.csv").exists()
+
+
+def test_a_one_epoch_run_has_every_score_defined(tmp_path):
+    """A run with one recorded epoch is valid input: no flips, and the prediction is stable from
+    that epoch on (this was a traceback: argmax of an empty sequence)."""
+    import_predictions(PROBS[:, -1:], tmp_path / "run", labels=LABELS)
+    table = difficulty_scores(RunStore.open(tmp_path / "run"), "val")
+    assert (table["flips"] == 0).all() and (table["stable_epoch"] == 1).all()
+    assert table.loc[:1, WITH_LABELS].notna().all().all() and (table.loc[:1, "forgetting_events"] == 0).all()
+
+
+def test_only_the_scores_asked_for_are_computed_and_they_equal_the_full_table(table, tmp_path):
+    store = RunStore.open(tmp_path / "run")
+    some = difficulty_scores(store, "val", names=["margin", "flips", "member_entropy"])
+    assert list(some.columns) == ["sample", "split", "label", "member_entropy", "flips", "margin"]
+    for name in ("member_entropy", "flips", "margin"):
+        np.testing.assert_array_equal(some[name].to_numpy(), table[name].to_numpy())
+    with pytest.raises(InputError, match="names must name difficulty scores"):
+        difficulty_scores(store, "val", names=["nope"])
+
+
+def test_a_score_is_one_registered_class():
+    from confusion.difficulty import REGISTRY, FromRecord, FromScores
+
+    assert list(REGISTRY) == list(SCORES)
+    for name, score in REGISTRY.items():
+        assert score.info is SCORES[name] and isinstance(score, (FromScores, FromRecord))
+        assert score.info.needs_labels == (name in WITH_LABELS)
+        if isinstance(score, FromRecord):
+            assert score.fields, f"{name} declares the record fields it reads"

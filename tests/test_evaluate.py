@@ -8,13 +8,15 @@ import torch
 from confusion.datasets import load_dataset
 from confusion.evaluate import evaluate_on_hardset, load_predictors
 from confusion.hardset import manifest
+from confusion.runscores import score_table
 from confusion.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    store = train(TrainConfig(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=32, lr=3e-3, workers=0), root / "run")
+    # fp32: the weights are read back in fp32, and bf16 recording (precision auto on bf16 CPUs) differs by ~2e-3
+    store = train(TrainConfig(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=32, lr=3e-3, workers=0, precision="fp32"), root / "run")
     table = manifest(store, "val", top=0.2)
     table.to_csv(root / "hard.csv", index=False)
     return root, store, table
@@ -27,7 +29,7 @@ def test_a_run_from_its_weights_matches_its_recorded_predictions(trained):
     ids = dataset.splits["val"].ids
     recorded = store.probs("val")[:, -1].astype(np.float32).mean(0)
     np.testing.assert_allclose(from_weights.probabilities("val", ids), recorded, atol=2e-3)
-    results, bands = evaluate_on_hardset([from_weights], dataset, hard, scores=store.score_table(["val"]), bins=5)
+    results, bands = evaluate_on_hardset([from_weights], dataset, hard, scores=score_table(store, ["val"]), bins=5)
     row = results.iloc[0]
     wrong = recorded.argmax(1) != dataset.splits["val"].labels
     in_hard = np.isin(ids, hard["sample"])
@@ -54,7 +56,18 @@ def test_a_torchvision_model_with_a_weights_file(trained, cli, tmp_path):
     torch.manual_seed(0)
     model = build_model("torchvision:resnet18", 1, 8, 10)
     torch.save(model.state_dict(), tmp_path / "resnet18.pt")
-    result = cli("evaluate", "torchvision:resnet18", "--weights", tmp_path / "resnet18.pt", "--data", "digits", "--hardset", root / "hard.csv", "--out", tmp_path / "r.csv")
+    result = cli(
+        "evaluate",
+        "torchvision:resnet18",
+        "--weights",
+        tmp_path / "resnet18.pt",
+        "--data",
+        "digits",
+        "--hardset",
+        root / "hard.csv",
+        "--out",
+        tmp_path / "r.csv",
+    )
     assert result.exit_code == 0, result.stderr
     row = pd.read_csv(tmp_path / "r.csv").iloc[0]
     assert row.hard_n == 72 and 0 <= row.hard_error <= 1 and row.rest_n == 359 - 72
@@ -88,7 +101,9 @@ def test_a_nats_score_table_is_converted_and_one_without_a_unit_refused(trained,
     assert cli("score", root / "run", "--out", tmp_path / "bits.csv").exit_code == 0
     results = {}
     for unit in ("nats", "bits"):
-        result = cli("evaluate", root / "run", "--hardset", root / "hard.csv", "--scores", tmp_path / f"{unit}.csv", "--out", tmp_path / f"{unit}-res.csv")
+        result = cli(
+            "evaluate", root / "run", "--hardset", root / "hard.csv", "--scores", tmp_path / f"{unit}.csv", "--out", tmp_path / f"{unit}-res.csv"
+        )
         assert result.exit_code == 0, result.stderr
         results[unit] = pd.read_csv(tmp_path / f"{unit}-res_bands.csv")
     pd.testing.assert_frame_equal(results["nats"], results["bits"])  # the same bands: nats were converted
@@ -113,7 +128,9 @@ def test_any_predictions_evaluated_by_id_without_a_dataset(cli, tmp_path, probs_
     assert row["hard_n"] == 20 and row["hard_error"] == pytest.approx(wrong[in_hard].mean())
     assert row["rest_error"] == pytest.approx(wrong[~in_hard].mean())
     pd.DataFrame({"sample": np.arange(200).astype(str), "predicted": other.argmax(1)}).to_csv(tmp_path / "preds.csv", index=False)
-    result = cli("evaluate", tmp_path / "preds.csv", "--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "scoring", "--out", tmp_path / "t.csv")
+    result = cli(
+        "evaluate", tmp_path / "preds.csv", "--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "scoring", "--out", tmp_path / "t.csv"
+    )
     assert result.exit_code == 0, result.stderr
     assert pd.read_csv(tmp_path / "t.csv").iloc[0]["hard_error"] == pytest.approx(row["hard_error"])
     result = cli("evaluate", tmp_path / "other", "--hardset", tmp_path / "hard.csv")

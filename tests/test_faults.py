@@ -2,11 +2,13 @@
 nothing left behind, no silently wrong result (issue 15's cases, table-driven)."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from pathlib import Path
+
+from confusion.runscores import score_run
 
 
 @pytest.fixture
@@ -109,8 +111,11 @@ def test_an_npz_of_predictions_and_labels_brings_its_labels(cli, tmp_path, probs
 def test_evaluate_checks_its_options_first(cli, digits_run, tmp_path):
     hard = tmp_path / "hard.csv"
     assert cli("hardset", digits_run, "--top", "0.2", "--out", hard).exit_code == 0
-    for args, message in ((["--device", "tpu"], "--device must be cpu or cuda"), (["--bins", "0"], "--bins must be 1 to"),
-                          (["--root", tmp_path / "nowhere"], "does not exist")):
+    for args, message in (
+        (["--device", "tpu"], "--device must be cpu or cuda"),
+        (["--bins", "0"], "--bins must be 1 to"),
+        (["--root", tmp_path / "nowhere"], "does not exist"),
+    ):
         result = cli("evaluate", digits_run, "--hardset", hard, "--out", tmp_path / "e.csv", *args)
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not (tmp_path / "e.csv").exists()
@@ -215,8 +220,12 @@ def _chunk_files(run, split, name):
 )
 def test_a_damaged_store_is_told_from_real_data(cli, run, tmp_path, damage, message):
     damage(run)
-    for args in (("score", run, "--out", tmp_path / "s.csv"), ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
-                 ("report", run, "--out", tmp_path / "report"), ("difficulty", run, "--out", tmp_path / "d.csv")):
+    for args in (
+        ("score", run, "--out", tmp_path / "s.csv"),
+        ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
+        ("report", run, "--out", tmp_path / "report"),
+        ("difficulty", run, "--out", tmp_path / "d.csv"),
+    ):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.stderr)
         last = result.stderr.strip().splitlines()[-1]  # after any progress lines: the one error line
@@ -234,7 +243,16 @@ def test_a_report_names_damaged_ids_or_labels_before_any_work(cli, run, tmp_path
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no progress line: nothing was computed
 
 
-REDUCED_FIELDS = ["member_entropy", "member_argmax", "member_label", "member_other", "member_sumsq", "ensemble_entropy", "ensemble_argmax", "ensemble_top1"]
+REDUCED_FIELDS = [
+    "member_entropy",
+    "member_argmax",
+    "member_label",
+    "member_other",
+    "member_sumsq",
+    "ensemble_entropy",
+    "ensemble_argmax",
+    "ensemble_top1",
+]
 
 
 @pytest.mark.parametrize("field", REDUCED_FIELDS + ["topk_values", "topk_indices"])
@@ -254,8 +272,12 @@ def test_a_damaged_reduced_or_top_k_store_is_one_line_too(cli, tmp_path, probs_f
         message = "top-k logs"
     else:
         assert cli("import", "--probs", probs, "--labels", labels, "--out", run, "--keep", "reduced").exit_code == 0
-        commands = (("score", run, "--out", tmp_path / "s.csv"), ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
-                    ("report", run, "--out", tmp_path / "report"), ("difficulty", run, "--out", tmp_path / "d.csv"))
+        commands = (
+            ("score", run, "--out", tmp_path / "s.csv"),
+            ("hardset", run, "--out", tmp_path / "h.csv", "--top", "0.1"),
+            ("report", run, "--out", tmp_path / "report"),
+            ("difficulty", run, "--out", tmp_path / "d.csv"),
+        )
         message = "reduced record"
     _chunk_files(run, "val", field)[0].unlink()
     for cache in run.glob("cache/*"):
@@ -309,7 +331,10 @@ def test_checkpoints_that_do_not_fit_are_one_line(cli, digits_run, tmp_path):
     assert result.exit_code == 2 and "member-0.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = cli("train", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--limit-train", "300", "--out", run)
     assert result.exit_code == 2  # other settings: refused before the checkpoint is read
-    torch.save({"epoch": 1, "model": {"nope": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "torch_rng": torch.get_rng_state()}, run / "checkpoints" / "member-0.pt")
+    torch.save(
+        {"epoch": 1, "model": {"nope": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "torch_rng": torch.get_rng_state()},
+        run / "checkpoints" / "member-0.pt",
+    )
     from confusion.engine import load_checkpoint, make_member, restore
     from confusion.errors import RunStoreError
     from confusion.training import TrainConfig
@@ -397,7 +422,22 @@ def test_a_worker_killed_mid_run_stops_the_command_at_once_and_the_rerun_resumes
     import time
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "confusion.cli", "train", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "40", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "confusion.cli",
+        "train",
+        "--data",
+        "digits",
+        "--arch",
+        "cnn-s",
+        "--members",
+        "2",
+        "--epochs",
+        "40",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "checkpoints").glob("*.pt")):
@@ -423,7 +463,22 @@ def test_workers_of_a_parent_killed_during_their_start_up_exit(tmp_path):
     import time
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "confusion.cli", "train", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "60", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "confusion.cli",
+        "train",
+        "--data",
+        "digits",
+        "--arch",
+        "cnn-s",
+        "--members",
+        "2",
+        "--epochs",
+        "60",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def workers() -> list[int]:
@@ -485,14 +540,14 @@ def test_an_import_killed_before_it_finished_starts_over_on_rerun(cli, tmp_path,
     probs, labels, _, _ = probs_file
     args = ("import", "--probs", probs, "--labels", labels, "--out", tmp_path / "run")
     assert cli(*args).exit_code == 0
-    reference = RunStore.open(tmp_path / "run").scores("val", cache=False).confusion
+    reference = score_run(RunStore.open(tmp_path / "run"), "val", cache=False).confusion
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["import_complete"] is True
     meta["import_complete"], meta["recorded_epochs"] = False, meta["recorded_epochs"][:1]  # as a kill mid-copy leaves it
     (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
     result = cli(*args)
     assert result.exit_code == 0, result.stderr
-    np.testing.assert_array_equal(RunStore.open(tmp_path / "run").scores("val", cache=False).confusion, reference)
+    np.testing.assert_array_equal(score_run(RunStore.open(tmp_path / "run"), "val", cache=False).confusion, reference)
     result = cli(*args)  # a finished import is never redone silently
     assert result.exit_code == 2 and "already has a split named 'val'" in result.stderr
 
@@ -524,7 +579,10 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, probs_file):
     for delay in (0.0, 0.05, 0.3, 0.8):
         process = subprocess.Popen(
             [str(script), "import", "--probs", str(probs), "--out", str(tmp_path / f"run{delay}")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         wait_until_confusion_code_runs(process)
         time.sleep(delay)
@@ -539,6 +597,7 @@ def test_ctrl_c_while_typer_parses_or_closes_is_said_too(monkeypatch, capsys):
     """typer turns a KeyboardInterrupt, in a command's body or outside it, into a silent exit code
     130 (CI saw exit 130 with an empty stderr from the test above); the console script says the line."""
     import sys
+
     import typer.core
 
     from confusion import cli
@@ -600,7 +659,11 @@ RECORDER_MISUSE = [
     ("member out of range", lambda rec, w: rec.member(5), "0..1"),
     ("member as a string", lambda rec, w: rec.member("0"), "0..1"),
     ("create over a run", lambda rec, w: Recorder.create(rec.store.path, n_classes=3, members=2, splits={"val": 4}), "already exists"),
-    ("join another run", lambda rec, w: Recorder.create(rec.store.path, n_classes=4, members=2, splits={"val": 4}, exist_ok=True), "holds another run"),
+    (
+        "join another run",
+        lambda rec, w: Recorder.create(rec.store.path, n_classes=4, members=2, splits={"val": 4}, exist_ok=True),
+        "holds another run",
+    ),
 ]
 
 

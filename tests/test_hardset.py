@@ -8,6 +8,7 @@ from PIL import Image
 from confusion.errors import InputError
 from confusion.hardset import manifest, materialize, read_manifest, select
 from confusion.importing import import_predictions
+from confusion.runscores import score_run
 from confusion.store import RunStore
 
 
@@ -27,7 +28,9 @@ def test_per_class_keeps_every_class_share():
     assert sorted(chosen.tolist()) == [0, 6] and chosen.tolist() == [0, 6]
 
 
-@pytest.mark.parametrize("kwargs, message", [({}, "exactly one"), ({"top": 0.1, "threshold": 1.0}, "exactly one"), ({"top": 1.5}, "fraction"), ({"top": 0.0}, "fraction")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({}, "exactly one"), ({"top": 0.1, "threshold": 1.0}, "exactly one"), ({"top": 1.5}, "fraction"), ({"top": 0.0}, "fraction")]
+)
 def test_bad_selection(kwargs, message):
     with pytest.raises(InputError, match=message):
         select(np.array([0.1, 0.2]), **kwargs)
@@ -45,14 +48,24 @@ def test_manifest_on_an_unlabeled_split(tmp_path):
     counts = np.bincount(predicted, minlength=4)
     assert len(table) == sum(int(np.ceil(0.25 * c)) for c in counts if c)  # a share of every predicted class
     assert table["confusion"].is_monotonic_decreasing
-    scores = store.scores("pool").confusion
+    scores = score_run(store, "pool").confusion
     assert set(table["sample"]) <= set(store.sample_ids("pool")) and table["confusion"].iloc[0] == pytest.approx(scores.max())
 
 
 def test_materialize_round_trips(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (3, 1, 6, 5)).astype(np.uint8)
-    table = pd.DataFrame({"sample": ["a/x.png", "b", "c"], "split": "val", "confusion": [2.0, 1.5, 1.0], "confusion_normalized": [0.9, 0.7, 0.5],
-                          "rank": [1, 2, 3], "label": [1, -1, 0], "predicted": [1, 0, 0], "source": ""})
+    table = pd.DataFrame(
+        {
+            "sample": ["a/x.png", "b", "c"],
+            "split": "val",
+            "confusion": [2.0, 1.5, 1.0],
+            "confusion_normalized": [0.9, 0.7, 0.5],
+            "rank": [1, 2, 3],
+            "label": [1, -1, 0],
+            "predicted": [1, 0, 0],
+            "source": "",
+        }
+    )
     written = materialize(table, images, ["T-shirt/top", "cat<1>"], tmp_path / "folders")
     assert (tmp_path / "folders" / "cat_1" / "00001_a_x.png.png").exists()
     assert (tmp_path / "folders" / "unlabeled" / "00002_b.png").exists()
@@ -67,7 +80,10 @@ def test_materialize_round_trips(tmp_path):
 
 
 def test_hardset_command_on_a_trained_run(tmp_path, cli):
-    assert cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "2", "--workers", "0").exit_code == 0
+    assert (
+        cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "2", "--workers", "0").exit_code
+        == 0
+    )
     result = cli("hardset", tmp_path / "run", "--top", "0.1", "--per-class", "--out", tmp_path / "hard.csv", "--materialize", tmp_path / "images")
     assert result.exit_code == 0, result.stderr
     table = read_manifest(tmp_path / "hard.csv")
@@ -89,7 +105,7 @@ def test_another_label_free_score_can_rank_the_hard_set(tmp_path, cli):
     by_confusion = manifest(store, "val", top=0.1)
     by_last = manifest(store, "val", top=0.1, score="last_epoch_entropy")
     assert (by_confusion["score"] == "confusion").all() and np.allclose(by_confusion["score_value"], by_confusion["confusion"])
-    expected = store.scores("val").per_epoch[-1]
+    expected = score_run(store, "val").per_epoch[-1]
     assert np.allclose(by_last["score_value"], np.sort(expected)[::-1][:20])
     assert set(by_last["sample"]) != set(by_confusion["sample"])
     result = cli("hardset", tmp_path / "run", "--out", tmp_path / "hard.csv", "--top", "0.1", "--score", "margin")

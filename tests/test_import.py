@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from confusion.runscores import score_run
 from confusion.store import RunStore
 
 
@@ -18,9 +19,9 @@ def test_torch_files_tensor_or_dict_of_tensors(cli, tmp_path, probs_file):
     assert result.exit_code == 0, result.stderr
     result = cli("import", "--probs", tmp_path / "out.pth", "--logits", "--out", tmp_path / "pth")
     assert result.exit_code == 0, result.stderr
-    reference = RunStore.open(tmp_path / "npy").scores("val").confusion
-    np.testing.assert_allclose(RunStore.open(tmp_path / "pt").scores("val").confusion, reference, atol=1e-6)
-    np.testing.assert_allclose(RunStore.open(tmp_path / "pth").scores("val").confusion, reference, atol=2e-3)
+    reference = score_run(RunStore.open(tmp_path / "npy"), "val").confusion
+    np.testing.assert_allclose(score_run(RunStore.open(tmp_path / "pt"), "val").confusion, reference, atol=1e-6)
+    np.testing.assert_allclose(score_run(RunStore.open(tmp_path / "pth"), "val").confusion, reference, atol=2e-3)
     np.testing.assert_array_equal(RunStore.open(tmp_path / "pt").labels("val"), labels)
     result = cli("score", "--probs", tmp_path / "probs.pt", "--out", tmp_path / "s.csv")
     assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "s.csv")) == 200
@@ -54,7 +55,7 @@ def test_overwrite_replaces_a_split_and_a_failed_one_keeps_the_old(cli, tmp_path
     assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "run").exit_code == 0
     np.save(tmp_path / "pool.npy", probs[:, :, :40])
     assert cli("import", "--probs", tmp_path / "pool.npy", "--split", "pool", "--out", tmp_path / "run").exit_code == 0
-    before = RunStore.open(tmp_path / "run").scores("pool").confusion
+    before = score_run(RunStore.open(tmp_path / "run"), "pool").confusion
     np.save(tmp_path / "new.npy", probs[:, :, 100:140])  # as many samples as the old: only "written" tells them apart
     result = cli("import", "--probs", tmp_path / "new.npy", "--split", "pool", "--out", tmp_path / "run")
     assert result.exit_code == 2 and "pass --overwrite to replace it" in result.stderr
@@ -63,16 +64,18 @@ def test_overwrite_replaces_a_split_and_a_failed_one_keeps_the_old(cli, tmp_path
     np.save(tmp_path / "bad.npy", bad)
     result = cli("import", "--probs", tmp_path / "bad.npy", "--split", "pool", "--overwrite", "--out", tmp_path / "run")
     assert result.exit_code == 2
-    np.testing.assert_array_equal(RunStore.open(tmp_path / "run").scores("pool").confusion, before)  # the old split, whole
+    np.testing.assert_array_equal(score_run(RunStore.open(tmp_path / "run"), "pool").confusion, before)  # the old split, whole
     result = cli("import", "--probs", tmp_path / "new.npy", "--split", "pool", "--overwrite", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
     store = RunStore.open(tmp_path / "run")
     assert store.splits == ["val", "pool"] and store.n_samples("pool") == 40
-    np.testing.assert_allclose(store.scores("pool").confusion, store.scores("val").confusion[100:140], atol=1e-9)  # not the cached old one
+    np.testing.assert_allclose(score_run(store, "pool").confusion, score_run(store, "val").confusion[100:140], atol=1e-9)  # not the cached old one
 
 
-@pytest.mark.parametrize("name, split, why", [("train_probs.npy", "train", "from the file name"), ("val-preds.npy", "val", "from the file name"),
-                                              ("probs.npy", "val", "the default")])
+@pytest.mark.parametrize(
+    "name, split, why",
+    [("train_probs.npy", "train", "from the file name"), ("val-preds.npy", "val", "from the file name"), ("probs.npy", "val", "the default")],
+)
 def test_the_split_comes_from_the_option_the_file_name_or_the_default_and_says_which(cli, tmp_path, probs_file, name, split, why):
     _, _, probs, _ = probs_file
     np.save(tmp_path / name, probs)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from confusion.errors import InputError
+from confusion.runscores import score_run
 from confusion.store import RunStore
 
 JOB = Path(__file__).parent / "lightning_job.py"
@@ -24,7 +25,7 @@ def assert_same_scores(callback_run, plain_run):
     np.testing.assert_array_equal(recorded.labels("val"), plain.labels("val"))
     # Both stores hold float16 of the same float32 probabilities: equal up to that rounding.
     np.testing.assert_allclose(recorded.probs("val")[:].astype(np.float64), plain.probs("val")[:].astype(np.float64), atol=1e-3)
-    np.testing.assert_allclose(recorded.scores("val").confusion, plain.scores("val").confusion, atol=1e-3)
+    np.testing.assert_allclose(score_run(recorded, "val").confusion, score_run(plain, "val").confusion, atol=1e-3)
 
 
 def test_lightning_callback_two_members_equals_the_plain_recorder(tmp_path):
@@ -38,7 +39,7 @@ def test_lightning_callback_keeps_a_reduced_record_when_asked(tmp_path):
     lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", 0, "--members", 1, "--keep", "reduced")
     recorded, plain = RunStore.open(tmp_path / "callback"), RunStore.open(tmp_path / "plain")
     assert recorded.keep == "reduced" and recorded.recorded_epochs == [1, 2, 3]
-    np.testing.assert_allclose(recorded.scores("val").confusion, plain.scores("val").confusion, atol=1e-3)
+    np.testing.assert_allclose(score_run(recorded, "val").confusion, score_run(plain, "val").confusion, atol=1e-3)
 
 
 def test_lightning_callback_under_ddp_records_every_rank_once(tmp_path):

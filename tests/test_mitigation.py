@@ -51,21 +51,75 @@ def test_upsampling_counts():
 
 
 def test_mitigate_end_to_end_with_each_method(tmp_path, cli):
-    assert cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--batch-size", "32", "--lr", "0.003").exit_code == 0
-    result = cli("mitigate", tmp_path / "run", "--out", tmp_path / "mit", "--arch", "mlp-s", "--epochs", "2", "--members", "2",
-                 "--quantiles", "0.8", "--upsample-factor", "3", "--eta", "0.05")
+    assert (
+        cli(
+            "train",
+            "--out",
+            tmp_path / "run",
+            "--data",
+            "digits",
+            "--arch",
+            "mlp-s",
+            "--members",
+            "2",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.003",
+        ).exit_code
+        == 0
+    )
+    result = cli(
+        "mitigate",
+        tmp_path / "run",
+        "--out",
+        tmp_path / "mit",
+        "--arch",
+        "mlp-s",
+        "--epochs",
+        "2",
+        "--members",
+        "2",
+        "--quantiles",
+        "0.8",
+        "--upsample-factor",
+        "3",
+        "--eta",
+        "0.05",
+    )
     assert result.exit_code == 0, result.stderr
     metrics = json.loads((tmp_path / "mit" / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["erm", "groupdro", "upsample"] and metrics["seeds"] == 2
     assert sum(metrics["val_band_counts"]) == 359 and len(metrics["bands"]) == 2
-    for method, table in metrics["methods"].items():
+    for table in metrics["methods"].values():
         for band in [*metrics["bands"], "overall"]:
             assert set(table[band]) >= {"error_mean", "error_std", "n"}
             assert 0 <= table[band]["error_mean"] <= 1
     assert "groupdro" in result.stdout and "overall" in result.stdout
     before = (tmp_path / "mit" / "jobs" / "erm-seed100.json").stat().st_mtime
-    assert cli("mitigate", tmp_path / "run", "--out", tmp_path / "mit", "--arch", "mlp-s", "--epochs", "2", "--members", "2",
-               "--quantiles", "0.8", "--upsample-factor", "3", "--eta", "0.05").exit_code == 0
+    assert (
+        cli(
+            "mitigate",
+            tmp_path / "run",
+            "--out",
+            tmp_path / "mit",
+            "--arch",
+            "mlp-s",
+            "--epochs",
+            "2",
+            "--members",
+            "2",
+            "--quantiles",
+            "0.8",
+            "--upsample-factor",
+            "3",
+            "--eta",
+            "0.05",
+        ).exit_code
+        == 0
+    )
     assert (tmp_path / "mit" / "jobs" / "erm-seed100.json").stat().st_mtime == before  # finished jobs are kept
     report = cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--mitigation", tmp_path / "mit", "--min-count", "5")
     assert report.exit_code == 0 and (tmp_path / "rep" / "fig7_mitigation.png").exists()

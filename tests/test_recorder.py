@@ -14,6 +14,7 @@ import torch
 
 from confusion import Recorder
 from confusion.errors import InputError, RunStoreError
+from confusion.runscores import score_run
 from confusion.store import RunStore
 
 N, C, M, T = 300, 5, 3, 4
@@ -61,7 +62,9 @@ def run(tmp_path):
 def start_job(run, probs_path, member, last, pause=0.0):
     return subprocess.Popen(
         [sys.executable, "-c", JOB, str(run), str(member), str(last), str(pause), str(probs_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -73,7 +76,7 @@ def test_members_in_separate_processes_give_the_papers_score_over_the_epochs_all
         assert job.returncode == 0, err
     store = RunStore.open(path)
     assert store.recorded_epochs == [1, 2]  # what every member ended
-    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs[:, :2]), atol=1e-6)
+    np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs[:, :2]), atol=1e-6)
     result = cli("score", path, "--out", path.parent / "scores.csv")
     assert result.exit_code == 0, result.stderr
 
@@ -82,7 +85,7 @@ def test_members_in_separate_processes_give_the_papers_score_over_the_epochs_all
     store = RunStore.open(path)
     assert store.recorded_epochs == [1, 2, 3, 4]
     assert store.ended_epochs() == [[1, 2, 3, 4]] * 3
-    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs), atol=1e-6)
+    np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs), atol=1e-6)
     status = json.loads(cli("status", path, "--json").stdout)
     assert status["committed_epochs"] == [1, 2, 3, 4] and [m["last_epoch"] for m in status["members"]] == [4, 4, 4]
 
@@ -93,7 +96,7 @@ def test_kill_9_of_a_writer_at_any_moment_leaves_a_store_that_scores_and_resumes
         assert start_job(path, probs_path, member, T).wait(timeout=120) == 0
     rng = np.random.default_rng(7)
     committed_data: dict[int, np.ndarray] = {}
-    for kill in range(6):  # member 2 is killed at a seeded random moment, again and again
+    for _ in range(6):  # member 2 is killed at a seeded random moment, again and again
         job = start_job(path, probs_path, 2, T, pause=0.08)
         time.sleep(float(rng.uniform(0.3, 1.3)))
         job.send_signal(signal.SIGKILL)
@@ -103,7 +106,7 @@ def test_kill_9_of_a_writer_at_any_moment_leaves_a_store_that_scores_and_resumes
         print("killed with committed epochs", committed)
         assert committed == list(range(1, len(committed) + 1))
         if committed:
-            np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs[:, : len(committed)]), atol=1e-6)
+            np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs[:, : len(committed)]), atol=1e-6)
         for slot in range(len(committed)):  # a committed epoch never changes
             data = store.probs("val")[:, slot]
             if slot in committed_data:
@@ -112,7 +115,7 @@ def test_kill_9_of_a_writer_at_any_moment_leaves_a_store_that_scores_and_resumes
     assert start_job(path, probs_path, 2, T).wait(timeout=120) == 0
     store = RunStore.open(path)
     assert store.recorded_epochs == [1, 2, 3, 4]
-    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs), atol=1e-6)
+    np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs), atol=1e-6)
 
 
 def test_racing_creators_end_with_one_store(tmp_path):
@@ -185,13 +188,17 @@ def test_one_writer_per_member_and_members_must_record_the_same_epochs(run):
     recorder = Recorder.open(path)
     other_process = subprocess.run(
         [sys.executable, "-c", f"from confusion import Recorder; Recorder.open({str(path)!r}).member(0); print('opened')"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert other_process.returncode == 0  # nobody holds member 0 yet
     with recorder.member(0) as first:
         other_process = subprocess.run(
             [sys.executable, "-c", f"from confusion import Recorder; Recorder.open({str(path)!r}).member(0)"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert "RunLockedError" in other_process.stderr and "member-0" in other_process.stderr
         first.log("val", 2, probs[0, 0])

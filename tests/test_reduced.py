@@ -14,6 +14,7 @@ from confusion.difficulty import difficulty_scores
 from confusion.errors import InputError
 from confusion.hardset import manifest
 from confusion.reduced import FinalPredictions, bytes_per_prediction, summarize
+from confusion.runscores import score_run
 from confusion.store import RunStore
 from confusion.training import TrainConfig, train
 
@@ -74,7 +75,7 @@ def test_every_difficulty_score_final_prediction_and_hard_set_match(runs):
         np.testing.assert_array_equal(fa.ensemble_argmax, fb.ensemble_argmax)
         np.testing.assert_allclose(fb.top1, fa.top1, atol=0)
         np.testing.assert_allclose(fb.entropy, fa.entropy, atol=1e-5)
-        np.testing.assert_allclose(red.scores(split, members=[1]).confusion, raw.scores(split, members=[1]).confusion, atol=1e-5)
+        np.testing.assert_allclose(score_run(red, split, members=[1]).confusion, score_run(raw, split, members=[1]).confusion, atol=1e-5)
         for options in ({"top": 0.1}, {"top": 0.2, "per_class": True}, {"threshold": 1.0}):
             ha, hb = manifest(raw, split, **options), manifest(red, split, **options)
             assert ha["sample"].tolist() == hb["sample"].tolist() and ha["predicted"].tolist() == hb["predicted"].tolist()
@@ -82,7 +83,9 @@ def test_every_difficulty_score_final_prediction_and_hard_set_match(runs):
 
 def test_report_metrics_are_the_same_within_1e_4(runs, cli):
     for name in ("raw", "reduced"):
-        result = cli("report", runs / name, "--out", runs / f"report-{name}", "--compare", runs / "large", "--models", runs / "large", "--min-count", "5")
+        result = cli(
+            "report", runs / name, "--out", runs / f"report-{name}", "--compare", runs / "large", "--models", runs / "large", "--min-count", "5"
+        )
         assert result.exit_code == 0, result.stderr
     a = json.loads((runs / "report-raw" / "metrics.json").read_text())
     b = json.loads((runs / "report-reduced" / "metrics.json").read_text())
@@ -94,7 +97,7 @@ def test_report_metrics_are_the_same_within_1e_4(runs, cli):
 def test_what_needs_raw_is_refused_in_one_line(runs, cli):
     red = RunStore.open(runs / "reduced")
     with pytest.raises(InputError, match="--keep reduced"):
-        red.scores("val", members=[0, 1])
+        score_run(red, "val", members=[0, 1])
     with pytest.raises(InputError, match="needs the raw class probabilities"):
         red.final_probs("val")
     result = cli("train", "--data", "digits", "--out", runs / "bad", "--keep", "some")
@@ -111,7 +114,7 @@ def test_keep_reduced_is_over_100x_smaller_at_1000_classes(tmp_path, cli):
     raw, red = stored_bytes(tmp_path / "raw"), stored_bytes(tmp_path / "reduced")
     print(f"raw {raw} bytes, reduced {red} bytes: {raw / red:.1f}x; record {bytes_per_prediction(3, 1000):.2f} B per prediction")
     assert raw / red > 100
-    a, b = RunStore.open(tmp_path / "raw").scores("val"), RunStore.open(tmp_path / "reduced").scores("val")
+    a, b = score_run(RunStore.open(tmp_path / "raw"), "val"), score_run(RunStore.open(tmp_path / "reduced"), "val")
     np.testing.assert_allclose(b.confusion, a.confusion, atol=1e-4)
     np.testing.assert_allclose(b.disagreement, a.disagreement, atol=1e-4)
 
@@ -121,7 +124,10 @@ def test_a_split_added_to_a_reduced_run_is_reduced_too(tmp_path, cli):
     probs = rng.dirichlet(np.full(6, 0.4), size=(2, 3, 50))
     extra = rng.dirichlet(np.full(6, 0.4), size=(2, 3, 30))
     np.save(tmp_path / "val.npy", probs), np.save(tmp_path / "extra.npy", extra), np.save(tmp_path / "labels.npy", rng.integers(0, 6, 50))
-    assert cli("import", "--probs", tmp_path / "val.npy", "--labels", tmp_path / "labels.npy", "--out", tmp_path / "run", "--keep", "reduced").exit_code == 0
+    assert (
+        cli("import", "--probs", tmp_path / "val.npy", "--labels", tmp_path / "labels.npy", "--out", tmp_path / "run", "--keep", "reduced").exit_code
+        == 0
+    )
     assert cli("hardset", tmp_path / "run", "--top", "0.2", "--out", tmp_path / "hard.csv").exit_code == 0
     result = cli("evaluate", tmp_path / "run", "--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "run")
     assert result.exit_code == 2 and "--keep reduced" in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -129,7 +135,7 @@ def test_a_split_added_to_a_reduced_run_is_reduced_too(tmp_path, cli):
     assert result.exit_code == 2 and "kept the same" in result.stderr
     assert cli("import", "--probs", tmp_path / "extra.npy", "--out", tmp_path / "run", "--split", "extra").exit_code == 0
     store = RunStore.open(tmp_path / "run")
-    np.testing.assert_allclose(store.scores("extra").confusion, by_hand(extra), atol=1e-5)
+    np.testing.assert_allclose(score_run(store, "extra").confusion, by_hand(extra), atol=1e-5)
     assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and "/probs/c/" in str(p)]
 
 
@@ -161,7 +167,7 @@ def test_three_member_processes_at_once_one_killed_and_restarted(tmp_path):
     assert store.recorded_epochs == [1, 2, 3, 4]
     for key, values in before.items():  # a committed epoch never changes
         np.testing.assert_array_equal(store._group["val"][key][..., : len(committed), :], values)
-    np.testing.assert_allclose(store.scores("val").confusion, by_hand(probs), atol=1e-4)
+    np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs), atol=1e-4)
     a, b = difficulty_scores(raw, "val"), difficulty_scores(store, "val")
     for column in a.columns[3:]:
         np.testing.assert_allclose(b[column], a[column], atol=1e-4, err_msg=column)

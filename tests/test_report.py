@@ -34,8 +34,20 @@ def report_dir(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     result = CliRunner().invoke(
         app,
-        ["report", str(root / "small"), "--out", str(out), "--compare", str(root / "large"),
-         "--models", str(root / "large"), "--models", str(root / "cnn"), "--min-count", "5"],
+        [
+            "report",
+            str(root / "small"),
+            "--out",
+            str(out),
+            "--compare",
+            str(root / "large"),
+            "--models",
+            str(root / "large"),
+            "--models",
+            str(root / "cnn"),
+            "--min-count",
+            "5",
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.stderr
@@ -45,8 +57,16 @@ def report_dir(runs, tmp_path_factory):
 def test_report_links_only_files_it_wrote(report_dir):
     page = (report_dir / "index.html").read_text()
     linked = re.findall(r'src="([^"]+)"', page)
-    assert {"fig1_gallery.png", "fig2_distribution.png", "fig2_error_by_bin.png", "fig3_transfer_0.png",
-            "fig4_models_error_by_bin.png", "fig5_epochs_seeds.png", "fig6_epochs_seeds_error.png", "aggregate.png"} <= set(linked)
+    assert {
+        "fig1_gallery.png",
+        "fig2_distribution.png",
+        "fig2_error_by_bin.png",
+        "fig3_transfer_0.png",
+        "fig4_models_error_by_bin.png",
+        "fig5_epochs_seeds.png",
+        "fig6_epochs_seeds_error.png",
+        "aggregate.png",
+    } <= set(linked)
     for name in linked:
         assert (report_dir / name).stat().st_size > 1000, name
     assert "http://" not in page and "https://" not in page  # works offline
@@ -154,7 +174,9 @@ def test_the_aggregate_panel_compares_only_runs_on_the_same_samples_and_says_whi
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 4, 120)
-    runs = [_imported(tmp_path, f"r{k}", rng.dirichlet(np.full(4, 0.5 + k), size=(2, 2, 120)).astype(np.float32), labels, range(120)) for k in range(3)]
+    runs = [
+        _imported(tmp_path, f"r{k}", rng.dirichlet(np.full(4, 0.5 + k), size=(2, 2, 120)).astype(np.float32), labels, range(120)) for k in range(3)
+    ]
     other = _imported(tmp_path, "other", rng.dirichlet(np.ones(4), size=(2, 2, 60)).astype(np.float32), labels[:60], range(60))
     result = compute_report(runs[0], models=[runs[1], other], min_count=1)
     assert "aggregate" not in result.metrics  # two comparable runs are not a correlation

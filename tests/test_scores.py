@@ -79,7 +79,10 @@ def test_entropy_helper():
     assert float(entropy(np.array([1.0, 0.0]))) == 0.0
 
 
-def random_probs(draw_shape=(st.integers(1, 4), st.integers(1, 4), st.integers(1, 6), st.integers(2, 12))):
+SHAPES = (st.integers(1, 4), st.integers(1, 4), st.integers(1, 6), st.integers(2, 12))  # members, epochs, samples, classes
+
+
+def random_probs(draw_shape=SHAPES):
     @st.composite
     def build(draw):
         shape = tuple(draw(s) for s in draw_shape)
@@ -147,18 +150,16 @@ def test_epoch_subsets_from_per_epoch_rows():
 def test_logits_equal_softmax_then_probabilities():
     rng = np.random.default_rng(2)
     logits = rng.normal(scale=5, size=(2, 3, 10, 7))
-    np.testing.assert_allclose(
-        confusion_scores(logits, logits=True).confusion, confusion_scores(softmax(logits)).confusion, atol=1e-12
-    )
+    np.testing.assert_allclose(confusion_scores(logits, logits=True).confusion, confusion_scores(softmax(logits)).confusion, atol=1e-12)
 
 
 def test_streaming_blocks_agree_with_one_block(monkeypatch):
-    import confusion.scores as module
+    import confusion._blocks as module
 
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(4), size=(2, 2, 1000)).astype(np.float32)
     whole = confusion_scores(probs, engine="numpy").confusion
-    monkeypatch.setattr(module, "_BLOCK_BYTES", 2048)  # forces dozens of blocks
+    monkeypatch.setattr(module, "BLOCK_BYTES", 2048)  # forces dozens of blocks
     calls = []
     blocked = confusion_scores(probs, engine="numpy", progress=calls.append).confusion
     assert len(calls) > 10 and sum(calls) == 1000

@@ -7,6 +7,7 @@ import pytest
 
 from confusion.errors import InputError, RunLockedError, RunStoreError
 from confusion.importing import import_predictions
+from confusion.runscores import score_run
 from confusion.scores import confusion_scores
 from confusion.store import RunStore, SplitData, hold_lock
 
@@ -22,7 +23,7 @@ def test_import_round_trip(tmp_path, probs_file):
     np.testing.assert_array_equal(stored[:], probs.astype(np.float16))
     np.testing.assert_array_equal(again.labels("val"), labels)
     assert again.sample_ids("val")[:3].tolist() == ["0", "1", "2"]
-    scored = again.scores("val").confusion
+    scored = score_run(again, "val").confusion
     np.testing.assert_allclose(scored, confusion_scores(probs.astype(np.float16).astype(np.float64)).confusion, atol=1e-5)
     np.testing.assert_allclose(scored, confusion_scores(probs).confusion, atol=2e-3)
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -60,9 +61,9 @@ def test_a_failed_added_split_is_never_listed_and_can_be_retried(tmp_path, probs
         import_predictions(bad, tmp_path / "run", split="pool")
     store = RunStore.open(tmp_path / "run")
     assert store.splits == ["val"] and "pool" not in json.loads((tmp_path / "run" / "run.json").read_text())["splits"]
-    store.scores("val")  # the run still scores
+    score_run(store, "val")  # the run still scores
     import_predictions(probs[:, :, :50], tmp_path / "run", split="pool")  # the retry goes through
-    np.testing.assert_allclose(RunStore.open(tmp_path / "run").scores("pool").confusion, confusion_scores(probs[:, :, :50]).confusion, atol=2e-3)
+    np.testing.assert_allclose(score_run(RunStore.open(tmp_path / "run"), "pool").confusion, confusion_scores(probs[:, :, :50]).confusion, atol=2e-3)
 
 
 def test_nothing_is_written_into_a_users_folder_that_is_not_a_run(tmp_path, probs_file, cli):
@@ -87,7 +88,7 @@ def test_scoring_reads_only_committed_epochs(tmp_path):
         splits={"val": SplitData(ids=ids, labels=[0, 1, -1])},
     )
     with pytest.raises(RunStoreError, match="no committed epoch"):
-        store.scores("val")
+        score_run(store, "val")
     with store.member_writer(0) as first, store.member_writer(1) as second:
         first.log("val", 1, np.array([[1, 0], [1, 0], [0.5, 0.5]]))
         assert first.end_epoch(1) == []  # member 1 has not ended epoch 1 yet
@@ -95,7 +96,7 @@ def test_scoring_reads_only_committed_epochs(tmp_path):
         assert second.end_epoch(1) == [1]
         first.log("val", 2, np.array([[0.5, 0.5]] * 3))  # half-written epoch 2: not committed
     reopened = RunStore.open(tmp_path / "run")
-    np.testing.assert_allclose(reopened.scores("val").confusion, [1.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(score_run(reopened, "val").confusion, [1.0, 0.0, 1.0], atol=1e-6)
     assert reopened.recorded_epochs == [1]
     store.ensure_capacity(5)
     assert RunStore.open(tmp_path / "run").probs("val").shape == (2, 5, 3, 2)
@@ -126,29 +127,34 @@ def test_second_writer_is_refused(tmp_path, lock_holder):
 def test_scores_are_cached_per_selection_and_renewed_when_an_epoch_commits(tmp_path):
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.full(4, 0.5), size=(2, 3, 50))
-    store = RunStore.create(tmp_path / "run", n_classes=4, members=[{"index": 0}, {"index": 1}], epoch_capacity=0,
-                            splits={"val": SplitData(ids=np.arange(50).astype(str), labels=np.zeros(50, int))})
+    store = RunStore.create(
+        tmp_path / "run",
+        n_classes=4,
+        members=[{"index": 0}, {"index": 1}],
+        epoch_capacity=0,
+        splits={"val": SplitData(ids=np.arange(50).astype(str), labels=np.zeros(50, int))},
+    )
     writers = [store.member_writer(m) for m in range(2)]
     for epoch in (1, 2):
         for m, writer in enumerate(writers):
             writer.log("val", epoch, probs[m, epoch - 1])
             writer.end_epoch(epoch)
-    first = RunStore.open(tmp_path / "run").scores("val")
+    first = score_run(RunStore.open(tmp_path / "run"), "val")
     assert len(list((tmp_path / "run" / "cache").glob("scores-*.npz"))) == 1
-    again = RunStore.open(tmp_path / "run").scores("val")  # read back from the cache, the same numbers
+    again = score_run(RunStore.open(tmp_path / "run"), "val")  # read back from the cache, the same numbers
     np.testing.assert_array_equal(first.per_epoch, again.per_epoch)
-    one = RunStore.open(tmp_path / "run").scores("val", members=[0])
+    one = score_run(RunStore.open(tmp_path / "run"), "val", members=[0])
     np.testing.assert_allclose(one.confusion, confusion_scores(probs[:1, :2].astype(np.float16)).confusion, atol=1e-6)
     for m, writer in enumerate(writers):
         writer.log("val", 3, probs[m, 2])
         writer.end_epoch(3)
         writer.close()
-    renewed = RunStore.open(tmp_path / "run").scores("val")  # epoch 3 committed: not the stale cache
+    renewed = score_run(RunStore.open(tmp_path / "run"), "val")  # epoch 3 committed: not the stale cache
     np.testing.assert_allclose(renewed.confusion, confusion_scores(probs.astype(np.float16)).confusion, atol=1e-6)
-    by_epoch = RunStore.open(tmp_path / "run").scores("val", epochs=[3])  # training epochs, 1-based
+    by_epoch = score_run(RunStore.open(tmp_path / "run"), "val", epochs=[3])  # training epochs, 1-based
     np.testing.assert_allclose(by_epoch.confusion, confusion_scores(probs[:, 2:].astype(np.float16)).confusion, atol=1e-6)
     with pytest.raises(InputError, match=r"epochs \[4\] are not committed"):
-        RunStore.open(tmp_path / "run").scores("val", epochs=[4])
+        score_run(RunStore.open(tmp_path / "run"), "val", epochs=[4])
 
 
 def test_a_run_recorded_before_member_files_resumes_after_its_committed_epochs(tmp_path, probs_file):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from confusion.datasets import load_dataset
+from confusion.runscores import score_run
 from confusion.store import RunStore
 from confusion.text import bbc_news_folder
 from confusion.training import TrainConfig, train
@@ -108,8 +109,21 @@ def test_float_feature_vectors_train_score_and_evaluate(cli, tmp_path):
 
     digits = load_digits()
     np.savez(tmp_path / "features.npz", x=digits.data.astype(np.float32), y=digits.target)
-    result = cli("train", "--data", f"features:{tmp_path / 'features.npz'}", "--arch", "linear", "--members", "2",
-                 "--epochs", "3", "--out", tmp_path / "run", "--batch-size", "64")
+    result = cli(
+        "train",
+        "--data",
+        f"features:{tmp_path / 'features.npz'}",
+        "--arch",
+        "linear",
+        "--members",
+        "2",
+        "--epochs",
+        "3",
+        "--out",
+        tmp_path / "run",
+        "--batch-size",
+        "64",
+    )
     assert result.exit_code == 0, result.stderr
     store = RunStore.open(tmp_path / "run")
     assert store.meta["dataset"]["kind"] == "features" and store.meta["dataset"]["input_shape"] == [64]
@@ -123,13 +137,13 @@ def test_float_feature_vectors_train_score_and_evaluate(cli, tmp_path):
 
 
 def test_members_that_differ_disagree_more_and_the_report_says_so(news_csv, news_run, tmp_path, cli):
-    plain = RunStore.open(news_run).scores("val").disagreement.mean()
+    plain = score_run(RunStore.open(news_run), "val").disagreement.mean()
     measured = {}
     for name, change in {"bagging": {"bagging": True}, "subsets": {"feature_subset": 0.5}, "mixed": {"arch": "linear,mlp-s,mlp-m"}}.items():
         config = TrainConfig(data=f"text:{news_csv}", arch="mlp-s", members=3, epochs=4, lr=3e-3, batch_size=16, cache=str(news_run / "embeddings"))
         for key, value in change.items():
             setattr(config, key, value)
-        measured[name] = train(config, tmp_path / name).scores("val").disagreement.mean()
+        measured[name] = score_run(train(config, tmp_path / name), "val").disagreement.mean()
     assert all(value > plain for value in measured.values()), (plain, measured)
     assert cli("report", news_run, "--out", tmp_path / "report").exit_code == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
@@ -258,8 +272,9 @@ def test_another_sentence_encoder_by_name_or_folder(news_csv, cli, tmp_path):
     from confusion.text import encoder_path
 
     folder = encoder_path()  # a local copy of a sentence-transformers model, named by its folder
-    result = cli("train", "--data", f"text:{news_csv}", "--arch", "linear", "--members", "1", "--epochs", "1",
-                 "--encoder", folder, "--out", tmp_path / "run")
+    result = cli(
+        "train", "--data", f"text:{news_csv}", "--arch", "linear", "--members", "1", "--epochs", "1", "--encoder", folder, "--out", tmp_path / "run"
+    )
     assert result.exit_code == 0, result.stderr
     store = RunStore.open(tmp_path / "run")
     assert store.meta["dataset"]["encoder"] == str(folder) and store.meta["config"]["encoder"] == str(folder)

@@ -6,6 +6,7 @@ import pytest
 from scipy.special import entr
 
 from confusion.importing import import_topk
+from confusion.runscores import score_run
 from confusion.scores import confusion_scores
 from confusion.store import RunStore
 from confusion.topk import SLACK, epoch_bounds
@@ -29,13 +30,13 @@ def test_random_predictions_lie_inside_their_bounds_and_widths_shrink_with_k(tmp
     widths = []
     for k in (1, 2, 4, 8, 12):
         store = import_topk(cut(probs, k), tmp_path / f"k{k}", n_classes=12)
-        scores = store.scores("val")
+        scores = score_run(store, "val")
         assert (scores.confusion_low <= exact).all() and (exact <= scores.confusion_high).all(), k
         assert (scores.confusion_low <= scores.confusion).all() and (scores.confusion <= scores.confusion_high).all()
         widths.append(float((scores.confusion_high - scores.confusion_low).mean()))
     assert all(a > b for a, b in zip(widths, widths[1:])), widths
     assert widths[-1] <= 2 * SLACK / np.log(2) + 1e-12  # k = C: nothing is missing
-    np.testing.assert_allclose(store.scores("val").confusion, exact, atol=1e-6)
+    np.testing.assert_allclose(score_run(store, "val").confusion, exact, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -87,9 +88,22 @@ def test_a_real_run_cut_to_3_of_10_classes(real, cli):
     np.savez(root / "top3.npz", values=np.log(values), indices=indices)  # as an API gives them: log-probabilities
     np.save(root / "labels.npy", store.labels("val"))
     (root / "ids.txt").write_text("\n".join(store.sample_ids("val")))
-    result = cli("import", "--topk", root / "top3.npz", "--logprobs", "--n-classes", 10, "--labels", root / "labels.npy", "--ids", root / "ids.txt", "--out", root / "top3")
+    result = cli(
+        "import",
+        "--topk",
+        root / "top3.npz",
+        "--logprobs",
+        "--n-classes",
+        10,
+        "--labels",
+        root / "labels.npy",
+        "--ids",
+        root / "ids.txt",
+        "--out",
+        root / "top3",
+    )
     assert result.exit_code == 0, result.stderr
-    exact = store.scores("val").confusion
+    exact = score_run(store, "val").confusion
     result = cli("score", root / "top3", "--out", root / "top3.csv")
     assert result.exit_code == 0 and "width of the guaranteed bounds" in result.stdout
     table = pd.read_csv(root / "top3.csv")
@@ -142,7 +156,7 @@ def test_top_k_scores_match_the_exact_scorer_for_one_member_and_the_decompositio
     probs = rng.dirichlet(np.full(6, 0.5), size=(2, 3, 50))
     store = import_topk(cut(probs, 6), tmp_path / "run", n_classes=6)
     exact = confusion_scores(probs, engine="numpy")
-    np.testing.assert_allclose(store.scores("val").expected_entropy, exact.expected_entropy, atol=1e-6)
-    one = store.scores("val", members=[1])
+    np.testing.assert_allclose(score_run(store, "val").expected_entropy, exact.expected_entropy, atol=1e-6)
+    one = score_run(store, "val", members=[1])
     np.testing.assert_allclose(one.confusion, confusion_scores(probs, members=[1], engine="numpy").confusion, atol=1e-6)
     assert RunStore.open(tmp_path / "run").keep == "topk"

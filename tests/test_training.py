@@ -4,14 +4,16 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from confusion.store import RunStore
 from confusion.engine import shift_and_flip
+from confusion.runscores import score_run
+from confusion.store import RunStore
 from confusion.training import TrainConfig, train
 
 from .conftest import FASHION_ROOT, kill_after_first_commit
@@ -20,7 +22,23 @@ TINY = dict(data="digits", arch="mlp-s", members=2, epochs=3, batch_size=64)
 
 
 def test_a_run_writes_the_store_and_score_reads_it(tmp_path, cli):
-    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "cnn-s", "--members", "2", "--epochs", "3", "--batch-size", "32", "--lr", "0.005")
+    result = cli(
+        "train",
+        "--out",
+        tmp_path / "run",
+        "--data",
+        "digits",
+        "--arch",
+        "cnn-s",
+        "--members",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.005",
+    )
     assert result.exit_code == 0, result.stderr
     store = RunStore.open(tmp_path / "run")
     assert store.recorded_epochs == [1, 2, 3] and store.splits == ["train", "val"]
@@ -66,7 +84,23 @@ def test_same_seed_same_predictions_in_process_and_in_workers(tmp_path):
 
 def test_changed_settings_are_refused_and_finished_runs_return(tmp_path, cli):
     train(TrainConfig(**TINY, workers=0), tmp_path / "run")
-    result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--batch-size", "64", "--lr", "0.01")
+    result = cli(
+        "train",
+        "--out",
+        tmp_path / "run",
+        "--data",
+        "digits",
+        "--arch",
+        "mlp-s",
+        "--members",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.01",
+    )
     assert result.exit_code == 2 and "other settings (lr: 0.001 there, 0.01 now)" in result.stderr
     before = (tmp_path / "run" / "run.json").read_text()
     result = cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "3", "--batch-size", "64")
@@ -75,8 +109,7 @@ def test_changed_settings_are_refused_and_finished_runs_return(tmp_path, cli):
 
 @pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
 def test_kill_9_then_rerun_ends_with_the_same_scores(tmp_path):
-    args = ["train", "--data", "fashion-mnist", "--arch", "cnn-s", "--members", "2", "--epochs", "4",
-            "--limit-train", "3000", "--limit-val", "1000"]
+    args = ["train", "--data", "fashion-mnist", "--arch", "cnn-s", "--members", "2", "--epochs", "4", "--limit-train", "3000", "--limit-val", "1000"]
     command = [sys.executable, "-m", "confusion.cli", *args]
     reference = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr
@@ -93,7 +126,7 @@ def test_kill_9_then_rerun_ends_with_the_same_scores(tmp_path):
     assert resumed.recorded_epochs == whole.recorded_epochs == [1, 2, 3, 4]
     for split in ("train", "val"):
         np.testing.assert_array_equal(resumed.probs(split)[:], whole.probs(split)[:])  # bitwise, fp32 on the CPU
-        np.testing.assert_array_equal(resumed.scores(split).confusion, whole.scores(split).confusion)
+        np.testing.assert_array_equal(score_run(resumed, split).confusion, score_run(whole, split).confusion)
 
 
 def test_a_second_writer_is_refused(tmp_path, cli, lock_holder):
@@ -152,14 +185,16 @@ def test_one_job_per_member_equals_one_command(tmp_path, cli_process, cli):
     assert jobs_run.recorded_epochs == whole_run.recorded_epochs == [1, 2, 3]
     for split in ("train", "val"):
         np.testing.assert_array_equal(jobs_run.probs(split)[:], whole_run.probs(split)[:])  # same threads per member
-        np.testing.assert_array_equal(jobs_run.scores(split).confusion, whole_run.scores(split).confusion)
+        np.testing.assert_array_equal(score_run(jobs_run, split).confusion, score_run(whole_run, split).confusion)
     result = cli("status", tmp_path / "jobs")
     assert result.exit_code == 0 and "committed epochs (3): 1-3" in result.stderr + result.stdout
     result = cli("train", *settings, "--out", tmp_path / "jobs", "--member", "3")
     assert result.exit_code == 2 and "--member must be in 0..2" in result.stderr
 
 
-@pytest.mark.parametrize("cap, allowed", [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True)])
+@pytest.mark.parametrize(
+    "cap, allowed", [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True)]
+)
 def test_auto_precision_picks_bf16_only_where_onednn_may_compute_in_it(monkeypatch, cap, allowed):
     from confusion import _runtime
     from confusion.engine import resolve_precision
@@ -176,7 +211,10 @@ def test_auto_precision_picks_bf16_only_where_onednn_may_compute_in_it(monkeypat
     assert ("capped at" in _runtime.cpu_description()) == (cap is not None)
 
 
-@pytest.mark.parametrize("name, features, says", [(None, None, None), ("haswell", None, "numba targets haswell, host features"), ("haswell", "+avx2", "numba targets haswell)")])
+@pytest.mark.parametrize(
+    "name, features, says",
+    [(None, None, None), ("haswell", None, "numba targets haswell, host features"), ("haswell", "+avx2", "numba targets haswell)")],
+)
 def test_the_bench_cpu_line_names_a_numba_target(monkeypatch, name, features, says):
     from confusion import _runtime
 
@@ -187,3 +225,15 @@ def test_the_bench_cpu_line_names_a_numba_target(monkeypatch, name, features, sa
             monkeypatch.setenv(variable, value)
     line = _runtime.cpu_description()
     assert ("numba" not in line) if says is None else (says in line)
+
+
+def test_a_feature_run_records_that_it_was_not_augmented(tmp_path):
+    """Shifts and flips are for images: run.json of a feature-vector run says augment false (it
+    said true, although nothing was augmented), and resuming it is not refused over that."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "f.npz", x=rng.normal(size=(120, 6)).astype(np.float32), y=np.arange(120) % 3)
+    config = TrainConfig(data=f"features:{tmp_path / 'f.npz'}", arch="mlp-s", members=1, epochs=1, workers=0)
+    assert config.augment
+    store = train(config, tmp_path / "run")
+    assert store.meta["config"]["augment"] is False
+    assert train(replace(config, epochs=1), tmp_path / "run").recorded_epochs == [1]

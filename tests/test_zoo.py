@@ -8,7 +8,17 @@ from confusion.store import RunStore
 
 
 def test_zoo_on_a_slice(tmp_path, cli):
-    result = cli("zoo", "--out", tmp_path / "zoo", "--data", "digits", "--archs", "mlp-s,resnet-s,sklearn:logreg,pretrained:efficientnet-lite0", "--epochs", "2")
+    result = cli(
+        "zoo",
+        "--out",
+        tmp_path / "zoo",
+        "--data",
+        "digits",
+        "--archs",
+        "mlp-s,resnet-s,sklearn:logreg,pretrained:efficientnet-lite0",
+        "--epochs",
+        "2",
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads((tmp_path / "zoo" / "zoo.json").read_text())
     assert list(summary["models"]) == ["mlp-s", "resnet-s", "sklearn:logreg", "pretrained:efficientnet-lite0"]

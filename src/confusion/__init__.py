@@ -10,7 +10,7 @@ The scoring side (`confusion.scores`, `confusion.store`, `confusion.analyses`,
 
 __version__ = "0.1.0"
 
-import sys as _sys  # noqa: E402
+import sys as _sys
 
 
 class _NotInstalled:
@@ -55,6 +55,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'confusion' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfusionError",

@@ -1,5 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either. And the
-one reader of torch files that come from outside (weights-only, no pickle code runs)."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either (the one
+reader of torch files that come from outside is `torchfiles`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -30,18 +31,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def load_weights_only(path: str | os.PathLike):
-    """torch.load(path, weights_only=True) onto the CPU, torch's own warnings silenced (they would
-    precede the caller's one-line error). Raises whatever torch raises for a file it refuses."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _remove_orphans(path: Path, suffix: str) -> None:

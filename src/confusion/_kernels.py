@@ -237,7 +237,12 @@ def _entropies(addresses, like, n_classes, n_rows, block_rows, entropy_out, expe
                     _block(addresses[j, k], like, n_rows, n_classes, first, size),
                     _block(addresses[b, k], like, n_rows, n_classes, first, size),
                     _block(addresses[c, k], like, n_rows, n_classes, first, size),
-                    _F(b != j), _F(c != j), n_classes, average, worst, deviation,
+                    _F(b != j),
+                    _F(c != j),
+                    n_classes,
+                    average,
+                    worst,
+                    deviation,
                 )
             if with_expected:
                 for j in range(n_members):
@@ -271,8 +276,15 @@ def slab_entropies(addresses, dtype, n_classes, n_rows, entropy_out, expected_ou
         expected_out[:, out_start : out_start + n_rows] = np.nan
     block_rows = max(1, BLOCK_VALUES // n_classes)
     return _entropies(
-        np.ascontiguousarray(addresses, dtype=np.uint64), like, int(n_classes), int(n_rows), block_rows, entropy_out, expected_out,
-        int(out_start), bool(with_expected),
+        np.ascontiguousarray(addresses, dtype=np.uint64),
+        like,
+        int(n_classes),
+        int(n_rows),
+        block_rows,
+        entropy_out,
+        expected_out,
+        int(out_start),
+        bool(with_expected),
     )
 
 
@@ -364,6 +376,14 @@ def reduce_epoch(data, labels, out: dict) -> tuple[int, float]:
     if data.dtype == np.float16:
         data = data.view(np.uint16)
     return _reduce(
-        data, np.ascontiguousarray(labels, dtype=np.int64), out["member_entropy"], out["member_argmax"], out["member_label"], out["member_other"],
-        out["member_sumsq"], out["ensemble_entropy"], out["ensemble_argmax"], out["ensemble_top1"],
+        data,
+        np.ascontiguousarray(labels, dtype=np.int64),
+        out["member_entropy"],
+        out["member_argmax"],
+        out["member_label"],
+        out["member_other"],
+        out["member_sumsq"],
+        out["ensemble_entropy"],
+        out["ensemble_argmax"],
+        out["ensemble_top1"],
     )

@@ -88,7 +88,9 @@ def cpu_description() -> str:
         info = Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:
         info = ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor() or "unknown CPU")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor() or "unknown CPU"
+    )
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     features = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
     cap = onednn_isa_cap()

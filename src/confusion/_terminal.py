@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from .events import TrainingHooks
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -65,6 +68,13 @@ def mitigation_table(metrics: dict) -> None:
     table(f"top-1 val error per confusion band, mean and std over {metrics['seeds']} seeds", ["method", "band", "samples", "mean error", "std"], rows)
 
 
+class CommitLines(TrainingHooks):
+    """A line per commit: what a cluster's coordinator sees of a run it does not train itself."""
+
+    def on_commit(self, epochs: list[int]) -> None:
+        info(f"committed epoch{'s' if len(epochs) > 1 else ''} {epoch_ranges(epochs)}")
+
+
 def epoch_ranges(epochs: Sequence[int]) -> str:
     """[1, 2, 3, 5, 7, 8] -> "1-3, 5, 7-8"."""
     runs: list[list[int]] = []
@@ -76,7 +86,7 @@ def epoch_ranges(epochs: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
-class TrainingDisplay:
+class TrainingDisplay(TrainingHooks):
     """Progress of an ensemble's training: a bar per member on a terminal, else a line per epoch."""
 
     def __init__(self, members: int, epochs: int, label: str = ""):
@@ -84,7 +94,7 @@ class TrainingDisplay:
         self.progress = None
         self.tasks: dict[int, int] = {}
 
-    def __enter__(self) -> "TrainingDisplay":
+    def __enter__(self) -> TrainingDisplay:
         if stderr.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -102,21 +112,17 @@ class TrainingDisplay:
         if self.progress is not None:
             self.progress.stop()
 
-    def __call__(self, event: tuple) -> None:
-        kind = event[0]
-        if kind == "step" and self.progress is not None:
-            _, member, epoch, step, steps, loss = event
-            self.progress.update(
-                self.tasks[member], total=steps, completed=step, status=f"epoch {epoch}/{self.epochs}  loss {loss:.3f}"
-            )
-        elif kind == "epoch":
-            _, member, epoch, metrics = event
-            line = (
-                f"{self.label}member {member} epoch {epoch}/{self.epochs}: loss {metrics['train_loss']:.4f}  "
-                f"train acc {metrics['train_accuracy']:.4f}  val acc {metrics['val_accuracy']:.4f}  "
-                f"({metrics['train_seconds']:.1f} s train + {metrics['eval_seconds']:.1f} s eval)"
-            )
-            if self.progress is not None:
-                self.progress.console.print(line, markup=False, highlight=False)
-            else:
-                info(line)
+    def on_step(self, member: int, epoch: int, step: int, steps: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.tasks[member], total=steps, completed=step, status=f"epoch {epoch}/{self.epochs}  loss {loss:.3f}")
+
+    def on_epoch_end(self, member: int, epoch: int, metrics: dict[str, Any]) -> None:
+        line = (
+            f"{self.label}member {member} epoch {epoch}/{self.epochs}: loss {metrics['train_loss']:.4f}  "
+            f"train acc {metrics['train_accuracy']:.4f}  val acc {metrics['val_accuracy']:.4f}  "
+            f"({metrics['train_seconds']:.1f} s train + {metrics['eval_seconds']:.1f} s eval)"
+        )
+        if self.progress is not None:
+            self.progress.console.print(line, markup=False, highlight=False)
+        else:
+            info(line)

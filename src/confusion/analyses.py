@@ -20,6 +20,28 @@ import numpy as np  # scipy.stats is imported where it is used: 0.6 s, which tra
 from .errors import InputError
 from .reduced import as_final
 
+__all__ = [
+    "MAX_BINS",
+    "BinnedError",
+    "aggregate",
+    "align",
+    "aurc",
+    "auroc",
+    "bin_index",
+    "detection_report",
+    "ensemble_accuracy",
+    "epoch_subsets",
+    "error_by_bin",
+    "gallery",
+    "joint_histogram",
+    "kendall_tau",
+    "mean_member_accuracy",
+    "member_errors",
+    "positions",
+    "robustness",
+    "transfer_report",
+]
+
 
 # ----------------------------------------------------------------------------- detection
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -181,7 +203,6 @@ def bin_index(scores: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(inner_edges, dtype=np.float64), np.asarray(scores, dtype=np.float64), side="right")
 
 
-
 @dataclass
 class BinnedError:
     """Top-1 error per fixed-width score bin; bins with fewer than `min_count` samples are skipped."""
@@ -204,9 +225,7 @@ class BinnedError:
         ]
 
 
-def error_by_bin(
-    scores: np.ndarray, errors: np.ndarray, *, max_score: float, bins: int = 20, min_count: int = 20
-) -> BinnedError:
+def error_by_bin(scores: np.ndarray, errors: np.ndarray, *, max_score: float, bins: int = 20, min_count: int = 20) -> BinnedError:
     """Mean error per bin of `scores` over [0, max_score] (fig. 2 right, fig. 4).
 
     errors: (samples,) in [0, 1] (a member-averaged error is fine). Pearson's rho and
@@ -302,7 +321,13 @@ def epoch_subsets(n_epochs: int, counts=(5, 10, 20, 33)) -> dict[str, np.ndarray
 
 
 def robustness(
-    scores_all, scores_one_seed, reference_errors: np.ndarray | None, *, max_score: float, bins: int = 20, min_count: int = 20,
+    scores_all,
+    scores_one_seed,
+    reference_errors: np.ndarray | None,
+    *,
+    max_score: float,
+    bins: int = 20,
+    min_count: int = 20,
     epoch_numbers=None,
 ) -> dict:
     """Epoch and seed subsets of a run's scores: their Kendall tau with the full score and

@@ -1,13 +1,10 @@
 """A Dask cluster for scoring and training: `--dask ADDRESS` (a running scheduler) or `--dask local:N`.
 
-Scoring (`RunStore.scores(..., client=)`) sends the split's opened Zarr arrays to the workers
+Scoring (`score_run(RunStore, ..., client=)`) sends the split's opened Zarr arrays to the workers
 once and one task per block of samples; each task reads its own rows and returns their
 per-epoch entropies, so the client holds only the result (samples x epochs float64), as the
-local scorer does. Training (`train_on_cluster`) submits one task per member, each the
-`confusion train --member i` job run inside the worker; workers must share the run directory
-(one machine, or a shared filesystem) and have this package installed. A worker lost mid-run
-is replaced by the scheduler, which runs the member's task again: it resumes from the member's
-last ended epoch (its checkpoint), so the run ends as an uninterrupted one would.
+local scorer does. Training (`confusion.training.train_on_cluster`) submits one task per
+member through the same client. This module holds only the client and the task helpers.
 
 Needs the `dask` extra (dask and distributed).
 """
@@ -18,12 +15,18 @@ import contextlib
 import logging
 import os
 import re
-import time
-from dataclasses import asdict, replace
-from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Iterator
 
 from .errors import InputError, RunStoreError
+
+__all__ = [
+    "ADDRESS",
+    "CONNECT_SECONDS",
+    "RETRIES",
+    "check_spec",
+    "dask_client",
+    "task_result",
+]
 
 ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[\w.\-\[\]:]+:\d+$")
 CONNECT_SECONDS = 5
@@ -55,10 +58,18 @@ def dask_client(spec: str) -> Iterator:
         # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
         threads = str(max(1, (os.cpu_count() or 1) // int(value)))
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        with LocalCluster(
-            n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=logging.ERROR, memory_limit=0, env=env,
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=int(value),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                memory_limit=0,
+                env=env,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
     try:
@@ -76,44 +87,5 @@ def task_result(future, failed: str):
         return future.result()
     except (InputError, RunStoreError):
         raise
-    except Exception as error:  # noqa: BLE001 - a task failed on the cluster
+    except Exception as error:
         raise RunStoreError(f"{failed} ({type(error).__name__}: {str(error)[:160]})") from None
-
-
-def _train_member(settings: dict, out: str) -> None:
-    """One member's `confusion train --member i` job, run inside a Dask worker."""
-    from .training import TrainConfig, train
-
-    train(TrainConfig(**settings), out)
-
-
-def train_on_cluster(config, out: str | Path, client, on_commit: Callable[[list[int]], None] | None = None):
-    """Train every member of `config` as one task each on the cluster of `client`; returns the
-    RunStore. The run is made here first (settings and data checked before any task starts);
-    each task is that member's `--member` job and holds its member's lock, as those jobs do."""
-    from .store import RunStore
-    from .training import checked_data, open_or_create
-
-    out = Path(out)
-    config, dataset = checked_data(config, out)
-    open_or_create(out, config, dataset)
-    del dataset
-    futures = []
-    for member in range(config.members):
-        settings = asdict(replace(config, member=member, workers=0))  # trained in the worker's own process
-        key = f"confusion-train-{out.name}-member-{member}-{time.time_ns()}"
-        futures.append(client.submit(_train_member, settings, str(out), key=key, retries=RETRIES, pure=False))
-    store = RunStore.open(out)
-    seen: list[int] = []
-    while True:
-        finished = all(f.done() for f in futures)
-        store.refresh()
-        if on_commit is not None and store.recorded_epochs != seen:
-            on_commit([e for e in store.recorded_epochs if e not in seen])
-            seen = list(store.recorded_epochs)
-        if finished:
-            break
-        time.sleep(0.5)
-    for member, future in enumerate(futures):
-        task_result(future, f"member {member}'s job failed on the Dask cluster (tried {RETRIES + 1} times)")
-    return RunStore.open(out)

@@ -22,84 +22,63 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .errors import InputError, UnknownNameError
+from .data import Dataset, Split, labels_and_classes, read_table, seeded_split, split_rows
+from .errors import InputError, ParameterError, UnknownNameError
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DEBIAN",
+    "IMAGE_SUFFIXES",
+    "TEXT_NAMED",
+    "Dataset",
+    "Split",
+    "as_uint8_images",
+    "check_dataset_name",
+    "check_features",
+    "check_root",
+    "data_kind",
+    "dataset_names",
+    "is_text",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_features",
+    "load_for_run",
+    "load_imagefolder",
+    "load_mnist_5k",
+    "load_npz",
+    "load_unlabeled",
+    "normalization_stats",
+    "read_idx",
+    "read_images",
+    "select_subsets",
+]
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-@dataclass
-class Split:
-    images: np.ndarray  # (samples, channels, height, width) uint8, or (samples, features) float32
-    labels: np.ndarray  # (samples,) int64, -1 = unknown
-    ids: np.ndarray  # (samples,) str, stable across runs
-    sources: np.ndarray | None = None  # (samples,) str: the file each sample came from
-    meta: dict[str, np.ndarray] | None = None  # per-sample columns (e.g. "text"), row-aligned
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray) -> "Split":
-        return Split(
-            self.images[index],
-            self.labels[index],
-            self.ids[index],
-            None if self.sources is None else self.sources[index],
-            None if self.meta is None else {name: column[index] for name, column in self.meta.items()},
-        )
-
-
-@dataclass
-class Dataset:
-    name: str
-    classes: list[str]
-    splits: dict[str, Split]
-    flip_preserves_label: bool = True  # horizontal flips are a safe augmentation
-    info: dict = field(default_factory=dict)
-    kind: str = "images"  # "images", "features" (float vectors) or "text" (embedded documents)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """(channels, height, width) for images, (features,) for feature and text data."""
-        return tuple(self.splits["train"].images.shape[1:])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        if self.kind != "images":
-            raise InputError(f"{self.name} holds {self.kind}, not images")
-        return self.input_shape  # type: ignore[return-value]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-
 # ----------------------------------------------------------------------------- helpers
-def _seeded_split(n: int, labels: np.ndarray, seed: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/val indices, the same for the same seed on every machine."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        members = members[rng.permutation(len(members))]
-        cut = int(round(len(members) * val_fraction))
-        val.append(members[:cut])
-        train.append(members[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
 def _split_from_arrays(images: np.ndarray, labels: np.ndarray, prefix: str, seed: int, classes: list[str]) -> dict[str, Split]:
     ids = np.array([f"{prefix}-{i:05d}" for i in range(len(labels))])
-    train, val = _seeded_split(len(labels), labels, seed)
+    train, val = seeded_split(len(labels), labels, seed)
     whole = Split(images, labels.astype(np.int64), ids)
     return {"train": whole.subset(train), "val": whole.subset(val)}
 
@@ -183,7 +162,7 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, seed: int = 0) -> 
         check_root(root)
         files = _fashion_mnist_files(root) or _fashion_mnist_files(root / "FashionMNIST" / "raw")
         if files is None:
-            raise InputError(f"--root {root} does not hold the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+            raise ParameterError(f"{{root}} {root} does not hold the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...)", "root")
     else:
         files = _fashion_mnist_files(FASHION_MNIST_DEBIAN)
         if files is None:
@@ -294,12 +273,10 @@ def load_imagefolder(path: str, seed: int = 0, image_size: int | None = None) ->
     for split, items in entries.items():
         count = len(items)
         relative = np.array([str(f.relative_to(root)) for f, _ in items])
-        built[split] = Split(
-            images[offset : offset + count], np.array([k for _, k in items], dtype=np.int64), relative, relative.copy()
-        )
+        built[split] = Split(images[offset : offset + count], np.array([k for _, k in items], dtype=np.int64), relative, relative.copy())
         offset += count
     if not has_splits:
-        train, val = _seeded_split(len(built["all"]), built["all"].labels, seed)
+        train, val = seeded_split(len(built["all"]), built["all"].labels, seed)
         built = {"train": built["all"].subset(train), "val": built["all"].subset(val)}
     for split in ("train", "val"):
         if len(built[split]) == 0:
@@ -329,7 +306,7 @@ def load_npz(path: str, seed: int = 0) -> Dataset:
         if arrays[f"x_{split}"].size == 0:
             raise InputError(f"{file}: x_{split} is empty")
         images = as_uint8_images(arrays[f"x_{split}"], f"x_{split}")
-        labels, given = _labels_and_classes(arrays[f"y_{split}"].ravel(), given, f"{file}: y_{split}")
+        labels, given = labels_and_classes(arrays[f"y_{split}"].ravel(), given, f"{file}: y_{split}")
         if len(labels) != len(images):
             raise InputError(f"{file}: x_{split} has {len(images)} images but y_{split} has {len(labels)} labels")
         if (labels < 0).any():
@@ -351,20 +328,20 @@ def load_unlabeled(path: str | os.PathLike, like: tuple[int, int, int]) -> Split
     if source.is_dir():
         files = _image_files(source)
         if not files:
-            raise InputError(f"--unlabeled folder {source} holds no images")
+            raise ParameterError(f"{{unlabeled}} folder {source} holds no images", "unlabeled")
         images = read_images(files, height, channels)
         relative = np.array([str(f.relative_to(source)) for f in files])
         return Split(images, np.full(len(files), -1, np.int64), relative, relative.copy())
     if not source.is_file():
-        raise InputError(f"--unlabeled {source} does not exist")
+        raise ParameterError(f"{{unlabeled}} {source} does not exist", "unlabeled")
     try:
         loaded = np.load(source, allow_pickle=False)
         array = loaded[next(iter(loaded.keys()))] if source.suffix == ".npz" else loaded
     except (OSError, ValueError, EOFError, StopIteration) as error:
-        raise InputError(f"--unlabeled {source} is not a readable .npy/.npz array: {error}") from None
+        raise ParameterError(f"{{unlabeled}} {source} is not a readable .npy/.npz array: {error}", "unlabeled") from None
     images = as_uint8_images(array, f"--unlabeled {source}")
     if images.shape[1:] != tuple(like):
-        raise InputError(f"--unlabeled images are {images.shape[1:]}, the dataset's are {tuple(like)}")
+        raise ParameterError(f"{{unlabeled}} images are {images.shape[1:]}, the dataset's are {tuple(like)}", "unlabeled")
     return Split(images, np.full(len(images), -1, np.int64), np.array([f"unlabeled-{i:05d}" for i in range(len(images))]))
 
 
@@ -383,7 +360,7 @@ def dataset_names() -> list[str]:
 def check_root(root: str | os.PathLike | None) -> None:
     """A --root given must be a folder (any dataset: one that reads no files still takes none)."""
     if root is not None and not Path(root).is_dir():
-        raise InputError(f"--root {root} does not exist" + (" as a folder" if Path(root).exists() else ""))
+        raise ParameterError(f"{{root}} {root} does not exist" + (" as a folder" if Path(root).exists() else ""), "root")
 
 
 def check_dataset_name(name: str) -> None:
@@ -440,68 +417,12 @@ def load_dataset(
         raise UnknownNameError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
     if unlabeled is not None:
         if dataset.kind != "images":
-            raise InputError("--unlabeled adds images; for feature or text data, put the unlabeled rows in the file (label empty)")
+            raise ParameterError("{unlabeled} adds images; for feature or text data, put the unlabeled rows in the file (label empty)", "unlabeled")
         dataset.splits["unlabeled"] = load_unlabeled(unlabeled, dataset.image_shape)
     return dataset
 
 
 # ----------------------------------------------------------------------------- feature vectors
-def _labels_and_classes(values: np.ndarray, classes: list[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
-    """Integer labels (-1 = unknown) and class names from integer or class-name labels."""
-    values = np.asarray(values)
-    if values.dtype.kind in "OUS":
-        text = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in values])
-        known = text != ""
-        if classes is None:
-            numeric = all(t.lstrip("-").isdigit() for t in text[known])
-            if numeric and known.any():
-                return _labels_and_classes(np.where(known, text, "-1").astype(np.int64), None, what)
-            classes = sorted(set(text[known].tolist()))
-        index = {name: k for k, name in enumerate(classes)}
-        unknown = sorted(set(text[known].tolist()) - set(index))
-        if unknown:
-            raise InputError(f"{what}: label {unknown[0]!r} is not one of the classes {', '.join(classes[:8])}")
-        return np.array([index[t] if t else -1 for t in text], dtype=np.int64), list(classes)
-    if values.dtype.kind == "f":
-        finite = np.isfinite(values)
-        if (values[finite] != np.round(values[finite])).any():
-            raise InputError(f"{what}: labels must be whole numbers or class names, not fractions")
-        values = np.where(finite, values, -1)
-    if values.dtype.kind not in "iuf":
-        raise InputError(f"{what}: labels must be integers or class names, got {values.dtype}")
-    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
-        raise InputError(f"{what}: labels are far beyond any class index")
-    labels = values.astype(np.int64)
-    if (labels < -1).any():
-        raise InputError(f"{what}: integer labels must be class indices (or -1 for unknown)")
-    n_classes = int(labels.max()) + 1 if labels.size else 0
-    if classes is None:
-        classes = [str(c) for c in range(n_classes)]
-    if n_classes > len(classes):
-        raise InputError(f"{what}: label {n_classes - 1} is beyond the {len(classes)} classes given")
-    return labels, list(classes)
-
-
-def split_rows(labels: np.ndarray, split: np.ndarray | None, seed: int, what: str) -> dict[str, np.ndarray]:
-    """Row positions of train and val: from a `split` column, or a seeded stratified 80/20 split."""
-    if split is not None:
-        split = np.array([str(s).strip().lower() for s in split])
-        bad = sorted(set(split.tolist()) - {"train", "val"})
-        if bad:
-            raise InputError(f"{what}: the split column may hold train or val, not {bad[0]!r}")
-        rows = {name: np.flatnonzero(split == name) for name in ("train", "val")}
-    else:
-        known = np.flatnonzero(labels >= 0)
-        train, val = _seeded_split(len(known), labels[known], seed)
-        rows = {"train": known[train], "val": np.sort(np.concatenate([known[val], np.flatnonzero(labels < 0)]))}
-    for name, positions_ in rows.items():
-        if len(positions_) == 0:
-            raise InputError(f"{what}: the {name} split is empty")
-    if (labels[rows["train"]] < 0).any():
-        raise InputError(f"{what}: every training row needs a label")
-    return rows
-
-
 def check_features(array: np.ndarray, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.shape[1] < 1 or array.shape[0] < 1:
@@ -534,7 +455,7 @@ def load_features(path: str, seed: int = 0) -> Dataset:
     table = read_table(file, "features file")
     if "label" not in table.columns:
         raise InputError(f"{file} needs a 'label' column")
-    labels, classes = _labels_and_classes(table["label"].to_numpy(), None, str(file))
+    labels, classes = labels_and_classes(table["label"].to_numpy(), None, str(file))
     reserved = {"label", "id", "split"}
     if "features" in table.columns:
         try:
@@ -568,7 +489,7 @@ def _features_from_npz(file: Path, seed: int) -> Dataset:
             splits = {}
             for split in ("train", "val"):
                 x = check_features(archive[f"x_{split}"], f"{file}: x_{split}")
-                labels, classes = _labels_and_classes(archive[f"y_{split}"].ravel(), classes, f"{file}: y_{split}")
+                labels, classes = labels_and_classes(archive[f"y_{split}"].ravel(), classes, f"{file}: y_{split}")
                 if len(labels) != len(x):
                     raise InputError(f"{file}: x_{split} has {len(x)} rows but y_{split} has {len(labels)} labels")
                 key = f"ids_{split}"
@@ -578,7 +499,7 @@ def _features_from_npz(file: Path, seed: int) -> Dataset:
                 raise InputError(f"{file}: x_train and x_val differ in width")
         elif {"x", "y"} <= names:
             x = check_features(archive["x"], f"{file}: x")
-            labels, classes = _labels_and_classes(archive["y"].ravel(), classes, f"{file}: y")
+            labels, classes = labels_and_classes(archive["y"].ravel(), classes, f"{file}: y")
             if len(labels) != len(x):
                 raise InputError(f"{file}: x has {len(x)} rows but y has {len(labels)} labels")
             ids = archive["ids"].astype(str) if "ids" in names else np.array([f"row-{i:06d}" for i in range(len(x))])
@@ -590,31 +511,6 @@ def _features_from_npz(file: Path, seed: int) -> Dataset:
     if len(classes) < 2:
         raise InputError(f"{file}: a classifier needs at least two classes")
     return Dataset(f"features:{file}", classes, splits, False, {"root": str(file)}, "features")
-
-
-def read_table(file: Path, what: str):
-    """A .csv or .parquet file as a DataFrame, or one clear error."""
-    import pandas as pd
-
-    try:
-        if file.suffix.lower() == ".parquet":
-            return pd.read_parquet(file)
-        return pd.read_csv(file, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{what} {file} is not a readable table: {str(error).splitlines()[0]}") from None
-
-
-def read_id_table(path: Path, option: str):
-    """A user's per-sample table for `option` (--meta, --signal): (DataFrame, name of its id
-    column, `sample` or else `id`, as strings)."""
-    if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
-        raise InputError(f"{option} {path} must be an existing .csv or .parquet file")
-    table = read_table(path, option)
-    key = "sample" if "sample" in table.columns else "id" if "id" in table.columns else None
-    if key is None:
-        raise InputError(f"{option} {path} needs a 'sample' (or 'id') column of sample ids")
-    table[key] = table[key].astype(str)
-    return table, key
 
 
 def normalization_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -634,7 +530,7 @@ def select_subsets(dataset: Dataset, limit_train: int | None, limit_val: int | N
         rng = np.random.default_rng([seed, number])  # one stream per split: val's subset ignores limit_train
         if limit is not None and limit < len(dataset.splits[split]):
             if limit < 1:
-                raise InputError(f"--limit-{split} must be at least 1")
+                raise ParameterError(f"{{limit_{split}}} must be at least 1", f"limit_{split}")
             keep = np.sort(rng.choice(len(dataset.splits[split]), size=limit, replace=False))
             dataset.splits[split] = dataset.splits[split].subset(keep)
     return dataset

@@ -27,13 +27,25 @@ import numpy as np
 from . import _terminal as term
 from ._files import write_json_atomic, write_table_atomic
 from .datasets import check_dataset_name, check_root, data_kind
-from .errors import InputError
+from .errors import ParameterError
 from .evaluate import evaluate_on_hardset, load_predictors
 from .hardset import manifest
 from .mitigation import MitigationConfig, mitigate
-from .report import _finite, build_report
+from .report import build_report, finite
+from .runscores import score_run
 from .training import TrainConfig, final_accuracy, load_training_data, train
 from .zoo import run_name, train_zoo
+
+__all__ = [
+    "DIVERSITY",
+    "FEATURES_FULL",
+    "FEATURES_QUICK",
+    "FULL",
+    "QUICK",
+    "Preset",
+    "preset_for",
+    "run_demo",
+]
 
 
 @dataclass(frozen=True)
@@ -81,9 +93,19 @@ QUICK = Preset(
 
 # Feature vectors (sentence embeddings of text): heads train in seconds, so every split is whole.
 FEATURES_FULL = Preset(
-    limit_train=None, limit_val=None, small_epochs=20, large_epochs=20,
-    zoo_archs=("linear", "mlp-s", "mlp-m", "mlp-l", "sklearn:logreg"), zoo_epochs=10, zoo_limit_train=None,
-    mitigation_epochs=10, mitigation_seeds=3, small_arch="mlp-s", large_arch="mlp-l", diversity=True, band_quantiles=(0.9,),
+    limit_train=None,
+    limit_val=None,
+    small_epochs=20,
+    large_epochs=20,
+    zoo_archs=("linear", "mlp-s", "mlp-m", "mlp-l", "sklearn:logreg"),
+    zoo_epochs=10,
+    zoo_limit_train=None,
+    mitigation_epochs=10,
+    mitigation_seeds=3,
+    small_arch="mlp-s",
+    large_arch="mlp-l",
+    diversity=True,
+    band_quantiles=(0.9,),
 )
 FEATURES_QUICK = replace(FEATURES_FULL, small_epochs=8, large_epochs=8, zoo_epochs=4, mitigation_epochs=4, mitigation_seeds=2)
 DIVERSITY = {  # name (and run directory runs/diversity-NAME) -> how the members are made to differ
@@ -104,7 +126,7 @@ def preset_for(data: str, quick: bool) -> Preset:
 def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist", root: str | None = None, top: float = 0.1) -> dict:
     """Run every stage into OUT; returns the summary that is printed at the end."""
     if not 0 < top <= 1:
-        raise InputError(f"--top must be a fraction in (0, 1], got {top}")
+        raise ParameterError(f"{{top}} must be a fraction in (0, 1], got {top}", "top")
     check_dataset_name(data)
     check_root(root)
     preset = preset_for(data, quick)
@@ -126,11 +148,11 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
     stage(f"1/6 scoring ensemble: {small_arch}, 3 seeds")
     small_config = replace(base, arch=small_arch, members=3, epochs=preset.small_epochs)
     with term.TrainingDisplay(3, preset.small_epochs, f"{small_arch} ") as display:
-        small = train(small_config, runs / small_arch, on_event=display)
+        small = train(small_config, runs / small_arch, hooks=display)
 
     stage(f"2/6 larger ensemble of the same family: {large_arch}, 3 seeds")
     with term.TrainingDisplay(3, preset.large_epochs, f"{large_arch} ") as display:
-        large = train(replace(base, arch=large_arch, members=3, epochs=preset.large_epochs), runs / large_arch, on_event=display)
+        large = train(replace(base, arch=large_arch, members=3, epochs=preset.large_epochs), runs / large_arch, hooks=display)
     variants = {}
     if preset.diversity:
         for name, change in DIVERSITY.items():
@@ -159,7 +181,8 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
         runs / small_arch,
         out / "mitigation",
         MitigationConfig(
-            epochs=preset.mitigation_epochs, members=preset.mitigation_seeds,
+            epochs=preset.mitigation_epochs,
+            members=preset.mitigation_seeds,
             quantiles=list(preset.band_quantiles) if preset.band_quantiles else None,
         ),
         on_done=lambda r: term.info(f"demo   mitigation: {r['method']} seed {r['seed']}: val error {r['overall']:.4f}"),
@@ -189,7 +212,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
         "large_ensemble": str(large.path),
     }
     _print_summary(summary)
-    write_json_atomic(out / "summary.json", _finite(summary))
+    write_json_atomic(out / "summary.json", finite(summary))
     return summary
 
 
@@ -204,27 +227,32 @@ def _diversity_table(ensembles: dict, large, predictors, dataset, top: float) ->
     that fall in it."""
     from .analyses import align, kendall_tau
 
-    large_scores = large.scores("val")
+    large_scores = score_run(large, "val")
     rows = []
     for name, store in ensembles.items():
-        scores = store.scores("val")
+        scores = score_run(store, "val")
         mine, theirs = align(store.sample_ids("val"), large.sample_ids("val"))
         evaluation, _ = evaluate_on_hardset(predictors, dataset, manifest(store, "val", top=top))
-        rows.append({
-            "ensemble": name,
-            "mean_confusion": float(scores.confusion.mean()),
-            "mean_disagreement": float(scores.disagreement.mean()),
-            "disagreement_share": float(scores.disagreement.mean() / scores.confusion.mean()),
-            "ensemble_val_accuracy": final_accuracy(store),
-            "kendall_tau_with_large": kendall_tau(scores.confusion[mine], large_scores.confusion[theirs]),
-            # How the hard set transfers to other models: their error on it, and the share of all
-            # their val errors it holds (mean over the zoo).
-            "zoo_hard_error": float(evaluation["hard_error"].mean()),
-            "zoo_errors_in_hard_set": float(np.mean(
-                evaluation["hard_n"] * evaluation["hard_error"]
-                / (evaluation["hard_n"] * evaluation["hard_error"] + evaluation["rest_n"] * evaluation["rest_error"]).clip(lower=1e-12)
-            )),
-        })
+        rows.append(
+            {
+                "ensemble": name,
+                "mean_confusion": float(scores.confusion.mean()),
+                "mean_disagreement": float(scores.disagreement.mean()),
+                "disagreement_share": float(scores.disagreement.mean() / scores.confusion.mean()),
+                "ensemble_val_accuracy": final_accuracy(store),
+                "kendall_tau_with_large": kendall_tau(scores.confusion[mine], large_scores.confusion[theirs]),
+                # How the hard set transfers to other models: their error on it, and the share of all
+                # their val errors it holds (mean over the zoo).
+                "zoo_hard_error": float(evaluation["hard_error"].mean()),
+                "zoo_errors_in_hard_set": float(
+                    np.mean(
+                        evaluation["hard_n"]
+                        * evaluation["hard_error"]
+                        / (evaluation["hard_n"] * evaluation["hard_error"] + evaluation["rest_n"] * evaluation["rest_error"]).clip(lower=1e-12)
+                    )
+                ),
+            }
+        )
     return rows
 
 
@@ -246,8 +274,18 @@ def _print_summary(summary: dict) -> None:
         term.table(
             f"member diversity ({summary['small']}, 3 members, val)",
             ["ensemble", "disagreement (bits)", "share", "accuracy", f"tau, {summary['large']}", "zoo error on hard set", "zoo errors in it"],
-            [[r["ensemble"], r["mean_disagreement"], f"{r['disagreement_share']:.1%}", r["ensemble_val_accuracy"], r["kendall_tau_with_large"],
-              r["zoo_hard_error"], f"{r['zoo_errors_in_hard_set']:.0%}"] for r in summary["diversity"]],
+            [
+                [
+                    r["ensemble"],
+                    r["mean_disagreement"],
+                    f"{r['disagreement_share']:.1%}",
+                    r["ensemble_val_accuracy"],
+                    r["kendall_tau_with_large"],
+                    r["zoo_hard_error"],
+                    f"{r['zoo_errors_in_hard_set']:.0%}",
+                ]
+                for r in summary["diversity"]
+            ],
         )
     term.table(
         "top-1 error on the hard set vs the rest",

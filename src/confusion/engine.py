@@ -3,7 +3,7 @@ checkpoints, and the processes that run members.
 
     data = DeviceData(dataset, device)                  # uint8 splits on the device
     member = make_member(0, config, image_shape, C, n_train, device)
-    fit_epoch(member, data, batch_size=128, augment=True, precision="fp32",
+    fit_epoch(member, data, epoch=1, batch_size=128, augment=True, precision="fp32",
               sampler=shuffled, loss=mean_cross_entropy)   # samplers and losses plug in
     probs = predict(member.model, data, "val", 256, "fp32")
 
@@ -24,16 +24,47 @@ import queue as queue_module
 import sys
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ._files import atomic_path, load_weights_only
+from ._files import atomic_path
 from ._runtime import cpu_has_bf16, die_with_parent, worker_environment
 from .datasets import normalization_stats
 from .errors import ConfusionError, RunStoreError, WorkerDiedError
+from .torchfiles import load_weights_only
+
+__all__ = [
+    "CHECKPOINTS",
+    "DeviceData",
+    "FeatureData",
+    "Member",
+    "batches",
+    "bootstrap",
+    "checkpoint_path",
+    "feature_columns",
+    "fit_epoch",
+    "group_balanced",
+    "input_data",
+    "load_checkpoint",
+    "make_member",
+    "mean_cross_entropy",
+    "member_arch",
+    "member_model",
+    "predict",
+    "resolve_precision",
+    "restore",
+    "run_processes",
+    "save_checkpoint",
+    "shift_and_flip",
+    "shuffled",
+    "steps_per_epoch",
+    "upsampled",
+    "upsampled_indices",
+]
 
 CHECKPOINTS = "checkpoints"
 
@@ -44,7 +75,6 @@ class DeviceData:
 
     def __init__(self, dataset, device, normalization: tuple[list[float], list[float]] | None = None):
         import torch
-
 
         self.device = device
         self.images = {name: torch.from_numpy(split.images).to(device) for name, split in dataset.splits.items()}
@@ -95,7 +125,10 @@ def input_data(dataset, device, normalization: tuple[list[float], list[float]] |
         return DeviceData(dataset, device, normalization)
     normalization = normalization or normalization_stats(dataset.splits["train"].images)
     return FeatureData(
-        {name: split.images for name, split in dataset.splits.items()}, {name: split.labels for name, split in dataset.splits.items()}, device, normalization
+        {name: split.images for name, split in dataset.splits.items()},
+        {name: split.labels for name, split in dataset.splits.items()},
+        device,
+        normalization,
     )
 
 
@@ -258,6 +291,7 @@ def fit_epoch(
     member: Member,
     data,
     *,
+    epoch: int,
     batch_size: int,
     augment: bool,
     precision: str,
@@ -266,7 +300,8 @@ def fit_epoch(
     record=None,
     report: Callable | None = None,
 ) -> tuple[float, float]:
-    """One pass over the training split in a seeded order. Returns (mean loss, accuracy).
+    """One pass over the training split in a seeded order, as training epoch `epoch` (1-based).
+    Returns (mean loss, accuracy); the caller, which owns the epoch count, sets `member.epoch`.
 
     sampler(generator) -> the epoch's sample positions (default: `shuffled`); loss(logits,
     labels, index) -> scalar. The generator is seeded by (member seed, epoch), so a resumed
@@ -277,7 +312,6 @@ def fit_epoch(
 
     from .models import is_convolutional
 
-    epoch = member.epoch + 1
     generator = torch.Generator().manual_seed(member.seed * 1_000_003 + epoch)
     order = (sampler or shuffled(data.n("train")))(generator)
     channels_last = is_convolutional(member.model)
@@ -310,7 +344,6 @@ def fit_epoch(
                 record[index_on_device] = torch.softmax(logits.float(), dim=1)
         if report is not None:
             report(step + 1, len(parts), loss_sum / seen)
-    member.epoch = epoch
     return loss_sum / seen, correct / seen
 
 
@@ -381,7 +414,9 @@ def restore(member: Member, state: dict) -> None:
         member.epoch = int(state["epoch"])
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         where = state.get("path", "a checkpoint")
-        raise RunStoreError(f"{where} does not fit member {member.index}'s model ({str(error).splitlines()[0][:160]}); delete it to retrain that member") from None
+        raise RunStoreError(
+            f"{where} does not fit member {member.index}'s model ({str(error).splitlines()[0][:160]}); delete it to retrain that member"
+        ) from None
     member.history = list(state.get("history", []))
 
 
@@ -389,7 +424,7 @@ def restore(member: Member, state: dict) -> None:
 def run_processes(target: Callable, groups: list, threads: int, handle: Callable[[tuple], None], *, inline: bool = False) -> None:
     """Run target(group, messages, threads) for each group, each in its own spawned process.
 
-    A process sends tuples to `messages`; each reaches `handle` in this process, which may
+    A process sends messages (any picklable object) to `messages`; each reaches `handle` in this process, which may
     raise to stop everything. A process ends by sending ("done",), or ("error", "user"|"bug",
     text), which is raised here as a ConfusionError or a RuntimeError. Processes run with
     tcmalloc and `threads` OpenMP threads, and die with this one (PR_SET_PDEATHSIG). With
@@ -429,14 +464,17 @@ def run_processes(target: Callable, groups: list, threads: int, handle: Callable
             # Checked at every message, not only when all is quiet: the others may keep talking.
             dead = [p for p in processes if p.exitcode not in (None, 0)]
             if dead:
-                raise WorkerDiedError(f"a training process died (exit code {dead[0].exitcode}, e.g. killed or out of memory); rerun the same command to resume")
+                raise WorkerDiedError(
+                    f"a training process died (exit code {dead[0].exitcode}, e.g. killed or out of memory); rerun the same command to resume"
+                )
             try:
                 message = messages.get(timeout=1.0)
             except queue_module.Empty:
                 continue
-            if message[0] == "done":
+            kind = message[0] if isinstance(message, tuple) else None  # the processes' own words, or their target's messages
+            if kind == "done":
                 done += 1
-            elif message[0] == "error":
+            elif kind == "error":
                 if message[1] == "user":
                     raise ConfusionError(message[2])
                 raise RuntimeError("a training process failed:\n" + message[2])
@@ -473,7 +511,7 @@ def _process_main(target, group, messages, threads, parent: int) -> None:
         messages.put(("done",))
     except ConfusionError as error:
         messages.put(("error", "user", str(error)))
-    except BaseException:  # noqa: BLE001 - a bug: send the traceback to the coordinator
+    except BaseException:
         messages.put(("error", "bug", traceback.format_exc()))
 
 

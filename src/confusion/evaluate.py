@@ -12,21 +12,33 @@ A model is one of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ._files import load_weights_only
 from .analyses import auroc, bin_index, positions
 from .datasets import Dataset, Split, load_dataset, load_for_run
 from .engine import checkpoint_path, input_data, member_model, predict
 from .errors import InputError
+from .runscores import score_table
 from .scores import entropy
 from .store import RunStore, is_run_store
+from .torchfiles import load_weights_only
+
+__all__ = [
+    "Predictor",
+    "build_named_model",
+    "by_id",
+    "dataset_for",
+    "evaluate_on_hardset",
+    "limit_to_scored",
+    "load_predictors",
+    "read_score_table",
+]
 
 
 @dataclass
@@ -100,7 +112,9 @@ def _weights_predictions(models: list, dataset, normalization, device: str = "cp
     return probabilities
 
 
-def load_predictors(model: str, dataset, *, weights: str | None = None, per_member: bool = False, device: str = "cpu", name: str | None = None) -> list[Predictor]:
+def load_predictors(
+    model: str, dataset, *, weights: str | None = None, per_member: bool = False, device: str = "cpu", name: str | None = None
+) -> list[Predictor]:
     """Predictors for MODEL (see the module docstring): one per member with per_member, else one.
 
     name: how the model is called in results (default: the run directory's name or MODEL)."""
@@ -176,8 +190,10 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
     keep = np.flatnonzero((labels >= 0) & np.isin(ids, predicted_ids))
     rows = positions(predicted_ids, ids[keep], f"the predictions of {model}")
     dataset = Dataset(
-        name="labels by id", classes=list(classes),
-        splits={split: Split(np.zeros((len(keep), 1, 1, 1), np.uint8), labels[keep], ids[keep])}, flip_preserves_label=False,
+        name="labels by id",
+        classes=list(classes),
+        splits={split: Split(np.zeros((len(keep), 1, 1, 1), np.uint8), labels[keep], ids[keep])},
+        flip_preserves_label=False,
     )
     chosen = probabilities[rows]
     return [Predictor(name or Path(model).stem, lambda _split, wanted: chosen[positions(ids[keep], wanted, "the labelled predictions")])], dataset
@@ -236,7 +252,7 @@ def read_score_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if is_run_store(path):
-        return RunStore.open(path).score_table()
+        return score_table(RunStore.open(path))
     if not path.is_file():
         raise InputError(f"--scores {path} is neither a run directory nor a scores file")
     try:
@@ -258,7 +274,9 @@ def read_score_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def evaluate_on_hardset(
+    predictors: list[Predictor], dataset, hard: pd.DataFrame, *, scores: pd.DataFrame | None = None, bins: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Top-1 error on the hard set, on its complement and overall (same split), per model;
     with `scores` (a `confusion score` table of that split) also per fixed-width confusion band,
     and the AUROC of the confusion score for the model's errors next to the AUROC of the
@@ -312,6 +330,12 @@ def evaluate_on_hardset(predictors: list[Predictor], dataset, hard: pd.DataFrame
                 in_band = band_of == band
                 if in_band.any():
                     band_rows.append(
-                        {"model": predictor.name, "band_low": float(edges[band]), "band_high": float(edges[band + 1]), "n": int(in_band.sum()), "error": float(wrong[in_band].mean())}
+                        {
+                            "model": predictor.name,
+                            "band_low": float(edges[band]),
+                            "band_high": float(edges[band + 1]),
+                            "n": int(in_band.sum()),
+                            "error": float(wrong[in_band].mean()),
+                        }
                     )
     return pd.DataFrame(rows), (pd.DataFrame(band_rows) if band_of is not None else None)

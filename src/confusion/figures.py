@@ -7,12 +7,26 @@ directory and returns the file names it wrote. Every score axis is labelled in i
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .analyses import BinnedError
+
+__all__ = [
+    "DPI",
+    "aggregate_scatter",
+    "error_curves",
+    "gallery",
+    "joint_histogram",
+    "mitigation_bars",
+    "score_histograms",
+    "score_model_heatmap",
+    "signal_by_decile",
+    "subset_distributions",
+    "subset_error_panels",
+]
 
 DPI = 110
 
@@ -53,7 +67,9 @@ def _save(figure, directory: Path, stem: str, svg: bool = True) -> list[str]:
 
 
 @_plain_text
-def score_histograms(scores_by_split: dict[str, np.ndarray], *, max_score: float, unit: str, directory: Path, stem: str = "fig2_distribution") -> list[str]:
+def score_histograms(
+    scores_by_split: dict[str, np.ndarray], *, max_score: float, unit: str, directory: Path, stem: str = "fig2_distribution"
+) -> list[str]:
     """Fig. 2 left: distribution of confusion scores per split, log-scale counts."""
     figure, axis = plt.subplots(figsize=(6, 3.6))
     edges = np.linspace(0, max_score, 41)
@@ -90,7 +106,9 @@ def joint_histogram(counts: np.ndarray, edges: np.ndarray, *, tau: float, names:
     shown = np.where(counts > 0, counts, np.nan)
     from matplotlib.colors import LogNorm
 
-    mesh = axis.pcolormesh(edges, edges, shown.T, norm=LogNorm(vmin=1, vmax=max(1, np.nanmax(shown) if np.isfinite(shown).any() else 1)), cmap="viridis")
+    mesh = axis.pcolormesh(
+        edges, edges, shown.T, norm=LogNorm(vmin=1, vmax=max(1, np.nanmax(shown) if np.isfinite(shown).any() else 1)), cmap="viridis"
+    )
     figure.colorbar(mesh, ax=axis, label="samples")
     axis.plot([edges[0], edges[-1]], [edges[0], edges[-1]], color="grey", linewidth=0.8, linestyle="--")
     axis.set_xlabel(f"{names[0]} confusion ({unit})")
@@ -100,7 +118,16 @@ def joint_histogram(counts: np.ndarray, edges: np.ndarray, *, tau: float, names:
 
 
 @_plain_text
-def aggregate_scatter(mean_confusion: Sequence[float], accuracy: Sequence[float], names: Sequence[str], *, pearson: float, unit: str, directory: Path, stem: str = "aggregate") -> list[str]:
+def aggregate_scatter(
+    mean_confusion: Sequence[float],
+    accuracy: Sequence[float],
+    names: Sequence[str],
+    *,
+    pearson: float,
+    unit: str,
+    directory: Path,
+    stem: str = "aggregate",
+) -> list[str]:
     """Contribution 2: each run's mean confusion against its accuracy."""
     figure, axis = plt.subplots(figsize=(5.2, 4))
     axis.scatter(mean_confusion, accuracy)
@@ -114,7 +141,9 @@ def aggregate_scatter(mean_confusion: Sequence[float], accuracy: Sequence[float]
 
 
 @_plain_text
-def subset_distributions(panels: dict[str, dict[str, np.ndarray]], *, max_score: float, unit: str, directory: Path, stem: str = "fig5_epochs_seeds") -> list[str]:
+def subset_distributions(
+    panels: dict[str, dict[str, np.ndarray]], *, max_score: float, unit: str, directory: Path, stem: str = "fig5_epochs_seeds"
+) -> list[str]:
     """Fig. 5: score distributions from k epochs, one panel per number of seeds."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), sharey=True, squeeze=False)
     edges = np.linspace(0, max_score, 41)
@@ -130,12 +159,16 @@ def subset_distributions(panels: dict[str, dict[str, np.ndarray]], *, max_score:
 
 
 @_plain_text
-def subset_error_panels(panels: dict[str, dict[str, BinnedError]], *, unit: str, reference: str, directory: Path, stem: str = "fig6_epochs_seeds_error") -> list[str]:
+def subset_error_panels(
+    panels: dict[str, dict[str, BinnedError]], *, unit: str, reference: str, directory: Path, stem: str = "fig6_epochs_seeds_error"
+) -> list[str]:
     """Fig. 6: a reference model's error per bin of scores from k epochs, per number of seeds."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False)
     for axis, (panel, curves) in zip(axes[0], panels.items()):
         for name, binned in curves.items():
-            axis.plot(binned.centers[binned.used], binned.error[binned.used], marker="o", markersize=3, label=f"{name} epochs (ρ={binned.pearson:.2f})")
+            axis.plot(
+                binned.centers[binned.used], binned.error[binned.used], marker="o", markersize=3, label=f"{name} epochs (ρ={binned.pearson:.2f})"
+            )
         axis.set_xlabel(f"confusion score bin ({unit})")
         axis.set_title(panel)
         axis.legend(fontsize=8)
@@ -145,7 +178,9 @@ def subset_error_panels(panels: dict[str, dict[str, BinnedError]], *, unit: str,
 
 
 @_plain_text
-def gallery(images: np.ndarray, rows: list[tuple[str, list[int], list[int]]], scores: np.ndarray, *, unit: str, directory: Path, stem: str = "fig1_gallery") -> list[str]:
+def gallery(
+    images: np.ndarray, rows: list[tuple[str, list[int], list[int]]], scores: np.ndarray, *, unit: str, directory: Path, stem: str = "fig1_gallery"
+) -> list[str]:
     """Fig. 1: per class, the easiest (left) and hardest (right) samples, captioned with the score."""
     per_side = max(max(len(e), len(h)) for _, e, h in rows)
     columns = 2 * per_side
@@ -181,7 +216,15 @@ def mitigation_bars(table: dict[str, dict[str, dict]], bands: list[str], directo
         positions = np.arange(len(groups)) + (k - (len(methods) - 1) / 2) * width
         bars = axis.bar(positions, means, width, yerr=spreads, capsize=3, label=method)
         for bar, value in zip(bars, means):
-            axis.annotate(f"{value:.1%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+            axis.annotate(
+                f"{value:.1%}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     axis.set_xticks(np.arange(len(groups)), groups)
     axis.set_ylabel("top-1 error (val)")
     axis.set_title("Confusion bands as groups: error per band")
@@ -190,11 +233,19 @@ def mitigation_bars(table: dict[str, dict[str, dict]], bands: list[str], directo
 
 
 @_plain_text
-def score_model_heatmap(values: np.ndarray, scores: Sequence[str], models: Sequence[str], *, title: str, directory: Path, stem: str = "difficulty_transfer") -> list[str]:
+def score_model_heatmap(
+    values: np.ndarray, scores: Sequence[str], models: Sequence[str], *, title: str, directory: Path, stem: str = "difficulty_transfer"
+) -> list[str]:
     """A (scores x models) table of AUROCs as a heatmap, each cell labelled with its value."""
     values = np.asarray(values, dtype=np.float64)
     figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(models), 0.9 + 0.38 * len(scores)))
-    image = axis.imshow(values, cmap="viridis", aspect="auto", vmin=np.nanmin(values) if np.isfinite(values).any() else 0.5, vmax=np.nanmax(values) if np.isfinite(values).any() else 1.0)
+    image = axis.imshow(
+        values,
+        cmap="viridis",
+        aspect="auto",
+        vmin=np.nanmin(values) if np.isfinite(values).any() else 0.5,
+        vmax=np.nanmax(values) if np.isfinite(values).any() else 1.0,
+    )
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
             axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white" if value < np.nanmean(values) else "black")

@@ -25,21 +25,48 @@ import pandas as pd
 from ._files import atomic_folder
 from .analyses import positions
 from .difficulty import SCORES, check_label_free, label_free_score
-from .errors import InputError
+from .errors import InputError, ParameterError
+from .runscores import score_run
 from .store import RunStore
 
-MANIFEST_COLUMNS = ["sample", "split", "confusion", "confusion_normalized", "rank", "label", "predicted", "source", "score", "score_value", "score_unit", "unit"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "certain_choice",
+    "check_selection",
+    "class_folders",
+    "images_for",
+    "manifest",
+    "materialize",
+    "materialize_texts",
+    "read_manifest",
+    "select",
+]
+
+MANIFEST_COLUMNS = [
+    "sample",
+    "split",
+    "confusion",
+    "confusion_normalized",
+    "rank",
+    "label",
+    "predicted",
+    "source",
+    "score",
+    "score_value",
+    "score_unit",
+    "unit",
+]
 
 
 def check_selection(top: float | None, threshold: float | None) -> None:
     """The rule of a hard set: one of --top (a fraction) or --threshold (a score every
     label-free score can reach: they are all >= 0)."""
     if (top is None) == (threshold is None):
-        raise InputError("give exactly one of --top FRACTION or --threshold BITS")
+        raise ParameterError("give exactly one of {top} FRACTION or {threshold} BITS", "top", "threshold")
     if top is not None and not 0.0 < top <= 1.0:
-        raise InputError(f"--top must be a fraction in (0, 1], got {top}")
+        raise ParameterError(f"{{top}} must be a fraction in (0, 1], got {top}", "top")
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
-        raise InputError(f"--threshold must be a number >= 0 in the score's unit (bits for confusion), got {threshold}")
+        raise ParameterError(f"{{threshold}} must be a number >= 0 in the score's unit (bits for confusion), got {threshold}", "threshold")
 
 
 def select(scores: np.ndarray, *, top: float | None = None, threshold: float | None = None, groups: np.ndarray | None = None) -> np.ndarray:
@@ -76,9 +103,9 @@ def manifest(
     check_selection(top, threshold)  # before any scoring
     check_label_free(score)
     store.chosen_splits([split])
-    if store.keep == "topk" and score != "confusion":
+    if store.layout.bounded and score != "confusion":
         raise InputError(f"{store.path} holds top-k logs: hard sets rank by confusion (with bounds), not {score}")
-    scores = store.scores(split, decomposition=False)  # confusion only: one log per class of the average
+    scores = score_run(store, split, decomposition=False)  # confusion only: one log per class of the average
     values = scores.confusion if score == "confusion" else label_free_score(store, split, score)
     labels = store.labels(split)
     predicted = store.final_predictions(split).ensemble_argmax
@@ -161,16 +188,23 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
 
     out = Path(out)
     if format not in ("folders", "npz"):
-        raise InputError(f"--format must be folders or npz, got {format!r}")
+        raise ParameterError(f"{{format}} must be folders or npz, got {format!r}", "format")
     if format == "folders" and images.ndim != 4:
-        raise InputError("feature vectors cannot be written as pictures: use --format npz")
+        raise ParameterError("feature vectors cannot be written as pictures: use {format} npz", "format")
     folders = class_folders(classes)
     written = []
     # Written into a fresh sibling that replaces OUT whole: nothing already in OUT (a symlink
     # planted there, say) is ever written through, and a failure leaves OUT as it was.
     with atomic_folder(out, "manifest.csv") as staging:
         if format == "npz":
-            np.savez(staging / "hardset.npz", x=images, y=table["label"].to_numpy(np.int64), ids=table["sample"].to_numpy(str), confusion=table["confusion"].to_numpy(np.float64), classes=np.array(classes))
+            np.savez(
+                staging / "hardset.npz",
+                x=images,
+                y=table["label"].to_numpy(np.int64),
+                ids=table["sample"].to_numpy(str),
+                confusion=table["confusion"].to_numpy(np.float64),
+                classes=np.array(classes),
+            )
             written.append(out / "hardset.npz")
         else:
             for row, picture in zip(table.itertuples(index=False), images):

@@ -12,17 +12,31 @@ import glob
 import re
 import shutil
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from ._files import load_weights_only, write_json_atomic
-from .errors import InputError, RunStoreError
-from .scores import as_four_d, describe_invalid, softmax
+from ._files import write_json_atomic
+from .errors import InputError, ParameterError, RunStoreError
 from .reduced import check_keep
+from .scores import as_four_d, describe_invalid, softmax
 from .store import LOCK_FILE, RunStore, SplitData, check_class_names, check_usable_directory, hold_lock, is_run_store
+from .torchfiles import load_weights_only
 
+__all__ = [
+    "TEXT_SUFFIXES",
+    "TORCH_SUFFIXES",
+    "StackedFiles",
+    "archive_labels",
+    "attach_metadata",
+    "import_predictions",
+    "import_topk",
+    "load_labels",
+    "load_predictions",
+    "read_metadata",
+    "split_from_name",
+]
 
 TORCH_SUFFIXES = (".pt", ".pth")
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
@@ -103,9 +117,7 @@ class StackedFiles:
     def __init__(self, pattern: str):
         if "{member}" not in pattern or "{epoch}" not in pattern:
             raise InputError("a per-file pattern needs both {member} and {epoch}, e.g. preds/m{member}_e{epoch}.npy")
-        regex = re.compile(
-            "^" + re.escape(pattern).replace(r"\{member\}", r"(?P<member>\d+)").replace(r"\{epoch\}", r"(?P<epoch>\d+)") + "$"
-        )
+        regex = re.compile("^" + re.escape(pattern).replace(r"\{member\}", r"(?P<member>\d+)").replace(r"\{epoch\}", r"(?P<epoch>\d+)") + "$")
         found: dict[tuple[int, int], Path] = {}
         for name in glob.glob(pattern.replace("{member}", "*").replace("{epoch}", "*")):
             match = regex.match(name)
@@ -193,11 +205,11 @@ def load_labels(source, n_samples: int, n_classes: int, classes: Sequence[str] |
 
 def _labels_from_names(names: np.ndarray, classes: Sequence[str] | None) -> np.ndarray:
     if classes is None:
-        raise InputError("labels are class names; give the classes in order with --classes a,b,c so they map to indices")
+        raise ParameterError("labels are class names; give the classes in order with {classes} a,b,c so they map to indices", "classes")
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({str(n) for n in names if n not in index and n not in ("", "-1", "unknown")})
     if unknown:
-        raise InputError(f"labels name classes that are not in --classes: {unknown[:5]}")
+        raise ParameterError(f"labels name classes that are not in {{classes}}: {unknown[:5]}", "classes")
     return np.array([index.get(n, -1) for n in names], dtype=np.int64)
 
 
@@ -263,10 +275,17 @@ def import_predictions(
         with hold_lock(out):
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
     return _new_run(
-        out, existed, interrupted,
+        out,
+        existed,
+        interrupted,
         lambda: RunStore.create(
-            out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
-            splits={split: split_data}, classes=classes, keep=keep or "raw",
+            out,
+            n_classes=n_classes,
+            members=[{"index": m, "seed": None} for m in range(n_members)],
+            epoch_capacity=n_epochs,
+            splits={split: split_data},
+            classes=classes,
+            keep=keep or "raw",
             info={"source": "import", "imported_from": str(source) if not isinstance(source, np.ndarray) else "array", "import_complete": False},
         ),
         lambda store: _write_epochs(array, store, split, logits, dtype, progress),
@@ -299,7 +318,7 @@ def _new_run(out: Path, existed: bool, interrupted: bool, create: Callable[[], R
 def read_metadata(path: str | Path, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Columns of table `path` (.csv or .parquet) in the order of `ids`, joined by its `sample`
     (or `id`) column; samples it does not name get empty values. At least one must match."""
-    from .datasets import read_id_table
+    from .data import read_id_table
 
     path = Path(path)
     table, key = read_id_table(path, "--meta")
@@ -337,6 +356,7 @@ def _add_split(array, out: Path, split: str, split_data: SplitData, logits: bool
             f"{out} holds {store.n_members} members x {len(store.recorded_epochs)} epochs x "
             f"{store.n_classes} classes; these predictions are {n_members} x {n_epochs} x {n_classes}"
         )
+
     def fill(group: str = split):
         _copy_validated(array, logits, dtype, progress, lambda m, t, start, rows: store.write(group, m, t, rows, start))
 
@@ -354,6 +374,7 @@ def _write_epochs(array, store: RunStore, split: str, logits: bool, dtype, progr
     n_samples = as_four_d(tuple(array.shape))[2]
     writers = [store.member_writer(m) for m in range(store.n_members)]
     try:
+
         def write(member, epoch, start, rows):
             writers[member].log(split, epoch + 1, rows, index=np.arange(start, start + len(rows)), validate=False)
             if start + len(rows) == n_samples:
@@ -454,10 +475,18 @@ def import_topk(
         store.commit_ready()
 
     return _new_run(
-        out, existed, interrupted,
+        out,
+        existed,
+        interrupted,
         lambda: RunStore.create(
-            out, n_classes=n_classes, members=[{"index": m, "seed": None} for m in range(n_members)], epoch_capacity=n_epochs,
-            splits={split: SplitData(ids=ids, labels=label_array)}, classes=classes, keep="topk", topk=int(k),
+            out,
+            n_classes=n_classes,
+            members=[{"index": m, "seed": None} for m in range(n_members)],
+            epoch_capacity=n_epochs,
+            splits={split: SplitData(ids=ids, labels=label_array)},
+            classes=classes,
+            keep="topk",
+            topk=int(k),
             info={"source": "import", "imported_from": str(source) if not isinstance(source, tuple) else "arrays", "import_complete": False},
         ),
         write,

@@ -28,9 +28,20 @@ from .analyses import bin_index
 from .datasets import load_for_run
 from .difficulty import IN_BITS, LABEL_FREE, label_free_score
 from .engine import fit_epoch, group_balanced, input_data, make_member, member_arch, predict, resolve_precision, run_processes, upsampled
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .store import RunStore, hold_lock
 from .training import TrainConfig, check_counts, check_device
+
+__all__ = [
+    "METHODS",
+    "GroupDRO",
+    "MitigationConfig",
+    "assign_bands",
+    "band_edges",
+    "band_names",
+    "groups_from_bands",
+    "mitigate",
+]
 
 METHODS = ("erm", "groupdro", "upsample")
 
@@ -55,26 +66,30 @@ class MitigationConfig:
     upsample_factor: int = 5  # upsample: each high-band sample appears this many times per epoch
     device: str = "cpu"
 
-    def check(self) -> "MitigationConfig":
+    def check(self) -> MitigationConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise InputError(f"--method must be among {', '.join(METHODS)}, got {unknown or self.methods}")
+            raise ParameterError(f"{{methods}} must be among {', '.join(METHODS)}, got {unknown or self.methods}", "methods")
         check_counts(self.members, self.epochs)
         if self.upsample_factor < 1:
-            raise InputError("--upsample-factor must be at least 1")
+            raise ParameterError("{upsample_factor} must be at least 1", "upsample_factor")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
-            raise InputError("--lr must be a positive number and --batch-size at least 2")
+            raise ParameterError("{lr} must be a positive number and {batch_size} at least 2", "lr", "batch_size")
         if not 0 <= self.seed < 2**63 - 2**20 or not (self.group_adjustment >= 0 and math.isfinite(self.group_adjustment)):
-            raise InputError("--seed must be a whole number from 0 to 2^63 and --group-adjustment a non-negative number")
+            raise ParameterError(
+                "{seed} must be a whole number from 0 to 2^63 and {group_adjustment} a non-negative number", "seed", "group_adjustment"
+            )
         check_device(self.device)
         if self.band_edges is not None and self.quantiles is not None:
-            raise InputError("give --band-edges or --quantiles, not both")
+            raise ParameterError("give {band_edges} or {quantiles}, not both", "band_edges", "quantiles")
         if self.score not in IN_BITS or self.score not in LABEL_FREE:
-            raise InputError(f"--score must be a label-free score in bits ({', '.join(s for s in IN_BITS if s in LABEL_FREE)}), got {self.score!r}")
+            raise ParameterError(
+                f"{{score}} must be a label-free score in bits ({', '.join(s for s in IN_BITS if s in LABEL_FREE)}), got {self.score!r}", "score"
+            )
         if self.quantiles is not None and not all(0 < q < 1 for q in self.quantiles):
-            raise InputError("--quantiles must lie strictly between 0 and 1")
+            raise ParameterError("{quantiles} must lie strictly between 0 and 1", "quantiles")
         if not (self.eta >= 0 and math.isfinite(self.eta)):
-            raise InputError("--eta must be a non-negative number")
+            raise ParameterError("{eta} must be a non-negative number", "eta")
         return self
 
 
@@ -86,7 +101,7 @@ def band_edges(train_scores: np.ndarray, n_classes: int, edges: list[float] | No
     if edges is not None:
         top = math.log2(n_classes)
         if any(not 0 < e < top for e in edges):
-            raise InputError(f"--band-edges must lie inside (0, {top:.3f}) bits")
+            raise ParameterError(f"{{band_edges}} must lie inside (0, {top:.3f}) bits", "band_edges")
         return np.array(sorted(edges), dtype=np.float64)
     return np.array([math.log2(n_classes) / 2])
 
@@ -149,12 +164,13 @@ def _train_job(job: dict, threads: int) -> dict:
     import torch
     from torch.nn import functional as F
 
-
     torch.set_num_threads(threads)
     config = MitigationConfig(**job["config"])
     dataset = load_for_run(job["run_config"], run=job["run"])
     data = input_data(dataset, torch.device(config.device))
-    train_config = TrainConfig(arch=config.arch, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=job["seed"], device=config.device)
+    train_config = TrainConfig(
+        arch=config.arch, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=job["seed"], device=config.device
+    )
     member = make_member(0, train_config, dataset.input_shape, dataset.n_classes, len(dataset.splits["train"]), data.device)
     precision = resolve_precision(train_config)
     groups = np.asarray(job["train_groups"], dtype=np.int64)
@@ -167,9 +183,18 @@ def _train_job(job: dict, threads: int) -> dict:
         group_of = torch.from_numpy(groups)
         loss = lambda logits, y, index: dro.loss(F.cross_entropy(logits, y, reduction="none"), group_of[index.cpu()])  # noqa: E731
         sampler = group_balanced(groups, job["n_groups"]) if config.balanced_sampling else None
-    for _ in range(config.epochs):
-        fit_epoch(member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, sampler=sampler,
-                  **({"loss": loss} if loss is not None else {}))
+    for epoch in range(1, config.epochs + 1):
+        fit_epoch(
+            member,
+            data,
+            epoch=epoch,
+            batch_size=config.batch_size,
+            augment=config.augment,
+            precision=precision,
+            sampler=sampler,
+            **({"loss": loss} if loss is not None else {}),
+        )
+        member.epoch = epoch
     wrong = (predict(member.model, data, "val", 256, precision).argmax(1) != dataset.splits["val"].labels).astype(np.float64)
     val_bands = np.asarray(job["val_bands"])
     per_band = {int(b): float(wrong[val_bands == b].mean()) for b in np.unique(val_bands)}
@@ -214,15 +239,23 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
         for seed in seeds:
             path = out / "jobs" / f"{method}-seed{seed}.json"
             job = {
-                "method": method, "seed": seed, "config": asdict(config), "run_config": run_config, "run": str(store.path),
-                "train_groups": groups.tolist(), "train_bands": train_bands.tolist(), "val_bands": val_bands.tolist(),
-                "n_groups": n_groups, "result_path": str(path),
+                "method": method,
+                "seed": seed,
+                "config": asdict(config),
+                "run_config": run_config,
+                "run": str(store.path),
+                "train_groups": groups.tolist(),
+                "train_bands": train_bands.tolist(),
+                "val_bands": val_bands.tolist(),
+                "n_groups": n_groups,
+                "result_path": str(path),
             }
             if path.exists() and json.loads(path.read_text()).get("config_key") == _key(config, method, seed):
                 continue
             jobs.append(job)
     workers = min(cores, len(jobs)) if config.device == "cpu" else 1
     if jobs:
+
         def handle(message: tuple) -> None:
             _, job, result = message
             result["config_key"] = _key(config, job["method"], job["seed"])
@@ -247,7 +280,11 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
         "run": str(store.path),
         "bands": names,
         "band_edges_bits": edges.tolist(),
-        "band_definition": f"{config.score} of each sample (bits) from " + str(store.path) + ", cut at " + ", ".join(f"{e:.3f}" for e in edges) + " bits",
+        "band_definition": f"{config.score} of each sample (bits) from "
+        + str(store.path)
+        + ", cut at "
+        + ", ".join(f"{e:.3f}" for e in edges)
+        + " bits",
         "train_band_counts": np.bincount(train_bands, minlength=len(names)).tolist(),
         "val_band_counts": np.bincount(val_bands, minlength=len(names)).tolist(),
         "groups": n_groups,

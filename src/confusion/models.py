@@ -15,12 +15,31 @@ the MLPs.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .errors import InputError, UnknownNameError
+
+__all__ = [
+    "CNN",
+    "FEATURE_ARCHS",
+    "MLP",
+    "BasicBlock",
+    "CifarResNet",
+    "Columns",
+    "MaxPool2x2",
+    "adapt_first_conv",
+    "architecture_names",
+    "build_for_input",
+    "build_model",
+    "family",
+    "folded_for_inference",
+    "is_convolutional",
+    "register",
+    "torchvision_model",
+]
 
 Builder = Callable[[int, int, int], nn.Module]
 _REGISTRY: dict[str, Builder] = {}

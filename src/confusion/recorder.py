@@ -15,13 +15,19 @@ Numpy only: outputs may be torch tensors on any device, but torch is never impor
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError, RunStoreError
 from .importing import load_labels
-from .store import MemberWriter, RunStore, SplitData, _to_numpy
+from .store import MemberWriter, RunStore, SplitData
+from .store.commit import to_numpy
+
+__all__ = [
+    "Recorder",
+]
 
 
 class Recorder:
@@ -43,7 +49,7 @@ class Recorder:
         exist_ok: bool = False,
         info: Mapping[str, Any] | None = None,
         keep: str = "raw",
-    ) -> "Recorder":
+    ) -> Recorder:
         """Make the run directory `path` for an ensemble of `members` models over `n_classes`.
 
         Parameters
@@ -70,7 +76,7 @@ class Recorder:
         for name, labels in splits.items():
             if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
                 labels = np.full(_positive(labels, f"splits[{name!r}]"), -1)
-            array = _to_numpy(labels, f"labels of split {name!r}")
+            array = to_numpy(labels, f"labels of split {name!r}")
             labels = load_labels(array, len(array) if array.ndim == 1 else -1, n_classes)
             split_ids = _ids_of(ids, name, len(splits), len(labels))
             described[name] = SplitData(ids=split_ids, labels=labels)
@@ -89,7 +95,7 @@ class Recorder:
         return cls(store)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Recorder":
+    def open(cls, path: str | os.PathLike) -> Recorder:
         """Open a run made by `create` (or by `confusion train` / `import`) to write into it."""
         return cls(RunStore.open(path, mode="a"))
 
@@ -125,7 +131,7 @@ def _ids_of(ids, split: str, n_splits: int, n_samples: int):
         return ids[split] if split in ids else np.arange(n_samples).astype(str)
     if n_splits != 1:
         raise InputError("ids must be a dict {split: ids} when there are several splits")
-    return _to_numpy(ids, "ids")
+    return to_numpy(ids, "ids")
 
 
 def _positive(value, name: str) -> int:

@@ -43,7 +43,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, RunStoreError
+from .errors import InputError, ParameterError, RunStoreError
+
+__all__ = [
+    "BLOCK_BYTES",
+    "CHUNK_SAMPLES",
+    "ENSEMBLE_FIELDS",
+    "FIELDS",
+    "KEEP",
+    "MEMBER_FIELDS",
+    "FinalPredictions",
+    "argmax_dtype",
+    "as_final",
+    "bytes_per_prediction",
+    "check_keep",
+    "chunk_size",
+    "create_arrays",
+    "read",
+    "read_array",
+    "reduce_slot",
+    "resize",
+    "summarize",
+]
 
 KEEP = ("raw", "reduced")
 MEMBER_FIELDS = ("member_entropy", "member_argmax", "member_label", "member_other", "member_sumsq")
@@ -55,7 +76,7 @@ BLOCK_BYTES = 64 * 2**20  # float32 working set while reducing
 
 def check_keep(keep: str) -> str:
     if keep not in KEEP:
-        raise InputError(f"--keep must be raw or reduced, got {keep!r}")
+        raise ParameterError(f"{{keep}} must be raw or reduced, got {keep!r}", "keep")
     return keep
 
 
@@ -66,9 +87,14 @@ def argmax_dtype(n_classes: int) -> np.dtype:
 def _dtypes(n_classes: int) -> dict[str, np.dtype]:
     index = argmax_dtype(n_classes)
     return {
-        "member_entropy": np.dtype(np.float32), "member_argmax": index, "member_label": np.dtype(np.float16),
-        "member_other": np.dtype(np.float16), "member_sumsq": np.dtype(np.float32),
-        "ensemble_entropy": np.dtype(np.float32), "ensemble_argmax": index, "ensemble_top1": np.dtype(np.float32),
+        "member_entropy": np.dtype(np.float32),
+        "member_argmax": index,
+        "member_label": np.dtype(np.float16),
+        "member_other": np.dtype(np.float16),
+        "member_sumsq": np.dtype(np.float32),
+        "ensemble_entropy": np.dtype(np.float32),
+        "ensemble_argmax": index,
+        "ensemble_top1": np.dtype(np.float32),
     }
 
 
@@ -169,7 +195,7 @@ def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=Non
     """Rows `start:stop` of field `name` of a split's group at epoch slots `slots` (and `members`)."""
     try:
         array = group[name]
-    except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
+    except Exception as error:
         raise RunStoreError(f"{where}: the reduced record {name} is damaged ({type(error).__name__})") from None
     return read_array(array, name, slots, start, stop, members, where=where)
 
@@ -188,10 +214,12 @@ def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, membe
                 values = values[np.asarray(members, dtype=np.intp)]
         else:
             values = array[low:high, start:stop][slots - low]
-    except Exception as error:  # noqa: BLE001 - zarr raises many kinds for damaged chunks
+    except Exception as error:
         raise RunStoreError(f"{where}: the reduced record {name} is damaged ({type(error).__name__})") from None
-    damaged = np.isnan(values).any() if name in ("member_entropy", "ensemble_entropy", "member_other", "member_sumsq", "ensemble_top1") else (
-        (values == np.iinfo(values.dtype).max).any() if values.dtype.kind in "iu" else False
+    damaged = (
+        np.isnan(values).any()
+        if name in ("member_entropy", "ensemble_entropy", "member_other", "member_sumsq", "ensemble_top1")
+        else ((values == np.iinfo(values.dtype).max).any() if values.dtype.kind in "iu" else False)
     )
     if damaged:
         raise RunStoreError(f"{where}: the reduced record {name} of a committed epoch is missing (its chunk files are damaged)")
@@ -210,7 +238,7 @@ class FinalPredictions:
     ensemble_argmax: np.ndarray  # (samples,)
 
     @classmethod
-    def from_probs(cls, probs) -> "FinalPredictions":
+    def from_probs(cls, probs) -> FinalPredictions:
         """From (members, samples, classes) probabilities."""
         from .scores import entropy
 
@@ -218,7 +246,9 @@ class FinalPredictions:
         if probs.ndim != 3:
             raise InputError(f"final predictions must be (members, samples, classes), got shape {probs.shape}")
         return cls(
-            argmax=probs.argmax(axis=-1), entropy=entropy(probs), top1=probs.max(axis=-1).astype(np.float64),
+            argmax=probs.argmax(axis=-1),
+            entropy=entropy(probs),
+            top1=probs.max(axis=-1).astype(np.float64),
             ensemble_argmax=(probs.sum(axis=0, dtype=np.float64) / probs.shape[0]).argmax(axis=-1),
         )
 
@@ -230,7 +260,7 @@ class FinalPredictions:
     def n_samples(self) -> int:
         return self.argmax.shape[1]
 
-    def samples(self, index) -> "FinalPredictions":
+    def samples(self, index) -> FinalPredictions:
         """The same predictions for a subset of the samples (an index or a boolean mask)."""
         return FinalPredictions(self.argmax[:, index], self.entropy[:, index], self.top1[:, index], self.ensemble_argmax[index])
 

@@ -20,13 +20,29 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ._blocks import Reader, block_samples, indices
 from .errors import InputError
+
+__all__ = [
+    "LN2",
+    "SUM_TOLERANCE",
+    "InvalidProbabilities",
+    "Scores",
+    "as_four_d",
+    "check_base",
+    "confusion_score",
+    "confusion_scores",
+    "describe_invalid",
+    "entropy",
+    "softmax",
+]
 
 
 class InvalidProbabilities(InputError):
@@ -38,11 +54,6 @@ LN2 = math.log(2.0)
 # How far a row may sum from 1 before we call it "not probabilities": float16 keeps ~3
 # significant digits, so a softmax stored in it sums to 1 only within ~1e-3 * a few.
 SUM_TOLERANCE = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-3}
-
-# Bytes of float64 working memory per block in the numpy path; small enough to stay near
-# the last-level cache, large enough that per-block overhead vanishes.
-_BLOCK_BYTES = 32 * 2**20
-_WHOLE_BLOCK = 2**16
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,9 @@ class Scores:
         Logarithm base: 2 (bits) or e (nats).
     members, epochs : tuple of int
         Indices (into the input's member and epoch axes) the scores were computed from.
+    training_epochs : tuple of int
+        The 1-based training epoch of each of `epochs`, when the scores come from a run store
+        (`confusion.runscores.score_run`); empty for bare arrays.
     per_epoch_low, per_epoch_high : (epochs, samples) float64, or None
         Guaranteed bounds on s_t(x) when only top-k probabilities were kept (`confusion.topk`);
         `per_epoch` is then a point estimate inside them.
@@ -74,6 +88,7 @@ class Scores:
     epochs: tuple[int, ...] = field(default=())
     per_epoch_low: np.ndarray | None = None
     per_epoch_high: np.ndarray | None = None
+    training_epochs: tuple[int, ...] = field(default=())
 
     @property
     def bounded(self) -> bool:
@@ -83,15 +98,16 @@ class Scores:
     @property
     def confusion_low(self) -> np.ndarray:
         """A guaranteed lower bound on s(x) (top-k logs); s(x) itself when every probability was kept."""
-        return self.per_epoch_low.mean(axis=0) if self.bounded else self.confusion
+        return self.per_epoch_low.mean(axis=0) if self.per_epoch_low is not None else self.confusion
 
     @property
     def confusion_high(self) -> np.ndarray:
         """A guaranteed upper bound on s(x) (top-k logs); s(x) itself when every probability was kept."""
-        return self.per_epoch_high.mean(axis=0) if self.bounded else self.confusion
+        return self.per_epoch_high.mean(axis=0) if self.per_epoch_high is not None else self.confusion
 
     @property
     def unit(self) -> str:
+        """ "bits" for base 2, "nats" for base e: the unit of every score here."""
         return "bits" if self.base == 2.0 else "nats"
 
     @property
@@ -122,8 +138,19 @@ class Scores:
         # Concavity of entropy makes each epoch's difference >= 0; rounding can leave -1e-7.
         return np.maximum(self.confusion - self.expected_entropy, 0.0)
 
-    def for_epochs(self, which: Sequence[int] | slice) -> "Scores":
-        """The scores of a subset of the epochs used (positions into `self.epochs`), no re-read."""
+    def for_epochs(self, which: Sequence[int] | slice) -> Scores:
+        """The scores of a subset of the epochs used, without reading anything again.
+
+        Parameters
+        ----------
+        which : sequence of int or slice
+            Positions into `self.epochs`.
+
+        Returns
+        -------
+        Scores
+            The same samples, members and unit, from those epochs only.
+        """
         index = np.arange(len(self.epochs))[which] if isinstance(which, slice) else np.asarray(which)
         return Scores(
             per_epoch=self.per_epoch[index],
@@ -134,10 +161,27 @@ class Scores:
             epochs=tuple(self.epochs[i] for i in index),
             per_epoch_low=None if self.per_epoch_low is None else self.per_epoch_low[index],
             per_epoch_high=None if self.per_epoch_high is None else self.per_epoch_high[index],
+            training_epochs=tuple(self.training_epochs[i] for i in index) if self.training_epochs else (),
         )
 
     def to_frame(self, sample_ids=None, labels=None, split: str | None = None):
-        """One row per sample in sample order, with the columns of `confusion score`."""
+        """One row per sample in sample order, with the columns of `confusion score`.
+
+        Parameters
+        ----------
+        sample_ids : array-like of str, optional
+            The sample column; default the sample positions.
+        labels : array-like of int, optional
+            A label column (-1 = unknown), when given.
+        split : str, optional
+            A split column, when given.
+
+        Returns
+        -------
+        pandas.DataFrame
+            sample, (split,) confusion, confusion_normalized, expected_entropy, disagreement, (the
+            bounds of top-k logs,) (label,) unit.
+        """
         import pandas as pd
 
         n = self.per_epoch.shape[1]
@@ -163,8 +207,17 @@ def entropy(probs: np.ndarray, *, base: float = 2.0, axis: int = -1) -> np.ndarr
 
     Parameters
     ----------
-    probs : array, any shape; the class axis is `axis`.
-    base : 2 for bits, math.e for nats.
+    probs : array-like
+        Probabilities, any shape; the class axis is `axis`.
+    base : float
+        2 for bits, math.e for nats.
+    axis : int
+        The class axis.
+
+    Returns
+    -------
+    ndarray of float64
+        `probs`' shape without `axis`, in [0, log C] of the base.
 
     Examples
     --------
@@ -177,7 +230,20 @@ def entropy(probs: np.ndarray, *, base: float = 2.0, axis: int = -1) -> np.ndarr
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Probabilities from logits, in float64, stable for large logits."""
+    """Probabilities from logits, in float64, stable for large logits.
+
+    Parameters
+    ----------
+    logits : array-like
+        Logits, any shape; the class axis is `axis`.
+    axis : int
+        The class axis.
+
+    Returns
+    -------
+    ndarray of float64
+        Probabilities that sum to 1 along `axis`.
+    """
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=axis, keepdims=True)
     np.exp(z, out=z)
@@ -186,7 +252,23 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def check_base(base: float | str) -> float:
-    """2 / "2" / "bits" -> 2.0; e / "e" / "nats" -> math.e; anything else is an InputError."""
+    """The logarithm base of a score, checked.
+
+    Parameters
+    ----------
+    base : float or str
+        2, "2", "bits" or e, "e", "nats".
+
+    Returns
+    -------
+    float
+        2.0 or math.e.
+
+    Raises
+    ------
+    InputError
+        For anything else.
+    """
     if isinstance(base, str):
         key = base.strip().lower()
         if key in ("2", "bits", "bit"):
@@ -202,128 +284,36 @@ def check_base(base: float | str) -> float:
 
 
 def as_four_d(shape: tuple[int, ...], name: str = "probs") -> tuple[int, int, int, int]:
-    """The (members, epochs, samples, classes) shape an array is read as; 2-D is one model at one epoch."""
+    """The (members, epochs, samples, classes) shape an array is read as; 2-D is one model at one epoch.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The array's shape.
+    name : str
+        What to call the array in an error.
+
+    Returns
+    -------
+    tuple of int
+        (members, epochs, samples, classes).
+
+    Raises
+    ------
+    InputError
+        For another number of dimensions, an empty array, or fewer than 2 classes.
+    """
     if len(shape) == 2:
         shape = (1, 1, *shape)
     if len(shape) != 4:
         raise InputError(
-            f"{name} must be 4-D (members, epochs, samples, classes) or 2-D (samples, classes); "
-            f"got {len(shape)}-D with shape {tuple(shape)}"
+            f"{name} must be 4-D (members, epochs, samples, classes) or 2-D (samples, classes); got {len(shape)}-D with shape {tuple(shape)}"
         )
     if min(shape) == 0:
         raise InputError(f"{name} is empty: shape (members, epochs, samples, classes) = {tuple(shape)}")
     if shape[3] < 2:
         raise InputError(f"{name} has {shape[3]} class; confusion needs at least 2 (shape (members, epochs, samples, classes) = {tuple(shape)})")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
-
-
-def _indices(which, size: int, axis_name: str) -> np.ndarray:
-    if which is None:
-        return np.arange(size)
-    if isinstance(which, slice):
-        index = np.arange(size)[which]
-    else:
-        index = np.asarray(list(which) if not isinstance(which, np.ndarray) else which)
-        if index.dtype.kind not in "iu":
-            raise InputError(f"{axis_name} must be integer indices, got {index.dtype}")
-        index = index.astype(np.intp).ravel()
-        if ((index < -size) | (index >= size)).any():
-            raise InputError(f"{axis_name} index out of range for {size} {axis_name}: {index.tolist()}")
-        index = np.where(index < 0, index + size, index)
-        if len(np.unique(index)) != len(index):
-            raise InputError(f"{axis_name} indices repeat: {index.tolist()}")
-    if len(index) == 0:
-        raise InputError(f"no {axis_name} selected")
-    return index
-
-
-class _Reader:
-    """Reads (members, epochs, sample-block, classes) blocks from an ndarray, memmap or zarr array.
-
-    Only the bounding box of the chosen members and epochs is read; which of them enter the
-    score is passed on as indices, so choosing a subset never copies the whole array. A
-    C-contiguous 4-D numpy array is handed over whole with a sample range (no copy at all);
-    a source with `map_slabs` (the run store's chunk files) is mapped, not copied, one chunk
-    of samples at a time.
-    """
-
-    def __init__(self, array, members: np.ndarray, epochs: np.ndarray):
-        self.array = array
-        self.whole = isinstance(array, np.ndarray) and array.ndim == 4 and array.flags.c_contiguous
-        self.mapped = hasattr(array, "map_slabs")
-        if self.whole:
-            self.m0 = self.e0 = 0
-            self.m1, self.e1 = array.shape[0], array.shape[1]
-        else:
-            self.m0, self.m1 = int(members.min()), int(members.max()) + 1
-            self.e0, self.e1 = int(epochs.min()), int(epochs.max()) + 1
-        self.members = members - self.m0
-        self.epochs = epochs - self.e0
-        self.buffers: list[np.ndarray | None] = [None, None]
-        self.turn = 1
-
-    def __call__(self, start: int, stop: int, fresh: bool = False) -> tuple[np.ndarray, int, int]:
-        """(C-contiguous block, first sample, last sample + 1) in the block's own sample axis.
-
-        A source with `read_into` (the run store's chunk-file reader) fills one of two
-        buffers in turn, so a block stays valid while the next one is read, and fresh
-        memory is not page-faulted in for every block; `fresh` reads into new memory.
-        """
-        if self.whole:
-            return self.array, start, stop
-        if len(self.array.shape) == 2:
-            block = np.asarray(self.array[start:stop])[None, None]
-        elif hasattr(self.array, "read_into"):
-            shape = (self.m1 - self.m0, self.e1 - self.e0, stop - start, self.array.shape[3])
-            if fresh:
-                return self.array.read_into(np.empty(shape, dtype=self.array.dtype), self.m0, self.e0, start), 0, stop - start
-            self.turn = 1 - self.turn
-            if self.buffers[self.turn] is None or self.buffers[self.turn].shape != shape:
-                self.buffers[self.turn] = np.empty(shape, dtype=self.array.dtype)
-            block = self.array.read_into(self.buffers[self.turn], self.m0, self.e0, start)
-        else:
-            block = np.asarray(self.array[self.m0 : self.m1, self.e0 : self.e1, start:stop])
-        return np.ascontiguousarray(block), 0, stop - start
-
-    def slabs(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        """(addresses of the chosen (member, epoch) slabs of samples [start, stop), the object
-        that keeps their memory alive) for the numba kernel; `release` the latter after it."""
-        from ._kernels import slab_addresses
-
-        if self.mapped:
-            return self.array.map_slabs(self.m0 + self.members, self.e0 + self.epochs, start, stop)
-        block, first, _ = self(start, stop)
-        return slab_addresses(block, self.members, self.epochs, first), block
-
-    @staticmethod
-    def release(keep: Any) -> None:
-        if hasattr(keep, "close"):
-            keep.close()
-
-
-def _sample_chunk(array) -> int | None:
-    chunks = getattr(array, "chunks", None)
-    if chunks and len(chunks) == len(array.shape):
-        return int(chunks[-2])
-    return None
-
-
-def _block_samples(reader: _Reader, n_classes: int, dtype: np.dtype, engine: str) -> int:
-    """Samples per block. The kernel maps a store one chunk at a time and takes an array in
-    memory as it is, in blocks of _WHOLE_BLOCK samples (only the per-epoch outputs take
-    memory; larger blocks keep both cores busy); a copied block takes _BLOCK_BYTES (float64
-    in the numpy path), whole chunks only, so a store is read once, chunk by chunk."""
-    chunk = _sample_chunk(reader.array)
-    if engine == "numba" and reader.mapped:
-        return chunk
-    if engine == "numba" and reader.whole:
-        return _WHOLE_BLOCK
-    itemsize = dtype.itemsize if engine == "numba" else max(dtype.itemsize, 8)
-    per_sample = max(1, (reader.m1 - reader.m0) * (reader.e1 - reader.e0) * n_classes * itemsize)
-    block = max(1, _BLOCK_BYTES // per_sample)
-    if chunk:
-        block = max(chunk, (block // chunk) * chunk)
-    return block
 
 
 def _engine(engine: str, dtype: np.dtype, logits: bool) -> str:
@@ -350,15 +340,31 @@ def describe_invalid(
     dtype: np.dtype,
     first_sample: int,
     logits: bool,
-    members: Sequence[int] | None = None,
-    epochs: Sequence[int] | None = None,
+    members: Sequence[int] | np.ndarray | None = None,
+    epochs: Sequence[int] | np.ndarray | None = None,
 ) -> str | None:
-    """Name the first problem in a (members, epochs, samples, classes) block, or None.
+    """Name the first problem in a block of probabilities, or None.
 
-    `members` / `epochs` give the numbers to report for the block's member and epoch rows.
+    Parameters
+    ----------
+    block : ndarray, shape (members, epochs, samples, classes)
+        The block.
+    dtype : numpy.dtype
+        The stored dtype (its tolerance on row sums, `SUM_TOLERANCE`).
+    first_sample : int
+        The position of the block's first sample, for the message.
+    logits : bool
+        Whether the values are logits (only NaN and inf are problems then).
+    members, epochs : sequence of int, optional
+        The numbers to report for the block's member and epoch rows.
+
+    Returns
+    -------
+    str or None
+        One line naming the member, epoch, sample and class, or None when the block is valid.
     """
 
-    def where(m, t, n) -> str:
+    def _where(m: int, t: int, n: int) -> str:
         member = members[m] if members is not None else m
         epoch = epochs[t] if epochs is not None else t
         return f"member {member}, epoch {epoch}, sample {first_sample + n}"
@@ -366,22 +372,19 @@ def describe_invalid(
     finite = np.isfinite(block)
     if not finite.all():
         m, t, n, c = np.argwhere(~finite)[0]
-        return f"NaN or inf at {where(m, t, n)}, class {c}"
+        return f"NaN or inf at {_where(m, t, n)}, class {c}"
     if logits:
         return None
     if (block < 0).any():
         m, t, n, c = np.argwhere(block < 0)[0]
-        return (
-            f"negative probability {float(block[m, t, n, c]):.4g} at {where(m, t, n)}, class {c} "
-            "(are these logits? pass --logits)"
-        )
+        return f"negative probability {float(block[m, t, n, c]):.4g} at {_where(m, t, n)}, class {c} (are these logits? pass --logits)"
     sums = block.sum(axis=-1, dtype=np.float64)
     deviation = np.abs(sums - 1.0)
     tolerance = SUM_TOLERANCE.get(dtype, 1e-3)
     if (deviation > tolerance).any():
         m, t, n = np.argwhere(deviation > tolerance)[0]
         return (
-            f"probabilities do not sum to 1 (sum {float(sums[m, t, n]):.6g} at {where(m, t, n)}; "
+            f"probabilities do not sum to 1 (sum {float(sums[m, t, n]):.6g} at {_where(m, t, n)}; "
             f"tolerance {tolerance:g} for {dtype}); if these are logits, pass --logits"
         )
     return None
@@ -391,8 +394,8 @@ def confusion_scores(
     probs,
     *,
     base: float | str = 2.0,
-    members: Sequence[int] | slice | None = None,
-    epochs: Sequence[int] | slice | None = None,
+    members: Sequence[int] | np.ndarray | slice | None = None,
+    epochs: Sequence[int] | np.ndarray | slice | None = None,
     logits: bool = False,
     engine: str = "auto",
     progress: Callable[[int], None] | None = None,
@@ -445,11 +448,11 @@ def confusion_scores(
     dtype = np.dtype(probs.dtype)
     if dtype.kind not in "fiu":
         raise InputError(f"probs must hold numbers, got dtype {dtype}")
-    member_index = _indices(members, n_members, "members")
-    epoch_index = _indices(epochs, n_epochs, "epochs")
-    reader = _Reader(probs, member_index, epoch_index)
+    member_index = indices(members, n_members, "members")
+    epoch_index = indices(epochs, n_epochs, "epochs")
+    reader = Reader(probs, member_index, epoch_index)
     engine = _engine(engine, dtype, logits)
-    block = _block_samples(reader, n_classes, dtype, engine)
+    block = block_samples(reader, n_classes, dtype, engine)
 
     per_epoch = np.empty((len(epoch_index), n_samples), dtype=np.float64)
     per_epoch_expected = np.empty_like(per_epoch)
@@ -465,7 +468,7 @@ def confusion_scores(
         pending = prefetch.submit(read, 0, min(block, n_samples))
         for start in starts:
             stop = min(start + block, n_samples)
-            got = pending.result()
+            got: Any = pending.result()  # (addresses, mappings) for the kernel, (block, first, last) otherwise
             if stop < n_samples:
                 pending = prefetch.submit(read, stop, min(stop + block, n_samples))
             if kernel is not None:
@@ -512,8 +515,22 @@ def confusion_scores(
 def confusion_score(probs, *, base: float | str = 2.0, **kwargs) -> np.ndarray:
     """s(x), eq. 3, for every sample: (samples,) float64 in [0, log C], higher = harder.
 
-    Same arguments as `confusion_scores`; this returns only the score.
+    Parameters
+    ----------
+    probs : array-like, shape (members, epochs, samples, classes), or (samples, classes)
+        Class probabilities, as for `confusion_scores`.
+    base : float or str
+        2 (bits, the default) or e (nats).
+    **kwargs
+        Any other argument of `confusion_scores`.
 
+    Returns
+    -------
+    ndarray of float64, shape (samples,)
+        The score.
+
+    Examples
+    --------
     >>> confusion_score(np.full((3, 2, 4, 8), 1 / 8))    # uniform over 8 classes: log2 8
     array([3., 3., 3., 3.])
     """

@@ -27,8 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_path
-from .datasets import Dataset, Split, _labels_and_classes, read_table, split_rows
-from .errors import InputError
+from .data import Dataset, Split, labels_and_classes, read_table, split_rows
+from .errors import InputError, ParameterError
+
+__all__ = [
+    "ENCODER",
+    "MAX_TOKENS",
+    "bbc_news_folder",
+    "cache_key",
+    "embed_texts",
+    "encoder_path",
+    "load_text",
+]
 
 ENCODER = "all-MiniLM-L6-v2"  # the default, installed offline
 MAX_TOKENS = 256  # documents are cut here (MiniLM's own limit; other encoders: at most theirs)
@@ -119,7 +129,7 @@ def _read_table(path: Path):
     if len(table) == 0:
         raise InputError(f"{path} has no rows")
     texts = table["text"].fillna("").astype(str).to_numpy()
-    labels, classes = _labels_and_classes(table["label"].to_numpy(), None, str(path))
+    labels, classes = labels_and_classes(table["label"].to_numpy(), None, str(path))
     ids = table["id"].astype(str).to_numpy() if "id" in table.columns else np.array([f"row-{i:06d}" for i in range(len(table))])
     split = table["split"].to_numpy() if "split" in table.columns else None
     meta = {c: table[c].astype(str).to_numpy() for c in table.columns if c not in ("text", "label", "id", "split")}
@@ -187,7 +197,9 @@ def _encoder(name: str = ENCODER):
     transformers_logging.disable_progress_bar()
     try:
         model = SentenceTransformer(source, device="cpu")
-    except Exception as error:  # noqa: BLE001 - not found, offline, not a sentence-transformers model
-        raise InputError(f"--encoder {name}: cannot load it as a sentence-transformers model ({str(error).splitlines()[0][:160]})") from None
+    except Exception as error:
+        raise ParameterError(
+            f"{{encoder}} {name}: cannot load it as a sentence-transformers model ({str(error).splitlines()[0][:160]})", "encoder"
+        ) from None
     model.max_seq_length = min(MAX_TOKENS, model.max_seq_length or MAX_TOKENS)
     return model

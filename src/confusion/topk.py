@@ -32,6 +32,19 @@ from numba import njit
 
 from .errors import InputError
 
+__all__ = [
+    "MASS_TOLERANCE",
+    "SLACK",
+    "TOLERANCE",
+    "bounds_kernel",
+    "certain_in_top",
+    "check_topk",
+    "ensemble_argmax",
+    "epoch_bounds",
+    "load_topk",
+    "prepare_topk",
+]
+
 TOLERANCE = 1e-3  # a top-k mass may exceed 1 by this much (float16/float32 rounding), no more
 SLACK = 1e-5  # nats each bound is widened by, for rounding (stored float32 values, the scorer's fast log)
 # A prediction stored at float16 (as run stores keep them, and many APIs) sums to 1 only within
@@ -274,7 +287,9 @@ def prepare_topk(values, indices, *, n_classes: int | None, logprobs: bool):
     from top-k arrays shaped so or (samples, k); every check of `check_topk` passed."""
     values, indices = np.asarray(values), np.asarray(indices)
     if values.shape != indices.shape or values.ndim not in (2, 4) or 0 in values.shape:
-        raise InputError(f"--topk: values {values.shape} and indices {indices.shape} must have one shape, (members, epochs, samples, k) or (samples, k)")
+        raise InputError(
+            f"--topk: values {values.shape} and indices {indices.shape} must have one shape, (members, epochs, samples, k) or (samples, k)"
+        )
     if values.dtype.kind != "f" or indices.dtype.kind not in "iu":
         raise InputError(f"--topk: values must be floating point and indices integers, got {values.dtype} and {indices.dtype}")
     if n_classes is None:

@@ -20,27 +20,44 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .analyses import ensemble_accuracy
+from .cluster import RETRIES, task_result
 from .datasets import check_dataset_name, check_root, data_kind, is_text, load_for_run, normalization_stats
 from .engine import (
     bootstrap,
     checkpoint_path,
     fit_epoch,
+    input_data,
     load_checkpoint,
     make_member,
     predict,
     resolve_precision,
-    input_data,
     restore,
     run_processes,
     save_checkpoint,
 )
-from .errors import InputError, RunStoreError
-from .reduced import check_keep
+from .errors import InputError, OccupiedError, ParameterError
+from .events import EpochEnded, EpochsCommitted, StepEnded, TrainingHooks
+from .reduced import KEEP
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 
+__all__ = [
+    "MAX_EPOCHS",
+    "MAX_MEMBERS",
+    "TrainConfig",
+    "check_counts",
+    "check_device",
+    "checked_data",
+    "describe_dataset_for_run",
+    "final_accuracy",
+    "load_training_data",
+    "open_or_create",
+    "run_members",
+    "train",
+    "train_on_cluster",
+]
 
 # Upper limits of the counts a command takes: beyond them a typo (an extra digit or three), not a
 # plan, and the run would fill memory before its first epoch.
@@ -49,14 +66,16 @@ MAX_EPOCHS = 100_000
 
 
 def check_device(device: str) -> None:
+    """`device` is "cpu" or "cuda"."""
     if device not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+        raise ParameterError(f"{{device}} must be cpu or cuda, got {device!r}", "device")
 
 
 def check_counts(members: int, epochs: int) -> None:
-    for name, value, most in (("--members", members, MAX_MEMBERS), ("--epochs", epochs, MAX_EPOCHS)):
+    """1 <= `members` <= MAX_MEMBERS and 1 <= `epochs` <= MAX_EPOCHS."""
+    for name, value, most in (("members", members, MAX_MEMBERS), ("epochs", epochs, MAX_EPOCHS)):
         if not 1 <= value <= most:
-            raise InputError(f"{name} must be at least 1 and at most {most:,}, got {value}")
+            raise ParameterError(f"{{{name}}} must be at least 1 and at most {most:,}, got {value}", name)
 
 
 @dataclass
@@ -94,45 +113,66 @@ class TrainConfig:
     encoder: str | None = None  # text data: a sentence-transformers model (default all-MiniLM-L6-v2)
     keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
 
-    def check(self) -> "TrainConfig":
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> TrainConfig:
+        """Every setting checked, before any data is read; errors name the parameter.
+
+        Returns
+        -------
+        TrainConfig
+            Itself.
+
+        Raises
+        ------
+        ParameterError
+            Naming the first setting that cannot be used.
+        """
         check_counts(self.members, self.epochs)
         if self.record_every < 1:
-            raise InputError("--record-every must be at least 1")
-        if self.record_train not in ("eval", "in-loop"):
-            raise InputError(f"--record-train must be eval or in-loop, got {self.record_train!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise InputError(f"--schedule must be cosine or constant, got {self.schedule!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise InputError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        check_keep(self.keep)
+            raise ParameterError("{record_every} must be at least 1", "record_every")
+        for name, value, allowed in (
+            ("record_train", self.record_train, ("eval", "in-loop")),
+            ("optimizer", self.optimizer, ("adam", "sgd")),
+            ("schedule", self.schedule, ("cosine", "constant")),
+            ("precision", self.precision, ("auto", "fp32", "bf16")),
+        ):
+            if value not in allowed:
+                choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+                raise ParameterError(f"{{{name}}} must be {choices}, got {value!r}", name)
+        if self.keep not in KEEP:
+            raise ParameterError(f"{{keep}} must be raw or reduced, got {self.keep!r}", "keep")
         check_device(self.device)
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
-            raise InputError("--lr must be a positive number and --batch-size at least 2")
+            raise ParameterError("{lr} must be a positive number and {batch_size} at least 2", "lr", "batch_size")
         if self.member is not None and not 0 <= self.member < self.members:
-            raise InputError(f"--member must be in 0..{self.members - 1} for --members {self.members}, got {self.member}")
+            raise ParameterError(
+                f"{{member}} must be in 0..{self.members - 1} for {{members}} {self.members}, got {self.member}", "member", "members"
+            )
         if not 0 <= self.seed < 2**63 - 2**20 or not 0 <= self.split_seed < 2**63:
-            raise InputError("--seed and --split-seed must be whole numbers from 0 to 2^63")
+            raise ParameterError("{seed} and {split_seed} must be whole numbers from 0 to 2^63", "seed", "split_seed")
         if self.image_size is not None and not 4 <= self.image_size <= 4096:
-            raise InputError(f"--image-size must be 4 to 4096 pixels, got {self.image_size}")
-        for name, value in (("--limit-train", self.limit_train), ("--limit-val", self.limit_val), ("--workers", self.workers)):
-            if value is not None and value < (0 if name == "--workers" else 1):
-                raise InputError(f"{name} must be at least {0 if name == '--workers' else 1}, got {value}")
+            raise ParameterError(f"{{image_size}} must be 4 to 4096 pixels, got {self.image_size}", "image_size")
+        for name, value, least in (("limit_train", self.limit_train, 1), ("limit_val", self.limit_val, 1), ("workers", self.workers, 0)):
+            if value is not None and value < least:
+                raise ParameterError(f"{{{name}}} must be at least {least}, got {value}", name)
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or self.eval_batch_size < 1:
-            raise InputError("--weight-decay must be a non-negative number")
+            raise ParameterError("{weight_decay} must be a non-negative number", "weight_decay")
         check_dataset_name(self.data)
         check_root(self.root)
         archs = [a.strip() for a in self.arch.split(",")]
         if not all(archs) or (len(archs) > 1 and len(archs) != self.members):
-            raise InputError(f"--arch lists {len(archs)} architectures for --members {self.members}: give one, or one per member")
+            raise ParameterError(
+                f"{{arch}} lists {len(archs)} architectures for {{members}} {self.members}: give one, or one per member", "arch", "members"
+            )
         if self.feature_subset is not None and not (0 < self.feature_subset <= 1):
-            raise InputError(f"--feature-subset must be a fraction in (0, 1], got {self.feature_subset}")
+            raise ParameterError(f"{{feature_subset}} must be a fraction in (0, 1], got {self.feature_subset}", "feature_subset")
         kind = data_kind(self.data)
         if self.encoder is not None and kind != "text":
-            raise InputError("--encoder embeds documents: it goes with text data (text:PATH or bbc-news)")
+            raise ParameterError("{encoder} embeds documents: it goes with text data (text:PATH or bbc-news)", "encoder")
         if kind == "images" and self.feature_subset is not None:
-            raise InputError("--feature-subset picks feature columns: it is for features: and text data, not images")
+            raise ParameterError("{feature_subset} picks feature columns: it is for features: and text data, not images", "feature_subset")
         if kind != "images":
             from .models import FEATURE_ARCHS
 
@@ -215,11 +255,19 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
 
             def report(step, steps, loss, member=member, epoch=epoch):
                 if step == steps or step % 20 == 0:
-                    messages.put(("step", member.index, epoch, step, steps, loss))
+                    messages.put(StepEnded(member.index, epoch, step, steps, loss))
 
             sampler = bootstrap(n_train, member.seed) if config.bagging else None
             loss, accuracy = fit_epoch(
-                member, data, batch_size=config.batch_size, augment=config.augment, precision=precision, sampler=sampler, record=in_loop, report=report
+                member,
+                data,
+                epoch=epoch,
+                batch_size=config.batch_size,
+                augment=config.augment,
+                precision=precision,
+                sampler=sampler,
+                record=in_loop,
+                report=report,
             )
             train_seconds = time.perf_counter() - started
             val_accuracy = float("nan")
@@ -245,14 +293,12 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
             if recording:
                 writer.end_epoch(epoch, info=metrics)
             save_checkpoint(Path(run), member)  # after the predictions: a crash in between redoes the epoch
-            messages.put(("epoch", member.index, epoch, member.history[-1]))
+            messages.put(EpochEnded(member.index, epoch, member.history[-1]))
 
 
 # ----------------------------------------------------------------------------- coordinator
 def describe_dataset_for_run(dataset) -> dict:
-    return {
-        name: SplitData(ids=split.ids, labels=split.labels, sources=split.sources, meta=split.meta) for name, split in dataset.splits.items()
-    }
+    return {name: SplitData(ids=split.ids, labels=split.labels, sources=split.sources, meta=split.meta) for name, split in dataset.splits.items()}
 
 
 def checked_data(config: TrainConfig, out: Path):
@@ -262,7 +308,7 @@ def checked_data(config: TrainConfig, out: Path):
 
     config.check()
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available here")
+        raise ParameterError("{device} cuda asked for, but no CUDA device is available here", "device")
     check_usable_directory(out, exist_ok=True)  # before a lock file (or an embedding cache) goes into a user's folder
     if config.cache is None and is_text(config.data):
         config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
@@ -273,6 +319,8 @@ def checked_data(config: TrainConfig, out: Path):
     try:
         dataset = load_training_data(config)
         config.check_data(dataset)
+        if dataset.kind != "images" and config.augment:  # shifts and flips are for images: run.json says what ran
+            config = replace(config, augment=False)
     except BaseException:
         if made_here:  # nothing but a cache was written: leave no folder behind
             shutil.rmtree(out, ignore_errors=True)
@@ -306,13 +354,15 @@ def open_or_create(out: Path, config: TrainConfig, dataset):
     )
     previous = store.meta.get("config")
     if store.meta.get("source") != "train" or previous is None:
-        raise RunStoreError(f"{out} is a run store that was not made by `confusion train`; choose a new --out")
+        raise OccupiedError(f"{out} is a run store that was not made by `confusion train`; choose a new {{path}}", "path")
     current = config.identity()
+    if dataset.kind != "images":  # never augmented, whatever an older run.json recorded
+        current.pop("augment")
     defaults = asdict(TrainConfig())  # a setting added since the run was made had its default then
     differing = [k for k in current if previous.get(k, defaults.get(k)) != current[k]]
     if differing:
         details = ", ".join(f"{k}: {previous.get(k)!r} there, {current[k]!r} now" for k in differing[:4])
-        raise RunStoreError(f"{out} was trained with other settings ({details}); use a new --out or the same settings")
+        raise OccupiedError(f"{out} was trained with other settings ({details}); use a new {{path}} or the same settings", "path")
     return store
 
 
@@ -320,15 +370,16 @@ def train(
     config: TrainConfig,
     out: str | os.PathLike,
     *,
-    on_event: Callable[[tuple], None] | None = None,
-):
+    hooks: TrainingHooks | None = None,
+) -> RunStore:
     """Train the ensemble into run directory `out` (resuming it if it exists). Returns the RunStore.
 
     With ``config.member`` set, only that member is trained: one job per seed, each joining
     the run the first one created; the store commits an epoch once every job has ended it.
-    on_event receives the workers' messages (("step", member, epoch, step, steps, loss),
-    ("epoch", member, epoch, metrics), ("commit", epoch)) for progress display.
+    `hooks` (a `confusion.events.TrainingHooks`) hears every step, every member's epoch and
+    every commit, for progress display.
     """
+    hooks = hooks or TrainingHooks()
     out = Path(out)
     config, dataset = checked_data(config, out)
     # The whole command owns the run, or a --member job owns its member (its worker holds the lock).
@@ -342,11 +393,10 @@ def train(
 
         def report_commits() -> None:
             store.refresh()
-            for epoch in store.recorded_epochs:
-                if epoch not in committed_before:
-                    committed_before.add(epoch)
-                    if on_event:
-                        on_event(("commit", epoch))
+            new = [epoch for epoch in store.recorded_epochs if epoch not in committed_before]
+            if new:
+                committed_before.update(new)
+                EpochsCommitted(new).fire(hooks)
 
         finished = {}
         for i in mine:
@@ -366,11 +416,10 @@ def train(
         groups = [g for g in ([pending[w::workers] for w in range(workers)] if workers else [pending]) if g]
         threads = int(store.meta.get("threads_per_member") or 1)
 
-        def handle(message: tuple) -> None:
-            if message[0] == "epoch":
+        def handle(event: StepEnded | EpochEnded) -> None:
+            if isinstance(event, EpochEnded):
                 report_commits()
-            if on_event:
-                on_event(message)
+            event.fire(hooks)
 
         jobs = [(group, asdict(config), str(out)) for group in groups]
         run_processes(run_members, jobs, threads, handle, inline=not workers)
@@ -383,3 +432,41 @@ def final_accuracy(store, split: str = "val") -> float:
     if not store.recorded_epochs:
         return float("nan")
     return ensemble_accuracy(store.final_predictions(split), store.labels(split))
+
+
+def _train_member(settings: dict, out: str) -> None:
+    """One member's `confusion train --member i` job, run inside a Dask worker."""
+    train(TrainConfig(**settings), out)
+
+
+def train_on_cluster(config: TrainConfig, out: str | Path, client: Any, hooks: TrainingHooks | None = None) -> RunStore:
+    """Train every member of `config` as one task each on the cluster of `client`; returns the
+    RunStore. The run is made here first (settings and data checked before any task starts);
+    each task is that member's `--member` job and holds its member's lock, as those jobs do.
+    Workers must share the run directory (one machine, or a shared filesystem) and have this
+    package installed. A worker lost mid-run is replaced by the scheduler, which runs the
+    member's task again: it resumes from the member's last ended epoch (its checkpoint), so the
+    run ends as an uninterrupted one would."""
+    out = Path(out)
+    config, dataset = checked_data(config, out)
+    open_or_create(out, config, dataset)
+    del dataset
+    futures = []
+    for member in range(config.members):
+        settings = asdict(replace(config, member=member, workers=0))  # trained in the worker's own process
+        key = f"confusion-train-{out.name}-member-{member}-{time.time_ns()}"
+        futures.append(client.submit(_train_member, settings, str(out), key=key, retries=RETRIES, pure=False))
+    store = RunStore.open(out)
+    seen: list[int] = []
+    while True:
+        finished = all(f.done() for f in futures)
+        store.refresh()
+        if hooks is not None and store.recorded_epochs != seen:
+            EpochsCommitted([e for e in store.recorded_epochs if e not in seen]).fire(hooks)
+            seen = list(store.recorded_epochs)
+        if finished:
+            break
+        time.sleep(0.5)
+    for member, future in enumerate(futures):
+        task_result(future, f"member {member}'s job failed on the Dask cluster (tried {RETRIES + 1} times)")
+    return RunStore.open(out)

@@ -30,6 +30,19 @@ from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
 from .training import TrainConfig, describe_dataset_for_run, final_accuracy, load_training_data, train
 
+__all__ = [
+    "DEFAULT_ARCHS",
+    "PRETRAINED",
+    "SKLEARN",
+    "check_archs",
+    "pretrained_features",
+    "run_name",
+    "train_probe",
+    "train_sklearn",
+    "train_zoo",
+    "zoo_names",
+]
+
 SKLEARN = ("sklearn:logreg", "sklearn:forest", "sklearn:tfidf")
 PRETRAINED = ("pretrained:efficientnet-lite0",)
 DEFAULT_ARCHS = {
@@ -179,7 +192,8 @@ def train_probe(arch: str, dataset, config, out: Path, cache: Path, epochs: int,
     store = _new_run(out, arch, dataset, config, epochs, {"feature_size": int(features["train"].shape[1])})
     with store.member_writer(0) as writer:
         for epoch in range(1, epochs + 1):
-            fit_epoch(member, data, batch_size=256, augment=False, precision="fp32")
+            fit_epoch(member, data, epoch=epoch, batch_size=256, augment=False, precision="fp32")
+            member.epoch = epoch
             for name in dataset.splits:
                 writer.log(name, epoch, predict(member.model, data, name, 4096, "fp32"))
             writer.end_epoch(epoch)
@@ -192,7 +206,7 @@ def train_zoo(
     out: str | Path,
     config,
     *,
-    on_event=None,
+    hooks=None,
     on_model=None,
 ) -> dict:
     """Train one model per architecture into OUT/<arch>/ (finished ones are kept); returns zoo.json.
@@ -222,7 +236,7 @@ def train_zoo(
                         store = train_probe(arch, dataset, config, target, out / "features", config.epochs)
             store = RunStore.open(target)
         else:
-            store = train(replace(config, arch=arch, members=1), target, on_event=on_event)
+            store = train(replace(config, arch=arch, members=1), target, hooks=hooks)
         summary["models"][arch] = {
             "run": str(target),
             "val_accuracy": final_accuracy(store),

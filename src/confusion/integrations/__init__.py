@@ -5,3 +5,5 @@
 
 Both write through `confusion.Recorder`, so the run store's commit rule holds for them too.
 """
+
+__all__ = []

@@ -14,8 +14,9 @@ from the batches); the other members' jobs join it. Needs the `lightning` extra.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,6 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..errors import InputError
 from ..reduced import check_keep
 from ._common import check_member, open_or_create
+
+__all__ = [
+    "INDEX_KEYS",
+    "INPUT_KEYS",
+    "LABEL_KEYS",
+    "ConfusionCallback",
+]
 
 INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "features")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -142,7 +150,9 @@ class ConfusionCallback(pl.Callback):
                 labels[split] = np.full(n, -1, dtype=np.int64)
                 labels[split][positions] = split_labels
             info = {"framework": f"pytorch-lightning {pl.__version__}", "model": type(pl_module).__name__}
-            recorder = open_or_create(self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self.classes, info=info, keep=self.keep)
+            recorder = open_or_create(
+                self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self.classes, info=info, keep=self.keep
+            )
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:
                 return

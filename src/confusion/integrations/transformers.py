@@ -15,8 +15,9 @@ members' jobs join it. Needs the `transformers` extra.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import transformers
@@ -25,6 +26,10 @@ from transformers import TrainerCallback
 from ..errors import InputError
 from ..reduced import check_keep
 from ._common import check_member, open_or_create
+
+__all__ = [
+    "ConfusionCallback",
+]
 
 
 class ConfusionCallback(TrainerCallback):
@@ -65,7 +70,7 @@ class ConfusionCallback(TrainerCallback):
         self.classes = classes
         self.writer = None
 
-    def attach(self, trainer) -> "ConfusionCallback":
+    def attach(self, trainer) -> ConfusionCallback:
         """Bind to `trainer` and add this callback to it; returns self."""
         self.trainer = trainer
         trainer.add_callback(self)
@@ -91,7 +96,13 @@ class ConfusionCallback(TrainerCallback):
             model = self.trainer.model
             info = {"framework": f"transformers {transformers.__version__}", "model": type(model).__name__}
             recorder = open_or_create(
-                self.path, members=self.members, n_classes=n_classes, labels=labels, classes=self._classes(model, n_classes), info=info, keep=self.keep
+                self.path,
+                members=self.members,
+                n_classes=n_classes,
+                labels=labels,
+                classes=self._classes(model, n_classes),
+                info=info,
+                keep=self.keep,
             )
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:

@@ -1,0 +1,5 @@
+"""`python -m confusion.cli`: the `confusion` command."""
+
+from . import main
+
+main()
