@@ -1,7 +1,9 @@
 """Bad input, as an adversarial user gives it: one `confusion: error:` line, exit code 2,
 nothing left behind, no silently wrong result (issue 15's cases, table-driven)."""
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -174,8 +176,44 @@ def test_a_report_replaces_its_folder_whole_and_never_a_users_folder(cli, run, t
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     result = cli("report", run, "--out", tmp_path / "mine")
-    assert result.exit_code == 2 and "holds no index.html" in result.stderr
+    assert result.exit_code == 2 and "was not written by `confusion report`" in result.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_users_folder_that_merely_holds_an_index_html_or_a_manifest_is_never_replaced(cli, run, digits_run, tmp_path):
+    """Issue 28: `report --out www` deleted a web folder holding an index.html, and `hardset
+    --materialize DIR` a folder holding a manifest.csv (both exit 0). Only a folder this toolkit
+    wrote, with its own marker naming the command, is replaced."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("<h1>my site</h1>")
+    (www / "about.html").write_text("me")
+    result = cli("report", run, "--out", www, "--min-count", "1")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "was not written by `confusion report`" in result.stderr
+    assert sorted(p.name for p in www.iterdir()) == ["about.html", "index.html"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_text("sample,split\nmine,val\n")
+    (data / "photo.png").write_bytes(b"png")
+    result = cli("hardset", digits_run, "--out", tmp_path / "h.csv", "--top", "0.2", "--materialize", data)
+    assert result.exit_code == 2 and "was not written by `confusion hardset`" in result.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["manifest.csv", "photo.png"] and not (tmp_path / "h.csv").exists()
+    # a report folder is not a hard set's: each command replaces only its own output
+    assert cli("report", run, "--out", tmp_path / "rep", "--min-count", "1").exit_code == 0
+    marker = json.loads((tmp_path / "rep" / ".confusion-output.json").read_text())
+    assert marker["command"] == "report" and marker["run"] == str(run)
+    result = cli("hardset", digits_run, "--out", tmp_path / "h.csv", "--top", "0.2", "--materialize", tmp_path / "rep")
+    assert result.exit_code == 2 and (tmp_path / "rep" / "index.html").exists()
+
+
+def test_an_output_named_by_a_link_leaves_no_link_behind(cli, run, tmp_path):
+    """Issue 28: `report --out L`, L a link, left `.L.PID.old.partial` behind for ever."""
+    assert cli("report", run, "--out", tmp_path / "first", "--min-count", "1").exit_code == 0
+    (tmp_path / "link").symlink_to(tmp_path / "first")
+    assert cli("report", run, "--out", tmp_path / "link", "--min-count", "1").exit_code == 0
+    assert (tmp_path / "link").is_dir() and not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "first" / "index.html").exists()  # what the link pointed to is untouched
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder, no old link
 
 
 def _truncate(path):
@@ -348,9 +386,9 @@ def test_materialize_writes_a_fresh_folder_and_never_through_a_planted_link(cli,
     outside = tmp_path / "outside"
     outside.mkdir()
     target = tmp_path / "hard"
-    target.mkdir()
-    (target / "manifest.csv").write_text("sample,split\n")  # an earlier materialization, with a link planted in it
-    (target / "0").symlink_to(outside)
+    assert cli("hardset", digits_run, "--out", tmp_path / "h0.csv", "--top", "0.2", "--materialize", target).exit_code == 0
+    shutil.rmtree(target / "0")
+    (target / "0").symlink_to(outside)  # an earlier materialization, with a link planted in it
     result = cli("hardset", digits_run, "--out", tmp_path / "h.csv", "--top", "0.2", "--materialize", target)
     assert result.exit_code == 0, result.stderr
     assert list(outside.iterdir()) == []  # nothing written outside the folder named
@@ -358,7 +396,7 @@ def test_materialize_writes_a_fresh_folder_and_never_through_a_planted_link(cli,
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "notes.txt").write_text("mine")
     result = cli("hardset", digits_run, "--out", tmp_path / "h2.csv", "--top", "0.2", "--materialize", tmp_path / "users")
-    assert result.exit_code == 2 and "holds no manifest.csv" in result.stderr
+    assert result.exit_code == 2 and "was not written by `confusion hardset`" in result.stderr
     assert not (tmp_path / "h2.csv").exists()  # refused before the manifest was written
 
 
@@ -693,8 +731,12 @@ def test_recorder_misuse_is_one_line_and_records_nothing(tmp_path, name, misuse,
         (dict(splits={"val": 3}, ids=["a", "a", "b"]), "unique"),
         (dict(splits={"val": 3}, classes=["x"]), "1 class names given for 3"),
         (dict(splits={"val": 3}, keep="zip"), "raw or reduced"),
-        (dict(splits={"val": 3}, n_classes=0), "positive integer"),
-        (dict(splits={"val": 3}, members=0), "positive integer"),
+        (dict(splits={"val": 3}, n_classes=0), "n_classes must be a whole number from 1 to 1,000,000, got 0"),
+        (dict(splits={"val": 3}, members=0), "members must be a whole number from 1 to 1,000, got 0"),
+        # Sizes a typo makes: refused at once, naming the parameter, before any memory is taken.
+        (dict(splits={"val": 3}, n_classes=10**12), "n_classes must be a whole number from 1 to 1,000,000"),
+        (dict(splits={"val": 3}, members=10**6), "members must be a whole number from 1 to 1,000"),
+        (dict(splits={"val": 10**12}), "splits must be a whole number from 1 to 2,147,483,647"),
     ],
 )
 def test_a_refused_recorder_create_leaves_no_folder(tmp_path, kwargs, message):

@@ -58,7 +58,7 @@ def test_callbacks_refuse_bad_arguments_at_once(tmp_path):
         LightningCallback(tmp_path / "run", member=2, members=2, dataloaders={"val": []})
     with pytest.raises(InputError, match="member must be a non-negative integer"):
         HFCallback(tmp_path / "run", member=-1)
-    with pytest.raises(InputError, match="--keep must be raw or reduced"):
+    with pytest.raises(InputError, match="^keep must be raw or reduced"):
         HFCallback(tmp_path / "run", member=0, keep="everything")
     with pytest.raises(InputError, match="needs the Trainer"):
         HFCallback(tmp_path / "run", member=0).on_train_begin(None, None, None)

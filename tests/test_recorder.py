@@ -225,7 +225,7 @@ def test_create_refuses_what_is_not_a_run_it_can_make_or_join(tmp_path, run):
         Recorder.create(path, n_classes=C, members=M, splits={"val": np.zeros(N, int)}, exist_ok=True)
     with pytest.raises(InputError, match="labels must lie in 0..4"):
         Recorder.create(tmp_path / "new", n_classes=C, members=M, splits={"val": [0, 5]})
-    with pytest.raises(InputError, match="members must be a positive integer"):
+    with pytest.raises(InputError, match="members must be a whole number from 1 to 1,000, got 0"):
         Recorder.create(tmp_path / "new", n_classes=C, members=0, splits={"val": [0, 1]})
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("a user's file")
@@ -241,3 +241,35 @@ def test_create_refuses_what_is_not_a_run_it_can_make_or_join(tmp_path, run):
     with pytest.raises(InputError, match="unique"):
         Recorder.create(tmp_path / "dup", n_classes=C, members=1, splits={"val": [0, 1]}, ids=["x", "x"])
     assert not (tmp_path / "two").exists() and not (tmp_path / "dup").exists()
+
+
+def test_an_end_epoch_that_failed_once_can_be_retried_and_commits_exactly_once(tmp_path, monkeypatch):
+    """Issue 28: end_epoch marked the epoch ended before the member file was written, so a retry
+    after a failure (info JSON cannot hold, a full disk) committed it twice and the run became
+    unreadable. Now info is checked and converted first, and state changes only after the write."""
+    import confusion.store.commit as commit
+
+    recorder = Recorder.create(tmp_path / "run", n_classes=3, members=1, splits={"val": [0, 1, 2, 1]})
+    probs = np.full((4, 3), 1 / 3, dtype=np.float32)
+    with recorder.member(0) as writer:
+        writer.log("val", 1, probs)
+        with pytest.raises(InputError, match="^info must hold JSON-able values"):
+            writer.end_epoch(1, info={"model": object()})
+        assert writer.end_epoch(1, info={"loss": np.float32(0.25), "steps": np.int64(3)}) == [1]  # numpy scalars are numbers
+        writer.log("val", 2, probs)
+        real = commit.write_json_atomic
+
+        def full_disk(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(commit, "write_json_atomic", full_disk)
+        with pytest.raises(OSError):
+            writer.end_epoch(2)
+        monkeypatch.setattr(commit, "write_json_atomic", real)
+        assert writer.end_epoch(2) == [2]
+        with pytest.raises(InputError, match="already ended epoch 2"):
+            writer.end_epoch(2)
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1, 2] and store.ended_epochs() == [[1, 2]]
+    assert store.history(0)[0] == {"loss": 0.25, "steps": 3, "epoch": 1}
+    assert score_run(store, "val").confusion == pytest.approx(np.full(4, np.log2(3)), abs=1e-4)  # 1/3 as float16

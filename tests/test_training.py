@@ -237,3 +237,18 @@ def test_a_feature_run_records_that_it_was_not_augmented(tmp_path):
     store = train(config, tmp_path / "run")
     assert store.meta["config"]["augment"] is False
     assert train(replace(config, epochs=1), tmp_path / "run").recorded_epochs == [1]
+
+
+def test_a_python_caller_reads_the_parameter_and_the_command_line_the_flag(tmp_path):
+    """One check, declared once at TrainConfig: Python reads `lr`, the command line `--lr`."""
+    from confusion.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^lr must be a positive number and batch_size at least 2$"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ParameterError, match=r"^limit_train must be at least 1, got 0$"):
+        TrainConfig(limit_train=0)
+    result = subprocess.run(
+        [sys.executable, "-m", "confusion.cli", "train", "--lr", "-1", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and result.stderr == "confusion: error: --lr must be a positive number and --batch-size at least 2\n"
+    assert not (tmp_path / "run").exists()

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from .errors import InputError, RunStoreError
+from .errors import InputError, ParameterError, RunStoreError
 
 __all__ = [
     "ADDRESS",
@@ -38,10 +38,10 @@ def check_spec(spec: str) -> tuple[str, int | str]:
     if spec.startswith("local:"):
         count = spec.removeprefix("local:")
         if not count.isdigit() or int(count) < 1:
-            raise InputError(f"--dask local:N needs a number of worker processes N >= 1, got {spec!r}")
+            raise ParameterError(f"{{dask}} local:N needs a number of worker processes N >= 1, got {spec!r}", "dask")
         return "local", int(count)
     if not ADDRESS.match(spec):
-        raise InputError(f"--dask must be a scheduler address (tcp://HOST:PORT or HOST:PORT) or local:N, got {spec!r}")
+        raise ParameterError(f"{{dask}} must be a scheduler address (tcp://HOST:PORT or HOST:PORT) or local:N, got {spec!r}", "dask")
     return "address", spec
 
 
@@ -53,7 +53,7 @@ def dask_client(spec: str) -> Iterator:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise InputError("--dask needs dask and distributed: pip install 'confusion[dask]'") from None
+        raise ParameterError("{dask} needs dask and distributed: pip install 'confusion[dask]'", "dask") from None
     if kind == "local":
         # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
         threads = str(max(1, (os.cpu_count() or 1) // int(value)))
@@ -75,7 +75,7 @@ def dask_client(spec: str) -> Iterator:
     try:
         client = Client(str(value), timeout=f"{CONNECT_SECONDS}s")
     except (OSError, TimeoutError) as error:
-        raise InputError(f"--dask: no Dask scheduler answers at {value} within {CONNECT_SECONDS} s ({type(error).__name__})") from None
+        raise ParameterError(f"{{dask}}: no Dask scheduler answers at {value} within {CONNECT_SECONDS} s ({type(error).__name__})", "dask") from None
     with client:
         yield client
 

@@ -23,7 +23,7 @@ import pandas as pd
 from .analyses import auroc, bin_index, positions
 from .datasets import Dataset, Split, load_dataset, load_for_run
 from .engine import checkpoint_path, input_data, member_model, predict
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .runscores import score_table
 from .scores import entropy
 from .store import RunStore, is_run_store
@@ -125,7 +125,7 @@ def load_predictors(
     shape = dataset.input_shape
     if is_run_store(model):
         if weights is not None:
-            raise InputError("--weights goes with an architecture name, not a run directory")
+            raise ParameterError("{weights} goes with an architecture name, not a run directory", "weights")
         store = RunStore.open(model)
         label = name or Path(model).name
         config = store.meta.get("config") or {}
@@ -155,7 +155,7 @@ def load_predictors(
     if Path(model).exists() and Path(model).is_dir():
         raise InputError(f"{model} is a directory but not a run store")
     if weights is None:
-        raise InputError(f"{model!r} is not a run directory; give an architecture name with --weights FILE")
+        raise ParameterError(f"{model!r} is not a run directory; give an architecture name with {{weights}} FILE", "weights")
     network = build_named_model(model, shape, dataset.n_classes)
     try:
         network.load_state_dict(_load_state(weights))
@@ -178,7 +178,9 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
     runs = [RunStore.open(s) for s in (scores, model) if s is not None and is_run_store(s)]
     holder = next((run for run in runs if split in run.splits and run.meta["splits"][split]["labelled"]), None)
     if holder is None:
-        raise InputError(f"--data is needed, or --scores RUN whose {split!r} split has labels: predictions are joined to them by sample id")
+        raise ParameterError(
+            f"{{data}} is needed, or {{scores}} RUN whose {split!r} split has labels: predictions are joined to them by sample id", "data", "scores"
+        )
     ids, labels, classes = holder.sample_ids(split), holder.labels(split), holder.classes
     if is_run_store(model):
         store = RunStore.open(model)
@@ -230,7 +232,7 @@ def dataset_for(model: str, data: str | None, root=None):
         return load_dataset(data, root=root)
     if is_run_store(model) and RunStore.open(model).meta.get("config"):
         return load_for_run(RunStore.open(model).meta["config"], run=model)
-    raise InputError("--data is needed: the model is not a run that remembers its dataset")
+    raise ParameterError("{data} is needed: the model is not a run that remembers its dataset", "data")
 
 
 def limit_to_scored(dataset, hard: pd.DataFrame, scores: pd.DataFrame) -> None:
@@ -254,14 +256,14 @@ def read_score_table(path: str | Path) -> pd.DataFrame:
     if is_run_store(path):
         return score_table(RunStore.open(path))
     if not path.is_file():
-        raise InputError(f"--scores {path} is neither a run directory nor a scores file")
+        raise ParameterError(f"{{scores}} {path} is neither a run directory nor a scores file", "scores")
     try:
         table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"sample": str})
     except (ValueError, OSError) as error:
-        raise InputError(f"--scores {path} is not a readable table: {str(error).splitlines()[0]}") from None
+        raise ParameterError(f"{{scores}} {path} is not a readable table: {str(error).splitlines()[0]}", "scores") from None
     missing = [c for c in ("sample", "confusion", "unit") if c not in table.columns]
     if missing:
-        raise InputError(f"--scores {path} lacks the columns {missing}; write it with `confusion score` (it names its unit)")
+        raise ParameterError(f"{{scores}} {path} lacks the columns {missing}; write it with `confusion score` (it names its unit)", "scores")
     units = set(table["unit"].astype(str))
     if units == {"nats"}:
         table = table.copy()
@@ -270,7 +272,7 @@ def read_score_table(path: str | Path) -> pd.DataFrame:
                 table[column] = table[column] / math.log(2)
         table["unit"] = "bits"
     elif units != {"bits"}:
-        raise InputError(f"--scores {path} has scores in {sorted(units)}; expected bits or nats")
+        raise ParameterError(f"{{scores}} {path} has scores in {sorted(units)}; expected bits or nats", "scores")
     return table
 
 
@@ -300,7 +302,7 @@ def evaluate_on_hardset(
         part = scores[scores["split"].astype(str) == split] if "split" in scores else scores
         by_id = dict(zip(part["sample"].astype(str), part["confusion"]))
         if not all(s in by_id for s in every.ids):
-            raise InputError("--scores does not cover every sample of the split")
+            raise ParameterError("{scores} does not cover every sample of the split", "scores")
         values = np.array([by_id[s] for s in every.ids])
         top = math.log2(dataset.n_classes)
         edges = np.linspace(0, top, bins + 1)

@@ -178,7 +178,9 @@ def _safe_name(text: str) -> str:
     return cleaned or "sample"
 
 
-def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out: str | Path, *, format: str = "folders") -> list[Path]:
+def materialize(
+    table: pd.DataFrame, images: np.ndarray, classes: list[str], out: str | Path, *, format: str = "folders", run: str | Path | None = None
+) -> list[Path]:
     """Write the chosen images: class folders of PNGs (label, or "unlabeled"), or one .npz.
 
     images: (len(table), channels, height, width) uint8, in the table's row order.
@@ -195,7 +197,7 @@ def materialize(table: pd.DataFrame, images: np.ndarray, classes: list[str], out
     written = []
     # Written into a fresh sibling that replaces OUT whole: nothing already in OUT (a symlink
     # planted there, say) is ever written through, and a failure leaves OUT as it was.
-    with atomic_folder(out, "manifest.csv") as staging:
+    with atomic_folder(out, "hardset", run) as staging:
         if format == "npz":
             np.savez(
                 staging / "hardset.npz",
@@ -227,7 +229,7 @@ def class_folders(classes: list[str]) -> list[str]:
     return names
 
 
-def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) -> list[Path]:
+def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path, *, run: str | Path | None = None) -> list[Path]:
     """Write the chosen documents as OUT/hardset.csv (rank, sample, label and predicted class
     names, confusion, text, any other metadata) and OUT/manifest.csv."""
     if "text" not in table.columns:
@@ -238,7 +240,7 @@ def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path) 
     first = ["rank", "sample", "split", "label_name", "predicted_name", "confusion", "score", "score_value", "text"]
     named = named[first + [c for c in named.columns if c not in first]]
     out = Path(out)
-    with atomic_folder(out, "manifest.csv") as staging:
+    with atomic_folder(out, "hardset", run) as staging:
         named.to_csv(staging / "hardset.csv", index=False)
         table.to_csv(staging / "manifest.csv", index=False)
     return [out / "hardset.csv", out / "manifest.csv"]

@@ -265,12 +265,14 @@ def import_predictions(
         raise InputError(f"{len(ids)} sample ids for {n_samples} samples")
     split_data = SplitData(ids=ids, labels=label_array, meta=read_metadata(meta, ids) if meta is not None else None)
     if existed and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
+        raise ParameterError(f"{{out}} {out} exists and is not a directory", "out")
     check_usable_directory(out, exist_ok=adding or interrupted)  # before the lock file goes into a user's folder
     if classes is not None:
         check_class_names(classes, n_classes)
     if adding and keep is not None and RunStore.open(out).keep != keep:
-        raise InputError(f"{out} keeps its predictions {RunStore.open(out).keep}; a split added to it is kept the same (drop --keep {keep})")
+        raise ParameterError(
+            f"{out} keeps its predictions {RunStore.open(out).keep}; a split added to it is kept the same (drop {{keep}} {keep})", "keep"
+        )
     if adding:
         with hold_lock(out):
             return _add_split(array, out, split, split_data, logits, dtype, progress, overwrite)
@@ -323,11 +325,11 @@ def read_metadata(path: str | Path, ids: np.ndarray) -> dict[str, np.ndarray]:
     path = Path(path)
     table, key = read_id_table(path, "--meta")
     if table[key].duplicated().any():
-        raise InputError(f"--meta {path}: sample id {table[key][table[key].duplicated()].iloc[0]!r} appears twice")
+        raise ParameterError(f"{{meta}} {path}: sample id {table[key][table[key].duplicated()].iloc[0]!r} appears twice", "meta")
     ids = np.asarray(ids).astype(str)
     matched = int(table[key].isin(ids).sum())
     if matched == 0:
-        raise InputError(f"--meta {path}: none of its {len(table)} sample ids is a sample of this split (e.g. {ids[0]!r})")
+        raise ParameterError(f"{{meta}} {path}: none of its {len(table)} sample ids is a sample of this split (e.g. {ids[0]!r})", "meta")
     aligned = table.set_index(key).reindex(ids)
     return {str(column): aligned[column].to_numpy() for column in aligned.columns if column != "sample"}
 
@@ -442,7 +444,7 @@ def import_topk(
 
     if classes is not None:
         if n_classes is not None and n_classes != len(classes):
-            raise InputError(f"--n-classes {n_classes} and {len(classes)} class names disagree")
+            raise ParameterError(f"{{n_classes}} {n_classes} and {len(classes)} class names disagree", "n_classes")
         n_classes = len(classes)
         check_class_names(classes, n_classes)
     if isinstance(source, tuple):
@@ -457,7 +459,7 @@ def import_topk(
     out = Path(out)
     existed = out.exists()
     if existed and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
+        raise ParameterError(f"{{out}} {out} exists and is not a directory", "out")
     interrupted = is_run_store(out) and _interrupted_import(out)
     if is_run_store(out) and not interrupted:
         raise RunStoreError(f"{out} already exists; top-k logs make a new run, choose a new --out directory")

@@ -24,6 +24,7 @@ from .errors import InputError, RunStoreError
 from .importing import load_labels
 from .store import MemberWriter, RunStore, SplitData
 from .store.commit import to_numpy
+from .store.format import MAX_CLASSES, MAX_MEMBERS, MAX_SAMPLES, check_count
 
 __all__ = [
     "Recorder",
@@ -68,14 +69,14 @@ class Recorder:
             raw probabilities of a committed epoch are then deleted (over 100x smaller at
             C = 1,000). Subsets of 2 of 3 members and class probabilities need raw.
         """
-        n_classes = _positive(n_classes, "n_classes")
-        members = _positive(members, "members")
+        n_classes = check_count(n_classes, "n_classes", MAX_CLASSES)
+        members = check_count(members, "members", MAX_MEMBERS)
         if not isinstance(splits, Mapping) or not splits:
             raise InputError("splits must be a dict {name: labels}, with at least one split")
         described = {}
         for name, labels in splits.items():
             if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
-                labels = np.full(_positive(labels, f"splits[{name!r}]"), -1)
+                labels = np.full(check_count(labels, "splits", MAX_SAMPLES), -1)
             array = to_numpy(labels, f"labels of split {name!r}")
             labels = load_labels(array, len(array) if array.ndim == 1 else -1, n_classes)
             split_ids = _ids_of(ids, name, len(splits), len(labels))
@@ -132,12 +133,6 @@ def _ids_of(ids, split: str, n_splits: int, n_samples: int):
     if n_splits != 1:
         raise InputError("ids must be a dict {split: ids} when there are several splits")
     return to_numpy(ids, "ids")
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_same_run(store: RunStore, n_classes: int, members: int, splits: dict[str, SplitData], keep: str) -> None:

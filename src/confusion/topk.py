@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 
 __all__ = [
     "MASS_TOLERANCE",
@@ -236,23 +236,27 @@ def check_topk(values: np.ndarray, indices: np.ndarray, n_classes: int) -> None:
     """One line naming the first thing wrong with top-k values (probabilities) and indices."""
     k = values.shape[-1]
     if k > n_classes:
-        raise InputError(f"--topk: k = {k} probabilities per prediction, more than the {n_classes} classes")
+        raise ParameterError(f"{{topk}}: k = {k} probabilities per prediction, more than the {n_classes} classes", "topk")
     if not np.isfinite(values).all():
-        raise InputError("--topk: values hold NaN or inf")
+        raise ParameterError("{topk}: values hold NaN or inf", "topk")
     if (values < 0).any() or (values > 1 + TOLERANCE).any():
         bad = values[(values < 0) | (values > 1 + TOLERANCE)][0]
-        raise InputError(f"--topk: a value of {bad:g} is not a probability (0..1); pass --logprobs if these are log-probabilities")
+        raise ParameterError(
+            f"{{topk}}: a value of {bad:g} is not a probability (0..1); pass {{logprobs}} if these are log-probabilities", "topk", "logprobs"
+        )
     mass = values.sum(axis=-1)
     if (mass > 1 + TOLERANCE).any():
         where = np.unravel_index(int(np.argmax(mass)), mass.shape)
-        raise InputError(f"--topk: the top-k probabilities of one prediction sum to {mass.max():.4f} > 1 (at {tuple(int(w) for w in where)})")
+        raise ParameterError(
+            f"{{topk}}: the top-k probabilities of one prediction sum to {mass.max():.4f} > 1 (at {tuple(int(w) for w in where)})", "topk"
+        )
     if (indices < 0).any() or (indices >= n_classes).any():
         bad = indices[(indices < 0) | (indices >= n_classes)][0]
-        raise InputError(f"--topk: class index {int(bad)} is outside 0..{n_classes - 1}")
+        raise ParameterError(f"{{topk}}: class index {int(bad)} is outside 0..{n_classes - 1}", "topk")
     if k > 1:
         ordered = np.sort(indices, axis=-1)
         if (ordered[..., 1:] == ordered[..., :-1]).any():
-            raise InputError("--topk: a prediction lists the same class twice among its top k")
+            raise ParameterError("{topk}: a prediction lists the same class twice among its top k", "topk")
 
 
 def load_topk(path, *, n_classes: int | None, logprobs: bool):
@@ -266,19 +270,19 @@ def load_topk(path, *, n_classes: int | None, logprobs: bool):
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"--topk {path} does not exist")
+        raise ParameterError(f"{{topk}} {path} does not exist", "topk")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "values" not in data or "indices" not in data:
-                raise InputError(f"--topk {path} must hold arrays 'values' and 'indices' (it has {', '.join(data.files) or 'none'})")
+                raise ParameterError(f"{{topk}} {path} must hold arrays 'values' and 'indices' (it has {', '.join(data.files) or 'none'})", "topk")
             values, indices = data["values"], data["indices"]
             stored = int(data["n_classes"]) if "n_classes" in data else None
     except InputError:
         raise
     except (OSError, ValueError) as error:
-        raise InputError(f"--topk {path} is not a readable .npz file: {str(error).splitlines()[0]}") from None
+        raise ParameterError(f"{{topk}} {path} is not a readable .npz file: {str(error).splitlines()[0]}", "topk") from None
     if n_classes is not None and stored is not None and stored != n_classes:
-        raise InputError(f"--topk {path} says {stored} classes, and {n_classes} were given")
+        raise ParameterError(f"{{topk}} {path} says {stored} classes, and {n_classes} were given", "topk")
     return prepare_topk(values, indices, n_classes=n_classes if n_classes is not None else stored, logprobs=logprobs)
 
 
@@ -291,15 +295,17 @@ def prepare_topk(values, indices, *, n_classes: int | None, logprobs: bool):
             f"--topk: values {values.shape} and indices {indices.shape} must have one shape, (members, epochs, samples, k) or (samples, k)"
         )
     if values.dtype.kind != "f" or indices.dtype.kind not in "iu":
-        raise InputError(f"--topk: values must be floating point and indices integers, got {values.dtype} and {indices.dtype}")
+        raise ParameterError(f"{{topk}}: values must be floating point and indices integers, got {values.dtype} and {indices.dtype}", "topk")
     if n_classes is None:
-        raise InputError("--topk needs the number of classes: --n-classes C, --classes NAMES, or 'n_classes' in the .npz")
+        raise ParameterError(
+            "{topk} needs the number of classes: {n_classes} C, {classes} NAMES, or 'n_classes' in the .npz", "topk", "n_classes", "classes"
+        )
     if values.ndim == 2:
         values, indices = values[None, None], indices[None, None]
     values = values.astype(np.float64)
     if logprobs:
         if (values > TOLERANCE).any():
-            raise InputError(f"--topk --logprobs: a log-probability of {values.max():g} is above 0")
+            raise ParameterError(f"{{topk}} {{logprobs}}: a log-probability of {values.max():g} is above 0", "topk", "logprobs")
         values = np.exp(np.minimum(values, 0.0))
     check_topk(values, indices, n_classes)
     return values, indices.astype(np.int64), int(n_classes)

@@ -42,6 +42,7 @@ from .errors import InputError, OccupiedError, ParameterError
 from .events import EpochEnded, EpochsCommitted, StepEnded, TrainingHooks
 from .reduced import KEEP
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
+from .store.format import MAX_MEMBERS
 
 __all__ = [
     "MAX_EPOCHS",
@@ -61,7 +62,6 @@ __all__ = [
 
 # Upper limits of the counts a command takes: beyond them a typo (an extra digit or three), not a
 # plan, and the run would fill memory before its first epoch.
-MAX_MEMBERS = 1_000
 MAX_EPOCHS = 100_000
 
 
@@ -114,10 +114,10 @@ class TrainConfig:
     keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
 
     def __post_init__(self) -> None:
-        self.check()
+        self.check_values()
 
-    def check(self) -> TrainConfig:
-        """Every setting checked, before any data is read; errors name the parameter.
+    def check_values(self) -> TrainConfig:
+        """Each setting's own value checked (done when a config is made); errors name the parameter.
 
         Returns
         -------
@@ -159,6 +159,24 @@ class TrainConfig:
                 raise ParameterError(f"{{{name}}} must be at least {least}, got {value}", name)
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or self.eval_batch_size < 1:
             raise ParameterError("{weight_decay} must be a non-negative number", "weight_decay")
+        return self
+
+    def check(self) -> TrainConfig:
+        """Every setting checked, together, before any data is read: `check_values`, then the
+        dataset's name and root and what the architectures and options need of the data.
+
+        Returns
+        -------
+        TrainConfig
+            Itself.
+
+        Raises
+        ------
+        InputError
+            Naming the first setting that cannot be used (a `ParameterError` where one setting is
+            at fault).
+        """
+        self.check_values()
         check_dataset_name(self.data)
         check_root(self.root)
         archs = [a.strip() for a in self.arch.split(",")]

@@ -317,7 +317,7 @@ def report(
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
     if not 2 <= bins <= MAX_BINS or min_count < 1 or gallery < 1:
         raise InputError(f"--bins must be 2 to {MAX_BINS:,}, --min-count and --gallery at least 1")
-    check_replaceable_folder(out, "index.html")
+    check_replaceable_folder(out, "report")
     check_output_folder(out)
     check_inputs(run, compare or [], models or [], mitigation)
     if signal is not None:
@@ -394,7 +394,7 @@ def hardset(
         )
     if materialize is not None:
         check_output_folder(materialize)
-        check_replaceable_folder(materialize, "manifest.csv")
+        check_replaceable_folder(materialize, "hardset")
     table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
     dataset = load_for_run(config, run=run) if materialize is not None and not texts else None  # before anything is written
     if dataset is not None and dataset.kind != "images" and format == "folders":
@@ -409,8 +409,8 @@ def hardset(
             f"the probability mass the logs left out (column 'certain'; bounds in confusion_low/confusion_high)"
         )
     if materialize is not None and texts:
-        write_texts(table, store.classes, materialize)
+        write_texts(table, store.classes, materialize, run=run)
         term.info(f"wrote {len(table)} documents to {materialize / 'hardset.csv'} (and manifest.csv)")
     elif materialize is not None:
-        write_images(table, images_for(table, dataset), store.classes, materialize, format=format)
+        write_images(table, images_for(table, dataset), store.classes, materialize, format=format, run=run)
         term.info(f"wrote {len(table)} images ({format}) and manifest.csv into {materialize}")

@@ -59,7 +59,7 @@ def build_report(
     dict
         The metrics, as metrics.json holds them.
     """
-    check_replaceable_folder(out, "index.html")
+    check_replaceable_folder(out, "report")
     result = compute_report(run, options, progress=progress, **settings)
-    with atomic_folder(out, "index.html") as staging:
+    with atomic_folder(out, "report", run) as staging:
         return render_report(result, staging)

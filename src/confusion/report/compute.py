@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import __version__, analyses
 from ..difficulty import SCORES, difficulty_scores, hardness
-from ..errors import InputError
+from ..errors import ParameterError
 from ..runscores import score_run
 from ..store import RunStore
 from .examples import examples, gallery
@@ -404,17 +404,17 @@ def read_signal(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
     path_text, _, column = spec.rpartition(":")
     path = Path(path_text)
     if not path_text or not column:
-        raise InputError(f"--signal takes FILE.csv:COLUMN (or .parquet), got {spec!r}")
+        raise ParameterError(f"{{signal}} takes FILE.csv:COLUMN (or .parquet), got {spec!r}", "signal")
     table, key = read_id_table(path, "--signal")
     if column not in table.columns:
-        raise InputError(f"--signal {path} has no column {column!r}; it has {', '.join(map(str, table.columns[:8]))}")
+        raise ParameterError(f"{{signal}} {path} has no column {column!r}; it has {', '.join(map(str, table.columns[:8]))}", "signal")
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
     keep = np.isfinite(values)
     if keep.sum() < 10:
-        raise InputError(f"--signal {path}:{column} has {int(keep.sum())} numeric values; at least 10 are needed")
+        raise ParameterError(f"{{signal}} {path}:{column} has {int(keep.sum())} numeric values; at least 10 are needed", "signal")
     ids = table[key].to_numpy()[keep]
     if len(set(ids.tolist())) != len(ids):
-        raise InputError(f"--signal {path}: a sample id appears twice")
+        raise ParameterError(f"{{signal}} {path}: a sample id appears twice", "signal")
     return column, ids, values[keep]
 
 
@@ -429,7 +429,7 @@ def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarr
     split = result.split if matches[result.split] >= 10 else max(matches, key=matches.get)  # the reference split first
     in_run, in_signal = analyses.align(reference.ids(split), ids)
     if len(in_run) < 10:
-        raise InputError(f"--signal names {len(in_run)} samples of the run; at least 10 must match its sample ids")
+        raise ParameterError(f"{{signal}} names {len(in_run)} samples of the run; at least 10 must match its sample ids", "signal")
     signal = values[in_signal]
     table = difficulty_scores(reference.store, split) if result.difficulty is None or result.split != split else result.difficulty
     low = signal <= np.quantile(signal, 0.25)
@@ -478,7 +478,9 @@ def _shared_samples(reference: RunStore, other: RunStore, split: str) -> tuple[n
     """Positions of the samples of `split` two runs share (as analyses.align); refused below 2."""
     in_ref, in_other = analyses.align(reference.sample_ids(split), other.sample_ids(split))
     if len(in_ref) < 2:
-        raise InputError(f"--compare {other.path} shares {len(in_ref)} {split} samples with {reference.path}; Kendall tau needs the same samples")
+        raise ParameterError(
+            f"{{compare}} {other.path} shares {len(in_ref)} {split} samples with {reference.path}; Kendall tau needs the same samples", "compare"
+        )
     return in_ref, in_other
 
 
@@ -496,4 +498,4 @@ def check_inputs(run, compare, models, mitigation) -> None:
         if split in other.splits:
             _shared_samples(reference, other, split)
     if mitigation is not None and not (Path(mitigation) / "metrics.json").is_file():
-        raise InputError(f"--mitigation {mitigation} has no metrics.json (make it with `confusion mitigate`)")
+        raise ParameterError(f"{{mitigation}} {mitigation} has no metrics.json (make it with `confusion mitigate`)", "mitigation")

@@ -17,6 +17,7 @@ import`) are listed in run.json only once their data is whole.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import weakref
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._files import write_json_atomic
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..scores import describe_invalid, softmax
 from .chunks import write_rows
 from .format import ARRAYS, SplitData, epoch_number, open_group
@@ -35,7 +36,7 @@ from .locks import commit_lock, hold_lock
 if TYPE_CHECKING:
     from .run import RunStore
 
-__all__ = ["MemberWriter", "add_split", "commit_ready", "ensure_capacity", "replace_split", "to_numpy"]
+__all__ = ["MemberWriter", "add_split", "commit_ready", "ensure_capacity", "json_info", "replace_split", "to_numpy"]
 
 
 def commit_ready(store: RunStore) -> list[int]:
@@ -321,6 +322,7 @@ class MemberWriter:
         """
         self._check_writable()
         epoch = epoch_number(epoch)
+        info = json_info(info)  # checked and converted before anything changes
         if self._epoch is None or epoch != self._epoch:
             if epoch in self._ended:
                 raise InputError(f"member {self.member} already ended epoch {epoch}")
@@ -336,10 +338,14 @@ class MemberWriter:
                     f"member {self.member}, epoch {epoch}: {missing} of {self.store.n_samples(split)} rows of split "
                     f"{split!r} were never logged; log every sample before end_epoch"
                 )
-        self._ended.append(epoch)
-        if info:
-            self._info[str(epoch)] = info
-        write_json_atomic(self.store.member_file(self.member), {"member": self.member, "ended": self._ended, "info": self._info})
+        if epoch in self.store.member_state(self.member)["ended"]:  # another writer of this member, or a file edited
+            raise InputError(f"member {self.member} already ended epoch {epoch} (its member file says so)")
+        ended = [*self._ended, epoch]
+        infos = {**self._info, **({str(epoch): info} if info else {})}
+        # The member file first; this writer's state only once it is written, so a failed write
+        # (a full disk) leaves everything as it was and the same call can be tried again.
+        write_json_atomic(self.store.member_file(self.member), {"member": self.member, "ended": ended, "info": infos})
+        self._ended, self._info = ended, infos
         self._epoch = None
         self._logged = {}
         return self.store.commit_ready()
@@ -396,6 +402,48 @@ class MemberWriter:
         self.store.ensure_capacity(slot + 1)
         self._epoch = epoch
         return epoch
+
+
+def json_info(info: Any) -> dict[str, Any] | None:
+    """`info` as run.json can hold it: numpy and torch scalars become numbers, arrays lists.
+
+    Parameters
+    ----------
+    info : dict or None
+        What a writer keeps with an epoch (the loss, an accuracy, ...).
+
+    Returns
+    -------
+    dict or None
+        The same, in plain JSON types.
+
+    Raises
+    ------
+    ParameterError
+        When `info` is not a dict, or holds something JSON cannot (parameter ``info``).
+    """
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        raise ParameterError(f"{{info}} must be a dict of JSON-able values, got {type(info).__name__}", "info")
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "detach") and hasattr(value, "tolist"):  # a torch tensor
+            value = value.detach().cpu().tolist()
+        if isinstance(value, np.generic | np.ndarray):
+            value = value.tolist()
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    converted = plain(info)
+    try:
+        json.dumps(converted, allow_nan=True)
+    except (TypeError, ValueError) as error:
+        raise ParameterError(f"{{info}} must hold JSON-able values: {error}", "info") from None
+    return converted
 
 
 def to_numpy(value, name: str) -> np.ndarray:

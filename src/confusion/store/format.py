@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, OccupiedError, RunStoreError
+from ..errors import InputError, OccupiedError, ParameterError, RunStoreError
 from ..scores import InvalidProbabilities
 
 Mode = Literal["r", "r+", "a", "w", "w-"]  # zarr's open modes: read, read-write, append, create
@@ -51,6 +51,9 @@ __all__ = [
     "EMBEDDINGS",
     "FORMAT",
     "LAYOUT_NAMES",
+    "MAX_CLASSES",
+    "MAX_MEMBERS",
+    "MAX_SAMPLES",
     "LOCK_FILE",
     "MEMBERS_DIR",
     "Mode",
@@ -58,6 +61,7 @@ __all__ = [
     "RUN_FILE",
     "SplitData",
     "check_class_names",
+    "check_count",
     "check_split",
     "check_usable_directory",
     "chunk_samples",
@@ -85,6 +89,11 @@ LAYOUT_NAMES = ("raw", "reduced", "topk")  # run.json's "keep": one class each i
 _OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS, EMBEDDINGS}
 # Samples per chunk are chosen so one chunk (one member, one epoch) is about this many bytes.
 CHUNK_BYTES = 2**20
+# Upper limits of a run's counts: beyond them a typo (an extra digit or three), not a plan, and
+# making the run would fill memory before anything is recorded.
+MAX_MEMBERS = 1_000
+MAX_CLASSES = 1_000_000
+MAX_SAMPLES = 2**31 - 1
 
 
 @dataclass
@@ -266,6 +275,35 @@ def shape_problem(name: str, array: Any, meta: dict[str, Any], split: str, *, pr
     if wrong:
         return f"is shaped {tuple(array.shape)}, but {RUN_FILE} gives split {split!r} {n} samples, {members} members and {classes} classes"
     return None
+
+
+def check_count(value: Any, name: str, most: int, least: int = 1) -> int:
+    """A whole number from `least` to `most`, or one line naming the parameter `name`.
+
+    Parameters
+    ----------
+    value : int
+        The count.
+    name : str
+        The Python parameter that gave it.
+    most : int
+        The largest count accepted.
+    least : int
+        The smallest count accepted.
+
+    Returns
+    -------
+    int
+        `value`, as a Python int.
+
+    Raises
+    ------
+    ParameterError
+        Naming `name` and the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not least <= value <= most:
+        raise ParameterError(f"{{{name}}} must be a whole number from {least:,} to {most:,}, got {value!r}", name)
+    return int(value)
 
 
 def check_class_names(classes: Sequence[str], n_classes: int) -> None:

@@ -24,12 +24,15 @@ from . import commit
 from .format import (
     ARRAYS,
     FORMAT,
+    MAX_CLASSES,
+    MAX_MEMBERS,
     MEMBERS_DIR,
     META_DIR,
     RUN_FILE,
     Mode,
     SplitData,
     check_class_names,
+    check_count,
     check_split,
     check_usable_directory,
     chunk_samples,
@@ -124,6 +127,8 @@ class RunStore(RunReads):
         path = Path(path)
         if n_classes < 2 or not members or epoch_capacity < 0 or not splits:
             raise InputError("a run needs at least two classes, one member and one split")
+        check_count(n_classes, "n_classes", MAX_CLASSES, least=2)
+        check_count(len(members), "members", MAX_MEMBERS)
         if classes is not None:
             check_class_names(classes, n_classes)
         layout = layout_named(keep, topk, n_classes)
