@@ -83,3 +83,73 @@ def test_the_split_comes_from_the_option_the_file_name_or_the_default_and_says_w
     assert result.exit_code == 0, result.stderr
     assert RunStore.open(tmp_path / "run").splits == [split]
     assert f"imported split {split!r} ({why}" in result.stderr + result.stdout
+
+
+class _Crash(BaseException):
+    """A process dying at this point: nothing after it runs, no cleanup of the swap."""
+
+
+@pytest.mark.parametrize("crash_at", range(7))
+def test_import_overwrite_is_crash_safe_between_every_pair_of_filesystem_steps(tmp_path, monkeypatch, crash_at):
+    """Issue 28: the swap of `import --overwrite --split X` staged under names a split can have
+    (an existing split `val.old` was deleted), a crash between its renames left every command
+    refusing the run, and one after them served the old split's cached scores for the new data.
+    The swap's steps: clear a stale staging group, clear a stale old group, rename X to its old
+    name, rename the new arrays to X, write run.json, remove the old arrays. Dying before any
+    one of them (or after all), the run opens, holds the old split or the new one whole, and
+    scores what it holds; the replacement can then be run again."""
+    import os
+    import shutil
+
+    import confusion.store.commit as commit
+    from confusion.importing import import_predictions
+    from confusion.scores import confusion_scores
+    from confusion.store.format import SplitData
+
+    rng = np.random.default_rng(crash_at)
+    old, new = (rng.dirichlet(np.ones(4), size=(2, 3, n)).astype(np.float32) for n in (30, 40))
+    run = tmp_path / "run"
+    import_predictions(old, run)
+    store = RunStore.open(run, mode="a")
+    store.add_split("val.old", SplitData(ids=[f"o{i}" for i in range(30)], labels=np.full(30, -1)), lambda: _fill(store, "val.old", old))
+    expected = {30: confusion_scores(old).confusion, 40: confusion_scores(new).confusion}
+    assert score_run(store, "val").confusion == pytest.approx(expected[30], abs=1e-3)  # its scores are cached now
+    steps = []
+
+    def step(real):
+        def call(*args, **kwargs):
+            if len(steps) == crash_at:
+                raise _Crash
+            steps.append(real.__name__)
+            return real(*args, **kwargs)
+
+        return call
+
+    fake_os = type("os", (), {name: staticmethod(getattr(os, name)) for name in ("path", "getpid")})
+    fake_os.rename = staticmethod(step(os.rename))
+    monkeypatch.setattr(commit, "os", fake_os)
+    monkeypatch.setattr(commit, "shutil", type("shutil", (), {"rmtree": staticmethod(step(shutil.rmtree))}))
+    monkeypatch.setattr(RunStore, "save_meta", step(RunStore.save_meta))
+    try:
+        import_predictions(new, run, split="val", overwrite=True)
+        finished = True
+    except _Crash:
+        finished = False
+    monkeypatch.undo()
+    assert finished == (crash_at == 6) and len(steps) == min(crash_at, 6)
+    store = RunStore.open(run)
+    n = store.n_samples("val")
+    assert n in (30, 40) and (n == 40) == (crash_at >= 4)  # the new split once its arrays took the name
+    assert len(store.sample_ids("val")) == n and score_run(store, "val").confusion == pytest.approx(expected[n], abs=1e-3)
+    assert store.n_samples("val.old") == 30  # a split named like the old staging name is untouched
+    assert not (run / "predictions.zarr" / ".val.old").exists()
+    import_predictions(new, run, split="val", overwrite=True)  # and it can be run again
+    store = RunStore.open(run)
+    assert store.n_samples("val") == 40 and score_run(store, "val").confusion == pytest.approx(expected[40], abs=1e-3)
+    assert sorted(p.name for p in (run / "predictions.zarr").iterdir() if p.is_dir()) == ["val", "val.old"]
+
+
+def _fill(store, split, probs):
+    for member in range(probs.shape[0]):
+        for slot in range(probs.shape[1]):
+            store.write(split, member, slot, probs[member, slot])

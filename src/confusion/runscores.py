@@ -249,7 +249,9 @@ def _score_cache(store: RunStore, split: str, base: float, members: list[int] | 
     n = store.n_samples(split)
     if 2 * len(slots) * n * 8 > SCORE_CACHE_BYTES:
         return None
-    written = store.meta["splits"].get(split, {}).get("written")
+    # Keyed by the data's own stamp (its group's), not only run.json's: a split replaced by a
+    # swap that a crash cut short never reads the old split's cached scores.
+    written = store.split_written(split)
     key = json.dumps([store.meta.get("created"), split, n, written, base, members, [int(s) for s in slots], decomposition])
     return store.path / CACHE_DIR / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 

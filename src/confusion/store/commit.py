@@ -22,6 +22,7 @@ import os
 import shutil
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,13 +31,13 @@ from .._files import write_json_atomic
 from ..errors import InputError, ParameterError
 from ..scores import describe_invalid, softmax
 from .chunks import write_rows
-from .format import ARRAYS, SplitData, epoch_number, open_group
+from .format import ARRAYS, RUN_FILE, WRITTEN, SplitData, epoch_number, open_group
 from .locks import commit_lock, hold_lock
 
 if TYPE_CHECKING:
     from .run import RunStore
 
-__all__ = ["MemberWriter", "add_split", "commit_ready", "ensure_capacity", "json_info", "replace_split", "to_numpy"]
+__all__ = ["MemberWriter", "add_split", "commit_ready", "ensure_capacity", "json_info", "recover_swaps", "replace_split", "to_numpy"]
 
 
 def commit_ready(store: RunStore) -> list[int]:
@@ -150,20 +151,76 @@ def replace_split(store: RunStore, name: str, split: SplitData, fill: Callable[[
     """
     if name not in store.splits:
         raise InputError(f"{store.path} has no split {name!r} to replace")
-    staging = f"{name}.new"
+    root = store.path / ARRAYS
+    staging, old = _staging(name)
+    shutil.rmtree(root / staging, ignore_errors=True)  # left by a replacement killed while filling
     entry = _filled_split(store, staging, split, lambda: fill(staging))
     if split.meta:  # read joined by sample id, so the old arrays with the new metadata stay consistent
         store.write_metadata(name, split.ids, split.meta)
-    root = store.path / ARRAYS
     with commit_lock(store.path):
         store.refresh()
-        shutil.rmtree(root / f"{name}.old", ignore_errors=True)
-        os.rename(root / name, root / f"{name}.old")
+        shutil.rmtree(root / old, ignore_errors=True)
+        os.rename(root / name, root / old)  # a crash from here on is finished or undone by `recover_swaps`
         os.rename(root / staging, root / name)
         store.meta["splits"][name] = entry
         store.save_meta()
-    shutil.rmtree(root / f"{name}.old", ignore_errors=True)
+        shutil.rmtree(root / old, ignore_errors=True)
     store._group = open_group(store.path, "a")
+
+
+def _staging(name: str) -> tuple[str, str]:
+    """The names a split being replaced is staged under: a split name never starts with a dot."""
+    return f".{name}.new", f".{name}.old"
+
+
+def recover_swaps(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Finish or undo a `replace_split` that a crash cut short; returns run.json as it now is.
+
+    Cut before the new arrays took the split's name: the old ones get it back. Cut after it but
+    before run.json listed them: run.json's entry is made from the new arrays (their `WRITTEN`
+    stamp tells them apart), so the run holds the new split whole. Either way the swap's staging
+    groups go. A run that cannot be written (a read-only copy) is left as it is.
+
+    Parameters
+    ----------
+    path : Path
+        The run directory.
+    meta : dict
+        Its parsed run.json.
+
+    Returns
+    -------
+    dict
+        run.json after the repair (`meta` itself when there was nothing to do).
+    """
+    root = path / ARRAYS
+    # `.X.old` exists only inside the swap, which runs under the commit lock: found outside it, the
+    # swap's process died. (`.X.new` alone is a replacement still filling, or one killed while it
+    # filled: the run is whole either way, and the next replacement of X clears it.)
+    pending = [name for name in meta["splits"] if (root / _staging(name)[1]).exists()]
+    if not pending:
+        return meta
+    try:
+        with commit_lock(path):
+            meta = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+            for name in pending:
+                staging, old = _staging(name)
+                if not (root / old).exists():  # another process finished it while this one waited
+                    continue
+                if not (root / name).exists():
+                    os.rename(root / old, root / name)  # undo: the old split again
+                elif (root / name).exists() and (root / old).exists():
+                    group = json.loads((root / name / "zarr.json").read_text(encoding="utf-8"))
+                    written = group.get("attributes", {}).get(WRITTEN)
+                    if written is not None and written != meta["splits"][name].get("written"):  # finish: list the new split
+                        labels = open_group(path, "r")[f"{name}/labels"][:]
+                        meta["splits"][name] = {"n": int(len(labels)), "labelled": bool((labels >= 0).any()), "written": written}
+                        write_json_atomic(path / RUN_FILE, meta)
+                for stage in (staging, old):
+                    shutil.rmtree(root / stage, ignore_errors=True)
+    except OSError:  # not ours to write: the damage checks say what is wrong
+        pass
+    return meta
 
 
 def _filled_split(store: RunStore, group: str, split: SplitData, fill: Callable[[], None]) -> dict[str, Any]:

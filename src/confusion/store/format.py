@@ -11,6 +11,9 @@ damaged or foreign directory from a run.
                               their raw probs chunks are deleted once an epoch is committed
         <split>/topk_values, topk_indices   (members, epoch slots, samples, k): top-k logs
                               (runs kept `topk`, written by `confusion import --topk`)
+        .<split>.new, .<split>.old   a split being replaced (`import --overwrite`): staging names
+                              no split can have; a swap a crash cut short is finished or rolled
+                              back when the run is next opened
     RUN/meta/<split>.parquet  per-sample metadata (optional): a `sample` id column and any others
                               (a document's text, a user's columns); read joined by sample id
     RUN/members/member-M.json the epochs member M has ended, written by its writer alone
@@ -59,6 +62,7 @@ __all__ = [
     "Mode",
     "META_DIR",
     "RUN_FILE",
+    "WRITTEN",
     "SplitData",
     "check_class_names",
     "check_count",
@@ -84,7 +88,8 @@ MEMBERS_DIR = "members"
 META_DIR = "meta"
 CACHE_DIR = "cache"
 EMBEDDINGS = "embeddings"
-LAYOUT_NAMES = ("raw", "reduced", "topk")  # run.json's "keep": one class each in `layouts`
+LAYOUT_NAMES = ("raw", "reduced", "topk")
+WRITTEN = "confusion_written"  # a split group's attribute: when its arrays were made (ns), as run.json says  # run.json's "keep": one class each in `layouts`
 # Files a run directory may hold before run.json exists (locks, a half-made store, embeddings).
 _OWN_NAMES = {LOCK_FILE, COMMIT_LOCK, ARRAYS, EMBEDDINGS}
 # Samples per chunk are chosen so one chunk (one member, one epoch) is about this many bytes.

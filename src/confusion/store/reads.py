@@ -14,7 +14,7 @@ import numpy as np
 from .. import reduced
 from ..errors import InputError, RunStoreError
 from .chunks import ChunkFileReader
-from .format import ARRAYS, META_DIR, strings
+from .format import ARRAYS, META_DIR, WRITTEN, strings
 from .layouts import Layout, layout_of
 
 __all__ = ["RunReads"]
@@ -171,6 +171,21 @@ class RunReads:
             return self._group[split]
         except Exception as error:
             raise RunStoreError(f"{self.path}: {ARRAYS}/{split} is missing or damaged ({type(error).__name__})") from None
+
+    def split_written(self, split: str) -> Any:
+        """When the split's arrays were made: their group's stamp, else run.json's (older runs).
+
+        Parameters
+        ----------
+        split : str
+            The split.
+
+        Returns
+        -------
+        int or None
+            Nanoseconds since the epoch, or None where neither says.
+        """
+        return self._split_group(split).attrs.get(WRITTEN, self.meta["splits"].get(split, {}).get("written"))
 
     def probs(self, split: str) -> Any:
         """The split's probabilities as stored.

@@ -29,6 +29,7 @@ from .format import (
     MEMBERS_DIR,
     META_DIR,
     RUN_FILE,
+    WRITTEN,
     Mode,
     SplitData,
     check_class_names,
@@ -202,6 +203,7 @@ class RunStore(RunReads):
         if problem:
             raise RunStoreError(f"{path / RUN_FILE} is damaged: {problem}")
         where = ARRAYS
+        meta = commit.recover_swaps(path, meta)
         try:
             group = open_group(path, mode)
             layout = layout_of(meta)
@@ -224,7 +226,7 @@ class RunStore(RunReads):
         """Make the arrays of a split; returns its entry for run.json (the caller lists it)."""
         if name in self.meta["splits"]:
             raise RunStoreError(f"{self.path} already has a split named {name!r}")
-        check_split(name, split, self.n_classes)
+        check_split(name.removeprefix(".").removesuffix(".new"), split, self.n_classes)  # a staging group: the split's name
         n = len(split.ids)
         if name in self._group:  # left by an add_split that was killed before it listed the split
             del self._group[name]
@@ -245,8 +247,11 @@ class RunStore(RunReads):
         if split.sources is not None:
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
         self.layout.create_arrays(group, self.n_members, self.epoch_capacity, n, self.n_classes)
-        # "written" tells cached scores of a replaced split from the new one.
-        return {"n": n, "labelled": bool((split.labels >= 0).any()), "written": time.time_ns()}
+        # "written" tells cached scores of a replaced split from the new one. The group keeps it
+        # too, so the data itself says which it is, whatever run.json says (`commit.recover_swaps`).
+        written = time.time_ns()
+        group.attrs.update({WRITTEN: written})
+        return {"n": n, "labelled": bool((split.labels >= 0).any()), "written": written}
 
     def add_split(self, name: str, split: SplitData, fill: Callable[[], None]) -> None:
         """Add a split to a run whose epochs are committed (`commit.add_split`).
