@@ -484,18 +484,18 @@ def json_info(info: Any) -> dict[str, Any] | None:
     if not isinstance(info, dict):
         raise ParameterError(f"{{info}} must be a dict of JSON-able values, got {type(info).__name__}", "info")
 
-    def plain(value: Any) -> Any:
+    def _plain(value: Any) -> Any:
         if hasattr(value, "detach") and hasattr(value, "tolist"):  # a torch tensor
             value = value.detach().cpu().tolist()
         if isinstance(value, np.generic | np.ndarray):
             value = value.tolist()
         if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
+            return {str(k): _plain(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
+            return [_plain(v) for v in value]
         return value
 
-    converted = plain(info)
+    converted = _plain(info)
     try:
         json.dumps(converted, allow_nan=True)
     except (TypeError, ValueError) as error:
