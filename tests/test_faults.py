@@ -293,6 +293,25 @@ REDUCED_FIELDS = [
 ]
 
 
+@pytest.mark.parametrize("field", ["member_entropy", "ensemble_entropy", "member_sumsq", "ensemble_top1", "member_argmax", "member_other"])
+@pytest.mark.parametrize("damage", ["zeros", "garbage"])
+def test_a_reduced_chunk_zero_filled_or_overwritten_is_named_as_damage(cli, tmp_path, probs_file, field, damage):
+    """Issue 28: a `--keep reduced` store whose chunk was zero-filled or overwritten scored
+    silently wrong (exit 0, every score off), where a raw store catches the same damage. The
+    record's invariants are checked on every read (`reduced.check_record`)."""
+    probs, labels, _, _ = probs_file
+    run = tmp_path / "run"
+    assert cli("import", "--probs", probs, "--labels", labels, "--out", run, "--keep", "reduced").exit_code == 0
+    chunk = _chunk_files(run, "val", field)[0]
+    size = chunk.stat().st_size
+    chunk.write_bytes(bytes(size) if damage == "zeros" else np.random.default_rng(5).integers(0, 256, size, dtype=np.uint8).tobytes())
+    commands = [("score", run, "--out", tmp_path / "s.csv"), ("difficulty", run, "--out", tmp_path / "d.csv")]
+    for command in commands if field in ("member_entropy", "ensemble_entropy", "member_sumsq", "ensemble_top1") else commands[1:]:
+        result = cli(*command)
+        assert result.exit_code == 2 and "reduced record" in result.stderr and "damaged" in result.stderr, (command, result.stderr)
+        assert not (tmp_path / "s.csv").exists() and not (tmp_path / "d.csv").exists()
+
+
 @pytest.mark.parametrize("field", REDUCED_FIELDS + ["topk_values", "topk_indices"])
 def test_a_damaged_reduced_or_top_k_store_is_one_line_too(cli, tmp_path, probs_file, field):
     """A lost chunk of the reduced record or of top-k logs reads as zarr's fill value (NaN, an

@@ -39,6 +39,7 @@ every member wrote; then the raw chunk files of that epoch are deleted.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,7 @@ __all__ = [
     "as_final",
     "bytes_per_prediction",
     "check_keep",
+    "check_record",
     "chunk_size",
     "create_arrays",
     "read",
@@ -224,6 +226,86 @@ def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, membe
     if damaged:
         raise RunStoreError(f"{where}: the reduced record {name} of a committed epoch is missing (its chunk files are damaged)")
     return values
+
+
+def check_record(
+    record: dict[str, np.ndarray], n_classes: int, *, where: str = "", all_members: bool = True, labels: np.ndarray | None = None
+) -> None:
+    """Refuse a block of the reduced record no probabilities could give: a chunk zero-filled or
+    overwritten after it was committed (the raw store's row sums catch the same damage there).
+
+    Every value must lie in its range (entropies in [0, ln C], probabilities in [0, 1], top
+    probabilities and sums of squares in [1/C, 1], classes below C), and the fields must agree
+    where the maths ties them: a distribution's Shannon entropy is at least its collision
+    entropy, -ln sum p^2, and at least its min-entropy, -ln max p; the entropy of the members'
+    average is at least their mean entropy (eq. 2's concavity). A zero-filled entropy chunk
+    breaks the first two unless every prediction it holds is one-hot (where 0 is the truth).
+
+    Parameters
+    ----------
+    record : dict of str to ndarray
+        Fields of one block: member fields (members, epochs, samples), ensemble fields (epochs,
+        samples); any subset of `FIELDS`.
+    n_classes : int
+        C.
+    where : str
+        The run and split, for the message.
+    all_members : bool
+        Whether the member fields hold every member (the concavity tie needs all of them).
+    labels : ndarray of int, shape (samples,), optional
+        The block's labels (-1 unknown): a member's arg-max is its labelled class exactly where
+        that class's probability is the largest.
+
+    Raises
+    ------
+    RunStoreError
+        Naming the first field that breaks a rule.
+    """
+    # Rows are probabilities within the float16 tolerance (they may sum to 1 +- 1e-2), and the
+    # record holds float32 values of float16 inputs: every bound allows for both.
+    top, floor, sums, slack = math.log(n_classes), 1.0 / n_classes, 1e-2, 1e-3
+    ranges = {
+        "member_entropy": (-2 * sums - slack, (1 + sums) * top + slack),  # -p ln p < 0 where p rounds above 1
+        "ensemble_entropy": (-2 * sums - slack, (1 + sums) * top + slack),
+        "member_sumsq": ((1 - 2 * sums) * floor - slack, (1 + sums) ** 2 + slack),
+        "ensemble_top1": ((1 - 2 * sums) * floor - slack, 1 + sums + slack),
+        "member_label": (-slack, 1 + sums),
+        "member_other": (-slack, 1 + sums),
+        "member_argmax": (0, n_classes - 1),
+        "ensemble_argmax": (0, n_classes - 1),
+    }
+    values = {name: record[name].astype(np.float64) for name in ranges if name in record}
+    for name, (low, high) in ranges.items():
+        if name in values:
+            known = values[name][~np.isnan(values[name])] if name == "member_label" else values[name]
+            if not (np.isfinite(known).all() and (known >= low).all() and (known <= high).all()):
+                _refuse(name, where)
+
+    def at_least(entropy: np.ndarray, bound: np.ndarray) -> bool:
+        return bool((entropy >= bound - 3 * sums * (1 + entropy) - slack).all())
+
+    for entropy, other in (("member_entropy", "member_sumsq"), ("ensemble_entropy", "ensemble_top1")):
+        if entropy in values and other in values:
+            # Shannon entropy >= collision entropy -ln sum p^2 >= min-entropy -ln max p
+            if not at_least(values[entropy], -np.log(np.maximum(values[other], floor / 2))):
+                _refuse(entropy if values[entropy].min() == 0 else other, where)
+    if "member_label" in values and "member_other" in values:
+        best = np.fmax(values["member_label"], values["member_other"])
+        if (best < (1 - 2 * sums) * floor - slack).any():  # the top probability of a distribution is at least 1/C
+            _refuse("member_other", where)
+    if labels is not None and {"member_argmax", "member_label", "member_other"} <= values.keys():
+        known = labels >= 0
+        label, other = values["member_label"][..., known], values["member_other"][..., known]
+        right = values["member_argmax"][..., known] == labels[known]
+        if (right & (label < other - slack)).any() or (~right & (other < label - slack)).any():
+            _refuse("member_argmax", where)
+    if all_members and "ensemble_entropy" in values and "member_entropy" in values:
+        if not at_least(values["ensemble_entropy"], values["member_entropy"].mean(axis=0)):
+            _refuse("ensemble_entropy", where)
+
+
+def _refuse(name: str, where: str) -> None:
+    raise RunStoreError(f"{where}: the reduced record {name} of a committed epoch is damaged (it holds values no probabilities give)")
 
 
 @dataclass(frozen=True)

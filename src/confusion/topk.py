@@ -26,11 +26,12 @@ bounded by the averages of the bounds. With k = C the three coincide.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from .errors import InputError, ParameterError
+from .errors import InputError, ParameterError, RunStoreError
 
 __all__ = [
     "MASS_TOLERANCE",
@@ -43,6 +44,7 @@ __all__ = [
     "epoch_bounds",
     "load_topk",
     "prepare_topk",
+    "read_topk_rows",
 ]
 
 TOLERANCE = 1e-3  # a top-k mass may exceed 1 by this much (float16/float32 rounding), no more
@@ -318,3 +320,38 @@ def certain_in_top(low: np.ndarray, high: np.ndarray, chosen: np.ndarray, size: 
     above = len(high) - np.searchsorted(ordered, low[chosen], side="right")  # samples whose upper bound exceeds it
     above -= (high[chosen] > low[chosen]).astype(int)  # not counting itself
     return above < size
+
+
+def read_topk_rows(
+    values_array: Any, indices_array: Any, members: Any, slots: np.ndarray, start: int, stop: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k logs of some members, epoch slots and rows, checked for damage.
+
+    Parameters
+    ----------
+    values_array, indices_array : zarr.Array
+        The split's topk_values and topk_indices.
+    members : sequence of int
+        The members.
+    slots : ndarray
+        The epoch slots.
+    start, stop : int
+        The rows.
+    where : str
+        The run and split, for errors.
+
+    Returns
+    -------
+    tuple of ndarray
+        (values, indices), each (members, slots, rows, k).
+    """
+    members = np.asarray(members, dtype=np.intp)
+    try:
+        low, high = int(slots.min()), int(slots.max()) + 1
+        values = values_array[:, low:high, start:stop][members][:, slots - low]
+        indices = indices_array[:, low:high, start:stop][members][:, slots - low]
+    except Exception as error:
+        raise RunStoreError(f"{where}: its top-k logs are damaged ({type(error).__name__})") from None
+    if np.isnan(values).any() or (indices == np.iinfo(indices.dtype).max).any():  # the fill values: a chunk file is gone
+        raise RunStoreError(f"{where}: its top-k logs are missing for committed epochs (chunk files damaged)")
+    return values, indices

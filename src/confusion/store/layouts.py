@@ -312,6 +312,9 @@ class Raw(Layout):
         return [scores.per_epoch, scores.per_epoch_expected]
 
 
+READ_TO_SCORE = ("member_entropy", "ensemble_entropy", "member_sumsq", "ensemble_top1")  # a reduced run's scoring reads
+
+
 class Reduced(Layout):
     """The reduced record (`confusion.reduced`) in place of the raw probabilities."""
 
@@ -359,9 +362,12 @@ class Reduced(Layout):
         n = store.n_samples(split)
         group, where = store._split_group(split), f"{store.path}: split {split!r}"
 
+        names = ("member_argmax", "member_entropy", "member_sumsq", "member_label", "member_other", "ensemble_argmax")
+        record = {name: reduced.read(group, name, slot, 0, n, where=where) for name in names}
+        reduced.check_record(record, store.n_classes, where=where, labels=store.labels(split))
+
         def field(name: str) -> np.ndarray:
-            values = reduced.read(group, name, slot, 0, n, where=where)
-            return values[:, 0] if name in reduced.MEMBER_FIELDS else values[0]
+            return record[name][:, 0] if name in reduced.MEMBER_FIELDS else record[name][0]
 
         return reduced.FinalPredictions(
             argmax=field("member_argmax").astype(np.int64),
@@ -385,6 +391,7 @@ class Reduced(Layout):
             record = {f: reduced.read(group, f, slots, start, stop, where=where) for f in fields}
             if "member_label" in record and np.isnan(record["member_label"][..., labels[start:stop] >= 0]).any():  # NaN only where unknown
                 raise RunStoreError(f"{where}: the reduced record member_label of a committed epoch is missing (its chunk files are damaged)")
+            reduced.check_record(record, store.n_classes, where=where, labels=labels[start:stop])
             yield start, stop, record
 
     def score_arrays(
@@ -395,8 +402,9 @@ class Reduced(Layout):
         if members is not None and len(set(members)) != 1:
             self.require_probs(store.path, f"scoring members {members} (a subset of the {store.n_members})")
         group = store._split_group(split)
-        arrays = {"member_entropy": group["member_entropy"], "ensemble_entropy": group["ensemble_entropy"]}
-        return arrays, members, 4 * (store.n_members + 1) * len(slots), 1
+        arrays: dict[str, Any] = {name: group[name] for name in READ_TO_SCORE}
+        arrays["n_classes"] = store.n_classes
+        return arrays, members, 8 * (store.n_members + 1) * len(slots), 1
 
     def score_rows(
         self,
@@ -411,12 +419,14 @@ class Reduced(Layout):
         engine: str,
         where: str,
     ) -> list[np.ndarray]:
-        member_entropy, ensemble_entropy = arrays["member_entropy"], arrays["ensemble_entropy"]
+        chosen = None if members is None else [members[0]]
+        # The entropies, and the fields that vouch for them (`reduced.check_record`).
+        record = {name: reduced.read_array(arrays[name], name, slots, start, stop, chosen, where=where) for name in READ_TO_SCORE}
+        reduced.check_record(record, arrays["n_classes"], where=where, all_members=members is None)
+        own = record["member_entropy"].astype(np.float64)
         if members is None:
-            own = reduced.read_array(member_entropy, "member_entropy", slots, start, stop, where=where).astype(np.float64)
-            return [reduced.read_array(ensemble_entropy, "ensemble_entropy", slots, start, stop, where=where).astype(np.float64), own.mean(axis=0)]
-        own = reduced.read_array(member_entropy, "member_entropy", slots, start, stop, [members[0]], where=where)[0].astype(np.float64)
-        return [own, own]
+            return [record["ensemble_entropy"].astype(np.float64), own.mean(axis=0)]
+        return [own[0], own[0]]
 
 
 class TopK(Layout):
@@ -466,13 +476,13 @@ class TopK(Layout):
 
     def final_predictions(self, store: RunReads, split: str) -> reduced.FinalPredictions:
         """Each member's top class is known; its entropy is the point estimate."""
-        from ..topk import ensemble_argmax, epoch_bounds
+        from ..topk import ensemble_argmax, epoch_bounds, read_topk_rows
 
         group = store._split_group(split)
         slot = np.array([len(store.recorded_epochs) - 1])
         values, indices = (
             a[:, 0]
-            for a in topk_rows(
+            for a in read_topk_rows(
                 group["topk_values"], group["topk_indices"], range(store.n_members), slot, 0, store.n_samples(split), f"{store.path}: split {split!r}"
             )
         )
@@ -510,49 +520,14 @@ class TopK(Layout):
         engine: str,
         where: str,
     ) -> list[np.ndarray]:
-        from ..topk import epoch_bounds
+        from ..topk import epoch_bounds, read_topk_rows
 
-        values, indices = topk_rows(arrays["values"], arrays["indices"], members, slots, start, stop, where)
+        values, indices = read_topk_rows(arrays["values"], arrays["indices"], members, slots, start, stop, where)
         parts = [np.empty((len(slots), stop - start)) for _ in range(4)]
         for t in range(len(slots)):
             point, low, high, member_point = epoch_bounds(values[:, t], indices[:, t], arrays["n_classes"])
             parts[0][t], parts[2][t], parts[3][t], parts[1][t] = point, low, high, member_point.mean(axis=0)
         return parts
-
-
-def topk_rows(
-    values_array: Any, indices_array: Any, members: Any, slots: np.ndarray, start: int, stop: int, where: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k logs of some members, epoch slots and rows, checked for damage.
-
-    Parameters
-    ----------
-    values_array, indices_array : zarr.Array
-        The split's topk_values and topk_indices.
-    members : sequence of int
-        The members.
-    slots : ndarray
-        The epoch slots.
-    start, stop : int
-        The rows.
-    where : str
-        The run and split, for errors.
-
-    Returns
-    -------
-    tuple of ndarray
-        (values, indices), each (members, slots, rows, k).
-    """
-    members = np.asarray(members, dtype=np.intp)
-    try:
-        low, high = int(slots.min()), int(slots.max()) + 1
-        values = values_array[:, low:high, start:stop][members][:, slots - low]
-        indices = indices_array[:, low:high, start:stop][members][:, slots - low]
-    except Exception as error:
-        raise RunStoreError(f"{where}: its top-k logs are damaged ({type(error).__name__})") from None
-    if np.isnan(values).any() or (indices == np.iinfo(indices.dtype).max).any():  # the fill values: a chunk file is gone
-        raise RunStoreError(f"{where}: its top-k logs are missing for committed epochs (chunk files damaged)")
-    return values, indices
 
 
 LAYOUTS: dict[str, type[Layout]] = {layout.name: layout for layout in (Raw, Reduced, TopK)}
