@@ -135,3 +135,33 @@ def test_any_predictions_evaluated_by_id_without_a_dataset(cli, tmp_path, probs_
     assert pd.read_csv(tmp_path / "t.csv").iloc[0]["hard_error"] == pytest.approx(row["hard_error"])
     result = cli("evaluate", tmp_path / "other", "--hardset", tmp_path / "hard.csv")
     assert result.exit_code == 2 and "--scores RUN" in result.stderr
+
+
+def test_predictions_by_id_are_joined_by_class_name_and_refused_where_they_cannot_be(cli, tmp_path, probs_file):
+    """Issue 28: a run imported with its classes in reverse order scored 0% error instead of
+    ~100%, a 5-class run was accepted against a 10-class scoring run, a table naming a sample
+    twice was accepted, and a table of predicted labels got own-confidence AUROCs of 0.5."""
+    path, labels_path, probs, labels = probs_file
+    names = [f"c{k}" for k in range(10)]
+    assert cli("import", "--probs", path, "--labels", labels_path, "--classes", ",".join(names), "--out", tmp_path / "scoring").exit_code == 0
+    assert cli("hardset", tmp_path / "scoring", "--top", "0.1", "--out", tmp_path / "hard.csv").exit_code == 0
+    perfect = np.eye(10)[labels] * 0.9 + 0.01  # right on every sample, as probabilities
+    np.save(tmp_path / "perfect.npy", perfect[:, ::-1])  # its classes listed the other way round
+    assert cli("import", "--probs", tmp_path / "perfect.npy", "--classes", ",".join(names[::-1]), "--out", tmp_path / "reversed").exit_code == 0
+    evaluate = ("--hardset", tmp_path / "hard.csv", "--scores", tmp_path / "scoring")
+    result = cli("evaluate", tmp_path / "reversed", *evaluate, "--out", tmp_path / "r.csv")
+    assert result.exit_code == 0, result.stderr
+    row = pd.read_csv(tmp_path / "r.csv").iloc[0]
+    assert row["hard_error"] == 0 and row["rest_error"] == 0  # joined by name: right everywhere
+    np.save(tmp_path / "five.npy", np.full((200, 5), 0.2))
+    assert cli("import", "--probs", tmp_path / "five.npy", "--out", tmp_path / "five").exit_code == 0
+    result = cli("evaluate", tmp_path / "five", *evaluate)
+    assert result.exit_code == 2 and "a model is evaluated on the classes it predicts" in result.stderr
+    ids = np.arange(200).astype(str)
+    pd.DataFrame({"sample": [*ids, "3"], "predicted": [*labels, 0]}).to_csv(tmp_path / "twice.csv", index=False)
+    result = cli("evaluate", tmp_path / "twice.csv", *evaluate)
+    assert result.exit_code == 2 and "names a sample twice ('3')" in result.stderr
+    pd.DataFrame({"sample": ids, "predicted": labels}).to_csv(tmp_path / "labels.csv", index=False)
+    assert cli("evaluate", tmp_path / "labels.csv", *evaluate, "--out", tmp_path / "l.csv").exit_code == 0
+    row = pd.read_csv(tmp_path / "l.csv").iloc[0]
+    assert np.isnan(row["auroc_own_msp"]) and np.isnan(row["auroc_own_entropy"])  # predicted labels: no confidence to rank by

@@ -47,6 +47,7 @@ class Predictor:
 
     name: str
     probabilities: Callable[[str, np.ndarray], np.ndarray]  # (split, sample ids) -> (len(ids), classes)
+    confident: bool = True  # its probabilities say how sure it is (not one-hot predicted labels)
 
 
 def _stored_predictions(store: RunStore, member: int | None):
@@ -187,8 +188,18 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
         if split not in store.splits:
             raise InputError(f"{model} recorded no predictions for split {split!r}")
         predicted_ids, probabilities = store.sample_ids(split), store.final_probs(split).mean(axis=0)
+        if store.classes != list(classes):  # joined by class name, never by index
+            if sorted(store.classes) != sorted(classes):
+                raise InputError(
+                    f"{model} predicts the classes {', '.join(store.classes[:6])}; the labels of {holder.path} are of "
+                    f"{', '.join(classes[:6])}: a model is evaluated on the classes it predicts"
+                )
+            probabilities = probabilities[:, [store.classes.index(name) for name in classes]]
+        confident = True
     else:
-        predicted_ids, probabilities = _predictions_table(Path(model), classes)
+        predicted_ids, probabilities, confident = _predictions_table(Path(model), classes)
+    if len(set(predicted_ids.tolist())) != len(predicted_ids):
+        raise InputError(f"{model} names a sample twice ({pd.Series(predicted_ids)[pd.Series(predicted_ids).duplicated()].iloc[0]!r})")
     keep = np.flatnonzero((labels >= 0) & np.isin(ids, predicted_ids))
     rows = positions(predicted_ids, ids[keep], f"the predictions of {model}")
     dataset = Dataset(
@@ -198,11 +209,13 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
         flip_preserves_label=False,
     )
     chosen = probabilities[rows]
-    return [Predictor(name or Path(model).stem, lambda _split, wanted: chosen[positions(ids[keep], wanted, "the labelled predictions")])], dataset
+    label = name or Path(model).stem
+    return [Predictor(label, lambda _split, wanted: chosen[positions(ids[keep], wanted, "the labelled predictions")], confident)], dataset
 
 
-def _predictions_table(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(sample ids, (samples, classes) probabilities) from a predictions table."""
+def _predictions_table(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(sample ids, (samples, classes) probabilities, whether they are probabilities rather than
+    one-hot predicted labels) from a predictions table."""
     if not path.is_file() or path.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{path} is neither a run directory nor a predictions table (.csv or .parquet)")
     try:
@@ -213,17 +226,15 @@ def _predictions_table(path: Path, classes: list[str]) -> tuple[np.ndarray, np.n
         raise InputError(f"{path} needs a 'sample' column of sample ids")
     ids = table["sample"].astype(str).to_numpy()
     if set(classes) <= set(map(str, table.columns)):
-        probabilities = table[list(classes)].to_numpy(np.float64)
-    elif "predicted" in table.columns:
+        return ids, table[list(classes)].to_numpy(np.float64), True
+    if "predicted" in table.columns:
         index = {name: k for k, name in enumerate(classes)}
         values = table["predicted"].astype(str).to_numpy()
         predicted = np.array([index[v] if v in index else int(v) if v.lstrip("-").isdigit() else -1 for v in values])
         if ((predicted < 0) | (predicted >= len(classes))).any():
             raise InputError(f"{path}: 'predicted' holds values that are neither class indices 0..{len(classes) - 1} nor class names")
-        probabilities = np.eye(len(classes))[predicted]
-    else:
-        raise InputError(f"{path} needs a 'predicted' column or one probability column per class ({', '.join(classes[:5])}...)")
-    return ids, probabilities
+        return ids, np.eye(len(classes))[predicted], False
+    raise InputError(f"{path} needs a 'predicted' column or one probability column per class ({', '.join(classes[:5])}...)")
 
 
 def dataset_for(model: str, data: str | None, root=None):
@@ -326,8 +337,9 @@ def evaluate_on_hardset(
         if band_of is not None:
             # How well the score ranks this model's errors, next to the model's own confidence.
             rows[-1]["auroc_confusion"] = auroc(values, wrong)
-            rows[-1]["auroc_own_msp"] = auroc(1.0 - probs.max(axis=1), wrong)
-            rows[-1]["auroc_own_entropy"] = auroc(entropy(probs), wrong)
+            # A table of predicted labels has no confidence of its own: nothing to rank by.
+            rows[-1]["auroc_own_msp"] = auroc(1.0 - probs.max(axis=1), wrong) if predictor.confident else float("nan")
+            rows[-1]["auroc_own_entropy"] = auroc(entropy(probs), wrong) if predictor.confident else float("nan")
             for band in range(bins):
                 in_band = band_of == band
                 if in_band.any():
