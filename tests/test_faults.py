@@ -82,15 +82,34 @@ SWEEP_REFUSALS = [
     (["score", "--probs", "{tmp}/one_class.npy", "--out", "{tmp}/out.csv"], "confusion needs at least 2"),
     (["import", "--probs", "{tmp}/with_names.npz", "--out", "{tmp}/out"], "labels are class names"),
     (["score", "--probs", "{tmp}/with_names.npz", "--out", "{tmp}/out.csv"], "labels are class names"),
+    # Issue 28: tracebacks, accepted input that was silently off, and messages that misled.
+    (["train", "--data", "features:{tmp}/objects.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "holds an array of Python objects"),
+    (["report", "{run}", "--mitigation", "{tmp}/empty", "--out", "{tmp}/out"], "has no metrics.json"),
+    (["report", "{run}", "--mitigation", "{tmp}/notjson", "--out", "{tmp}/out"], "is not readable JSON"),
+    (["report", "{run}", "--mitigation", "{tmp}/bandless", "--out", "{tmp}/out"], "is not a `confusion mitigate` result"),
+    (["import", "--probs", "{probs}", "--split", "val\nx", "--out", "{tmp}/out"], "holds a control character"),
+    (["import", "--probs", "{probs}", "--split", "v\u202eal", "--out", "{tmp}/out"], "holds a control character"),
+    (["score", "--probs", "{probs}", "--logits", "--out", "{tmp}/out.csv"], "these are probabilities already"),
+    (["score", "--probs", "{tmp}/passwd", "--out", "{tmp}/out.csv"], "it is not a numpy file"),
+    (["score", "--probs", "{tmp}/objects.npy", "--out", "{tmp}/out.csv"], "Python objects"),
 ]
 
 
-@pytest.mark.parametrize("args, message", SWEEP_REFUSALS, ids=[" ".join(a[:1] + a[2:4])[:40] for a, _ in SWEEP_REFUSALS])
+@pytest.mark.parametrize(
+    "args, message", SWEEP_REFUSALS, ids=[" ".join(a[:1] + a[2:4])[:40].encode("unicode_escape").decode() for a, _ in SWEEP_REFUSALS]
+)
 def test_what_the_sweep_found_is_refused_in_one_line(cli, run, tmp_path, probs_file, args, message):
     probs, _, array, _ = probs_file
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00" * 200)
     np.save(tmp_path / "one_class.npy", np.ones((2, 2, 20, 1), np.float32))
     np.savez(tmp_path / "with_names.npz", probs=array, labels=np.array(["cat"] * array.shape[2]))
+    np.savez(tmp_path / "objects.npz", x=np.array([[1.0], [2.0]] * 20, dtype=object), y=np.arange(40) % 2)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for name, text in (("empty", None), ("notjson", "{nope"), ("bandless", '{"methods": {}}')):
+        (tmp_path / name).mkdir()
+        if text is not None:
+            (tmp_path / name / "metrics.json").write_text(text)
     args = [a.format(tmp=tmp_path, run=run, probs=probs) for a in args]
     result = cli(*args)
     assert result.exit_code == 2, result.stdout + result.stderr
@@ -766,3 +785,17 @@ def test_a_refused_recorder_create_leaves_no_folder(tmp_path, kwargs, message):
     with pytest.raises(InputError, match=re.escape(message)):
         Recorder.create(tmp_path / "run", **arguments)
     assert not (tmp_path / "run").exists()
+
+
+def test_masked_classes_are_valid_logits(cli, tmp_path):
+    """Issue 28: -inf logits (a class masked out) were refused as "NaN or inf"; a row whose every
+    class is masked, or a NaN, still is."""
+    logits = np.random.default_rng(3).normal(size=(2, 2, 30, 4))
+    logits[..., 3] = -np.inf
+    np.save(tmp_path / "masked.npy", logits)
+    result = cli("score", "--probs", tmp_path / "masked.npy", "--logits", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.stderr
+    logits[0, 0, 5] = -np.inf
+    np.save(tmp_path / "all.npy", logits)
+    result = cli("score", "--probs", tmp_path / "all.npy", "--logits", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 2 and "every class's logit is -inf at member 0, epoch 0, sample 5" in result.stderr

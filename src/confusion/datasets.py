@@ -24,6 +24,7 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -482,6 +483,15 @@ def _features_from_npz(file: Path, seed: int) -> Dataset:
         archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise InputError(f"{file} is not a readable .npz: {error}") from None
+    try:
+        return _features_from_archive(archive, file, seed)
+    except ValueError as error:  # an object (pickled) array inside: never loaded
+        if "allow_pickle" not in str(error):
+            raise
+        raise InputError(f"{file} holds an array of Python objects (pickled), which is never loaded; save plain numeric arrays") from None
+
+
+def _features_from_archive(archive: Any, file: Path, seed: int) -> Dataset:
     with archive:
         names = set(archive.files)
         classes = [str(c) for c in archive["classes"]] if "classes" in names else None

@@ -67,7 +67,7 @@ def _load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
     except InputError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise InputError(f"{path} is not a readable .npy/.npz array: {error}") from None
+        raise InputError(f"{path} is not a readable .npy/.npz array: {_what_went_wrong(path, error)}") from None
 
 
 def _load_torch(path: Path, what: str) -> np.ndarray:
@@ -177,6 +177,21 @@ def archive_labels(source) -> np.ndarray | None:
             return archive["labels"] if "labels" in archive.files and len(archive.files) > 1 else None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         raise InputError(f"{source} is not a readable .npz archive: {error}") from None
+
+
+def _what_went_wrong(path: Path, error: Exception) -> str:
+    """numpy's reason, unless it is its advice about allow_pickle: a file that is not numpy's
+    at all (no .npy header, no zip) is said to be so, and pickled objects are never loaded."""
+    if "allow_pickle" not in str(error):
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError:
+        head = b""
+    if head.startswith((b"\x93NUMPY", b"PK")):
+        return "it holds Python objects (pickled data), which are never loaded; save plain numeric arrays"
+    return "it is not a numpy file (no .npy header and not an .npz archive)"
 
 
 def load_labels(source, n_samples: int, n_classes: int, classes: Sequence[str] | None = None) -> np.ndarray:

@@ -369,12 +369,23 @@ def describe_invalid(
         epoch = epochs[t] if epochs is not None else t
         return f"member {member}, epoch {epoch}, sample {first_sample + n}"
 
+    if logits:  # -inf is a masked class (probability 0); NaN and +inf are not logits
+        bad = np.isnan(block) | (block == np.inf)
+        if bad.any():
+            m, t, n, c = np.argwhere(bad)[0]
+            return f"NaN or +inf logit at {_where(m, t, n)}, class {c}"
+        masked = (block == -np.inf).all(axis=-1)
+        if masked.any():
+            m, t, n = np.argwhere(masked)[0]
+            return f"every class's logit is -inf at {_where(m, t, n)}"
+        tolerance = SUM_TOLERANCE.get(dtype, 1e-3)
+        if ((block >= 0) & (block <= 1)).all() and (np.abs(block.sum(axis=-1, dtype=np.float64) - 1.0) <= tolerance).all():
+            return "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; drop --logits"
+        return None
     finite = np.isfinite(block)
     if not finite.all():
         m, t, n, c = np.argwhere(~finite)[0]
         return f"NaN or inf at {_where(m, t, n)}, class {c}"
-    if logits:
-        return None
     if (block < 0).any():
         m, t, n, c = np.argwhere(block < 0)[0]
         return f"negative probability {float(block[m, t, n, c]):.4g} at {_where(m, t, n)}, class {c} (are these logits? pass --logits)"

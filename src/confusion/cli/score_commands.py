@@ -85,7 +85,7 @@ def score(
         ),
     ] = None,
 ):
-    """Confusion score of every sample (paper eqs. 1-3): higher = harder, in [0, log C] bits (or nats)."""
+    """Confusion score of every sample (the paper's equations 1-3): higher = harder, in [0, log C] bits (or nats)."""
     out = table_path(out)
     if (run is None) == (probs is None):
         raise InputError("give either a run directory or --probs FILE, not both or neither")

@@ -32,6 +32,7 @@ __all__ = [
     "check_inputs",
     "compute_report",
     "dataset_of",
+    "read_mitigation",
     "read_signal",
 ]
 
@@ -153,7 +154,7 @@ def compute_report(
         step("external signal")
         _signal(result, *signal_values)
     if options.mitigation is not None:
-        result.metrics["mitigation"] = json.loads((Path(options.mitigation) / "metrics.json").read_text(encoding="utf-8"))
+        result.metrics["mitigation"] = read_mitigation(options.mitigation)
     return result
 
 
@@ -497,5 +498,48 @@ def check_inputs(run, compare, models, mitigation) -> None:
     for other in stores[1 : 1 + len(compare)]:
         if split in other.splits:
             _shared_samples(reference, other, split)
-    if mitigation is not None and not (Path(mitigation) / "metrics.json").is_file():
-        raise ParameterError(f"{{mitigation}} {mitigation} has no metrics.json (make it with `confusion mitigate`)", "mitigation")
+    if mitigation is not None:
+        read_mitigation(mitigation)
+
+
+def read_mitigation(folder: str | Path) -> dict[str, Any]:
+    """The metrics.json of a `confusion mitigate` folder, checked for what the report draws.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The mitigation's output folder.
+
+    Returns
+    -------
+    dict
+        Its metrics: per method and band, the samples and the mean and std of the error.
+
+    Raises
+    ------
+    ParameterError
+        When the folder has no such metrics.json (parameter ``mitigation``).
+    """
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        raise ParameterError(f"{{mitigation}} {folder} has no metrics.json (make it with `confusion mitigate`)", "mitigation")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ParameterError(f"{{mitigation}} {path} is not readable JSON ({str(error).splitlines()[0][:80]})", "mitigation") from None
+    bands = metrics.get("bands") if isinstance(metrics, dict) else None
+    methods = metrics.get("methods") if isinstance(metrics, dict) else None
+    whole = (
+        isinstance(bands, list)
+        and bands
+        and isinstance(methods, dict)
+        and methods
+        and all(
+            isinstance(entry, dict)
+            and all(isinstance(entry.get(band), dict) and {"n", "error_mean", "error_std"} <= entry[band].keys() for band in [*bands, "overall"])
+            for entry in methods.values()
+        )
+    )
+    if not whole:
+        raise ParameterError(f"{{mitigation}} {path} is not a `confusion mitigate` result (no bands and methods with their errors)", "mitigation")
+    return metrics

@@ -348,7 +348,7 @@ class MemberWriter:
                 raise InputError(f"index holds positions outside 0..{n_samples - 1} of split {split!r}")
         problem = validate and describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
         if problem:
-            raise InputError(problem.replace("pass --logits", "pass logits=True"))
+            raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
         epoch = self._begin(epoch)  # only now: a refused call leaves the writer as it was
         values = softmax(rows) if logits else rows
         self._buffer.setdefault(split, []).append((positions.astype(np.int64), values.astype(np.float16)))

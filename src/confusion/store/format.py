@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,6 +356,8 @@ def check_split(name: str, split: SplitData, n_classes: int) -> None:
     """
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise InputError(f"split name {name!r} is not a plain name")
+    if any(unicodedata.category(character) in ("Cc", "Cf", "Zl", "Zp") for character in name):  # newlines, bidi controls
+        raise InputError(f"split name {name!r} holds a control character; it names files and columns")
     if len(split.ids) == 0:
         raise InputError(f"split {name!r} has no samples")
     if ((split.labels < -1) | (split.labels >= n_classes)).any():
