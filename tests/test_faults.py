@@ -799,3 +799,26 @@ def test_masked_classes_are_valid_logits(cli, tmp_path):
     np.save(tmp_path / "all.npy", logits)
     result = cli("score", "--probs", tmp_path / "all.npy", "--logits", "--out", tmp_path / "t.csv")
     assert result.exit_code == 2 and "every class's logit is -inf at member 0, epoch 0, sample 5" in result.stderr
+
+
+def test_report_and_hardset_issue_28_tracebacks_are_one_line_or_gone(cli, run, tmp_path, probs_file):
+    """Issue 28: `report --models RUN` sharing no samples raised KeyError: 'confusion'; `report
+    --out /proc/nope` ran two stages, then named an internal staging path; `hardset --materialize`
+    of a run whose metadata has a label_name column failed after writing the manifest."""
+    probs, labels, array, _ = probs_file
+    np.save(tmp_path / "other.npy", array[:, :, :50])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"x{i}" for i in range(50)))
+    assert cli("import", "--probs", tmp_path / "other.npy", "--ids", ids, "--out", tmp_path / "other").exit_code == 0
+    result = cli("report", run, "--models", tmp_path / "other", "--out", tmp_path / "rep")
+    assert result.exit_code == 2 and "shares no val samples" in result.stderr and not (tmp_path / "rep").exists()
+    result = cli("report", run, "--out", "/proc/nope")
+    assert result.exit_code == 2 and result.stderr.startswith("confusion: error: /proc/nope: cannot write in /proc")
+    pd.DataFrame({"sample": [str(i) for i in range(200)], "text": ["words"] * 200, "label_name": ["mine"] * 200}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
+    assert cli("import", "--probs", probs, "--labels", labels, "--meta", tmp_path / "meta.csv", "--out", tmp_path / "texts").exit_code == 0
+    result = cli("hardset", tmp_path / "texts", "--top", "0.1", "--out", tmp_path / "h.csv", "--materialize", tmp_path / "docs")
+    assert result.exit_code == 0, result.stderr
+    written = pd.read_csv(tmp_path / "docs" / "hardset.csv")
+    assert (written["meta_label_name"] == "mine").all() and written["label_name"].notna().all()

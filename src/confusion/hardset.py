@@ -234,7 +234,8 @@ def materialize_texts(table: pd.DataFrame, classes: list[str], out: str | Path, 
     names, confusion, text, any other metadata) and OUT/manifest.csv."""
     if "text" not in table.columns:
         raise InputError("the run holds no document texts to materialize")
-    named = table.copy()
+    # A metadata column of the same name (a user's own label_name) keeps its values as meta_<name>.
+    named = table.rename(columns={c: f"meta_{c}" for c in ("label_name", "predicted_name") if c in table.columns})
     named.insert(3, "label_name", [classes[k] if k >= 0 else "" for k in table["label"]])
     named.insert(4, "predicted_name", [classes[k] for k in table["predicted"]])
     first = ["rank", "sample", "split", "label_name", "predicted_name", "confusion", "score", "score_value", "text"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -129,6 +130,10 @@ def check_parent(path: Path) -> None:
         raise InputError(f"{path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{path}: no permission to write in {parent}")
+    try:  # permission bits are not the whole story (/proc, a read-only mount): try it, and tidy up
+        os.rmdir(tempfile.mkdtemp(prefix=".confusion-probe-", dir=parent))
+    except OSError as error:
+        raise InputError(f"{path}: cannot write in {parent} ({error.strerror or type(error).__name__})") from None
 
 
 def check_output_folder(path: Path) -> None:

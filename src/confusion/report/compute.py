@@ -498,6 +498,12 @@ def check_inputs(run, compare, models, mitigation) -> None:
     for other in stores[1 : 1 + len(compare)]:
         if split in other.splits:
             _shared_samples(reference, other, split)
+    for model in stores[1 + len(compare) :]:
+        shared = len(analyses.align(reference.sample_ids(split), model.sample_ids(split))[0]) if split in model.splits else 0
+        if shared == 0:
+            raise ParameterError(
+                f"{{models}} {model.path} shares no {split} samples with {reference.path}; a model is compared on the same samples", "models"
+            )
     if mitigation is not None:
         read_mitigation(mitigation)
 
