@@ -84,6 +84,7 @@ SWEEP_REFUSALS = [
     (["score", "--probs", "{tmp}/with_names.npz", "--out", "{tmp}/out.csv"], "labels are class names"),
     # Issue 28: tracebacks, accepted input that was silently off, and messages that misled.
     (["train", "--data", "features:{tmp}/objects.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "holds an array of Python objects"),
+    (["train", "--data", "features:{tmp}/twice.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "sample ids must be unique"),
     (["report", "{run}", "--mitigation", "{tmp}/empty", "--out", "{tmp}/out"], "has no metrics.json"),
     (["report", "{run}", "--mitigation", "{tmp}/notjson", "--out", "{tmp}/out"], "is not readable JSON"),
     (["report", "{run}", "--mitigation", "{tmp}/bandless", "--out", "{tmp}/out"], "is not a `confusion mitigate` result"),
@@ -105,6 +106,7 @@ def test_what_the_sweep_found_is_refused_in_one_line(cli, run, tmp_path, probs_f
     np.savez(tmp_path / "with_names.npz", probs=array, labels=np.array(["cat"] * array.shape[2]))
     np.savez(tmp_path / "objects.npz", x=np.array([[1.0], [2.0]] * 20, dtype=object), y=np.arange(40) % 2)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "twice.npz", x=np.ones((40, 3), np.float32), y=np.arange(40) % 2, ids=np.array(["a"] * 40))
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     for name, text in (("empty", None), ("notjson", "{nope"), ("bandless", '{"methods": {}}')):
         (tmp_path / name).mkdir()

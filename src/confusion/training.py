@@ -337,6 +337,7 @@ def checked_data(config: TrainConfig, out: Path):
     try:
         dataset = load_training_data(config)
         config.check_data(dataset)
+        describe_dataset_for_run(dataset)  # ids and labels a run can hold (unique ids...): refused before a folder is made
         if dataset.kind != "images" and config.augment:  # shifts and flips are for images: run.json says what ran
             config = replace(config, augment=False)
     except BaseException:
