@@ -824,3 +824,15 @@ def test_report_and_hardset_issue_28_tracebacks_are_one_line_or_gone(cli, run, t
     assert result.exit_code == 0, result.stderr
     written = pd.read_csv(tmp_path / "docs" / "hardset.csv")
     assert (written["meta_label_name"] == "mine").all() and written["label_name"].notna().all()
+
+
+@pytest.mark.parametrize("keep, field", [("raw", "probs"), ("reduced", "member_entropy"), ("reduced", "ensemble_entropy")])
+def test_status_names_a_missing_chunk_of_a_committed_epoch(cli, tmp_path, probs_file, keep, field):
+    """Issue 28: `confusion status` exited 0 on a store whose committed chunk was missing."""
+    probs, labels, _, _ = probs_file
+    run = tmp_path / "run"
+    assert cli("import", "--probs", probs, "--labels", labels, "--out", run, "--keep", keep).exit_code == 0
+    assert cli("status", run).exit_code == 0
+    _chunk_files(run, "val", field)[-1].unlink()
+    result = cli("status", run)
+    assert result.exit_code == 2 and "of a committed epoch is missing" in result.stderr and field in result.stderr

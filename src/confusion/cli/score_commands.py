@@ -279,7 +279,9 @@ def status(
     epochs are committed (ended by every member, so scoring reads them)."""
     import json
 
-    state = RunStore.open(run).status()
+    store = RunStore.open(run)
+    store.check_chunks()  # a committed epoch with a chunk file missing is damage, said here as by every command
+    state = store.status()
     if json_output:
         print(json.dumps(state, indent=2))
         return

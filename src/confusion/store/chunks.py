@@ -13,12 +13,13 @@ import mmap
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import RunStoreError
 
-__all__ = ["ChunkFileReader", "Mappings", "Rows", "write_rows"]
+__all__ = ["ChunkFileReader", "Mappings", "Rows", "missing_chunk", "write_rows"]
 
 
 class ChunkFileReader:
@@ -213,3 +214,40 @@ class Rows:
         members, epochs, samples = index
         first, last, _ = samples.indices(self.shape[2])
         return self.reader[members, epochs, slice(self.start + first, self.start + last)]
+
+
+def missing_chunk(array: Any, committed: int) -> Path | None:
+    """The first chunk file of a committed epoch that a local store lacks, or None.
+
+    zarr reads an absent chunk as its fill value, which no committed epoch can hold (no row of
+    probabilities is all zeros, no entropy is NaN), so an absent one is damage. Arrays that are
+    not in a local store are not listed (None).
+
+    Parameters
+    ----------
+    array : zarr.Array
+        An array with an "epoch" dimension whose chunks hold one epoch slot each.
+    committed : int
+        Committed epoch slots: the first `committed` along the epoch axis.
+
+    Returns
+    -------
+    Path or None
+        The missing file.
+    """
+    import itertools
+
+    from zarr.storage import LocalStore
+
+    names = tuple(array.metadata.dimension_names or ())
+    if not isinstance(array.store, LocalStore) or "epoch" not in names:
+        return None
+    axis = names.index("epoch")
+    grid = [-(-size // chunk) for size, chunk in zip(array.shape, array.chunks)]
+    grid[axis] = min(grid[axis], committed)
+    root = Path(array.store.root) / array.path
+    for coordinates in itertools.product(*(range(g) for g in grid)):
+        path = root / array.metadata.encode_chunk_key(coordinates)
+        if not path.exists():
+            return path
+    return None
