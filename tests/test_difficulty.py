@@ -118,3 +118,23 @@ def test_a_score_is_one_registered_class():
         assert score.info.needs_labels == (name in WITH_LABELS)
         if isinstance(score, FromRecord):
             assert score.fields, f"{name} declares the record fields it reads"
+
+
+@pytest.mark.parametrize(
+    "right, events",
+    [
+        ([1, 1, 0], 1),  # learned, then forgotten
+        ([0, 0, 1], 0),  # learned late: no forgetting
+        ([0, 1, 1], 0),
+        ([1, 0, 1, 0], 2),
+        ([0, 1, 0, 1], 1),
+        ([1, 1, 1], 0),
+        ([0, 0, 0], 0),
+    ],
+)
+def test_forgetting_counts_right_to_wrong_not_wrong_to_right(tmp_path, right, events):
+    """Issue 29: counting learning (wrong -> right) instead of forgetting gave the same answer on
+    the only case there was (wrong, right, wrong)."""
+    probs = np.array([[[[0.8, 0.2]] if r else [[0.3, 0.7]] for r in right]])  # one member, label 0
+    import_predictions(probs, tmp_path / "run", labels=np.array([0]))
+    assert difficulty_scores(RunStore.open(tmp_path / "run"), "val")["forgetting_events"].iloc[0] == events
