@@ -121,6 +121,16 @@ def test_mitigate_end_to_end_with_each_method(tmp_path, cli):
         == 0
     )
     assert (tmp_path / "mit" / "jobs" / "erm-seed100.json").stat().st_mtime == before  # finished jobs are kept
+    # Issue 28: a corrupt job result was a traceback. It is a job to train again.
+    kept = json.loads((tmp_path / "mit" / "metrics.json").read_text())
+    (tmp_path / "mit" / "jobs" / "upsample-seed101.json").write_text('{"bands": ')
+    again = [
+        "mitigate", tmp_path / "run", "--out", tmp_path / "mit", "--arch", "mlp-s", "--epochs", "2", "--members", "2",
+        "--quantiles", "0.8", "--upsample-factor", "3", "--eta", "0.05",
+    ]  # fmt: skip
+    result = cli(*again)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "mit" / "metrics.json").read_text())["methods"] == kept["methods"]  # the same job, the same numbers
     report = cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--mitigation", tmp_path / "mit", "--min-count", "5")
     assert report.exit_code == 0 and (tmp_path / "rep" / "fig7_mitigation.png").exists()
 

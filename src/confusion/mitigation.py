@@ -150,6 +150,17 @@ class GroupDRO:
 
 
 # ----------------------------------------------------------------------------- one job
+def _finished(path: Path, key: str) -> dict | None:
+    """The result a job wrote for these settings, or None: absent, for other settings, or a file
+    that is not a whole result (damaged, cut short) is trained again."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    whole = isinstance(result, dict) and isinstance(result.get("bands"), dict) and isinstance(result.get("overall"), float | int)
+    return result if whole and result.get("config_key") == key else None
+
+
 def _train_jobs(jobs: list[dict], messages, threads: int) -> None:
     """Train (method, seed) jobs one after another; send each result as ("result", job, result)."""
     for job in jobs:
@@ -250,7 +261,7 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
                 "n_groups": n_groups,
                 "result_path": str(path),
             }
-            if path.exists() and json.loads(path.read_text()).get("config_key") == _key(config, method, seed):
+            if _finished(path, _key(config, method, seed)) is not None:
                 continue
             jobs.append(job)
     workers = min(cores, len(jobs)) if config.device == "cpu" else 1
@@ -268,7 +279,7 @@ def mitigate(run: str | Path, out: str | Path, config: MitigationConfig, *, on_d
     names = band_names(edges)
     table: dict = {}
     for method in config.methods:
-        runs = [json.loads((out / "jobs" / f"{method}-seed{seed}.json").read_text()) for seed in seeds]
+        runs = [_finished(out / "jobs" / f"{method}-seed{seed}.json", _key(config, method, seed)) for seed in seeds]
         entry = {}
         for band, name in enumerate(names):
             values = [r["bands"].get(str(band), r["bands"].get(band)) for r in runs]
