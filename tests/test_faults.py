@@ -85,6 +85,7 @@ SWEEP_REFUSALS = [
     # Issue 28: tracebacks, accepted input that was silently off, and messages that misled.
     (["train", "--data", "features:{tmp}/objects.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "holds an array of Python objects"),
     (["train", "--data", "features:{tmp}/twice.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "sample ids must be unique"),
+    (["train", "--data", "digits", "--arch", "torchvision:alexnet", "--members", "1", "--out", "{tmp}/out"], "cannot take 1x8x8 inputs"),
     (["report", "{run}", "--mitigation", "{tmp}/empty", "--out", "{tmp}/out"], "has no metrics.json"),
     (["report", "{run}", "--mitigation", "{tmp}/notjson", "--out", "{tmp}/out"], "is not readable JSON"),
     (["report", "{run}", "--mitigation", "{tmp}/bandless", "--out", "{tmp}/out"], "is not a `confusion mitigate` result"),

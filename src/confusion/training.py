@@ -201,10 +201,23 @@ class TrainConfig:
 
     def check_data(self, dataset) -> None:
         """What can be checked once the data is loaded, before any training starts."""
-        from .engine import member_model
+        import torch
 
+        from .engine import member_arch, member_model
+
+        tried = set()
         for index in range(self.members):  # unknown names, or image models on feature vectors, fail here
-            member_model(self, index, dataset.input_shape, dataset.n_classes)
+            model = member_model(self, index, dataset.input_shape, dataset.n_classes)
+            arch = member_arch(self.arch, index)
+            if arch in tried:
+                continue
+            tried.add(arch)
+            try:  # one forward pass: a model that cannot take these inputs (alexnet on 8x8) says so now
+                with torch.no_grad():
+                    model.eval()(torch.zeros((2, *dataset.input_shape)))
+            except RuntimeError as error:
+                shape = "x".join(map(str, dataset.input_shape))
+                raise ParameterError(f"{{arch}} {arch} cannot take {shape} inputs: {str(error).splitlines()[0][:160]}", "arch") from None
 
     @property
     def seeds(self) -> list[int]:
