@@ -837,3 +837,12 @@ def test_status_names_a_missing_chunk_of_a_committed_epoch(cli, tmp_path, probs_
     _chunk_files(run, "val", field)[-1].unlink()
     result = cli("status", run)
     assert result.exit_code == 2 and "of a committed epoch is missing" in result.stderr and field in result.stderr
+
+
+def test_a_signal_whose_ids_match_nothing_is_refused_before_the_report_runs(cli, run, tmp_path):
+    """Issue 28: a features npz without ids_* keys gets positional ids, so `report --signal` with
+    the user's own ids failed only after the whole report had run."""
+    pd.DataFrame({"sample": [f"img{i}" for i in range(40)], "agreement": np.linspace(0, 1, 40)}).to_csv(tmp_path / "s.csv", index=False)
+    result = cli("report", run, "--signal", f"{tmp_path / 's.csv'}:agreement", "--out", tmp_path / "rep")
+    assert result.exit_code == 2 and "--signal names 0 samples of the run" in result.stderr and "e.g. '0'" in result.stderr
+    assert not (tmp_path / "rep").exists() and "report:" not in result.stderr  # no stage ran

@@ -175,7 +175,9 @@ def with_metadata(table, store: RunStore, splits: list[str]):
 
 DATA_HELP = (
     "Dataset: fashion-mnist, digits, mnist-5k, imagefolder:PATH, npz:PATH (images); features:PATH (float vectors "
-    "of any width: .npz with x_train/y_train/x_val/y_val or x/y, or .parquet/.csv with a label column); text:PATH "
+    "of any width: .npz with x_train/y_train/x_val/y_val (optional ids_train/ids_val) or x/y (optional ids, split, "
+    "classes), or .parquet/.csv with a label column and an optional id column; without ids, samples are named by "
+    "position, train-000012, which a --signal or --meta file must then use); text:PATH "
     "(.csv/.parquet with text and label columns, optional id and split, or class folders of .txt files) or bbc-news "
     "(BBC News, 5 classes), embedded once by all-MiniLM-L6-v2 (384 features) and cached in the output directory."
 )

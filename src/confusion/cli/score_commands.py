@@ -20,7 +20,7 @@ from ..hardset import images_for, manifest
 from ..hardset import materialize as write_images
 from ..hardset import materialize_texts as write_texts
 from ..importing import archive_labels, attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
-from ..report import ReportOptions, build_report, check_inputs, read_signal
+from ..report import ReportOptions, build_report, check_inputs, check_signal_join, read_signal
 from ..runscores import score_table
 from ..scores import as_four_d, confusion_scores
 from ..store import RunStore, is_run_store
@@ -322,8 +322,9 @@ def report(
     check_replaceable_folder(out, "report")
     check_output_folder(out)
     check_inputs(run, compare or [], models or [], mitigation)
-    if signal is not None:
-        read_signal(signal)  # a bad file or column is refused before any work
+    if signal is not None:  # a bad file or column, or ids that match nothing, is refused before any work
+        _, signal_ids, _ = read_signal(signal)
+        check_signal_join(RunStore.open(run), signal_ids)
     options = ReportOptions(
         compare=compare or [], models=models or [], mitigation=mitigation, bins=bins, min_count=min_count, gallery_per_class=gallery, signal=signal
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_folder, check_replaceable_folder
-from .compute import ReportOptions, ReportResult, TransferPair, check_inputs, compute_report, dataset_of, read_signal
+from .compute import ReportOptions, ReportResult, TransferPair, check_inputs, check_signal_join, compute_report, dataset_of, read_signal
 from .render import finite, render_report
 from .views import SCORE_UNIT, RunView, pick_split, run_label
 
@@ -24,6 +24,7 @@ __all__ = [
     "TransferPair",
     "build_report",
     "check_inputs",
+    "check_signal_join",
     "compute_report",
     "dataset_of",
     "finite",

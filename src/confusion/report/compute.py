@@ -30,6 +30,7 @@ __all__ = [
     "ReportResult",
     "TransferPair",
     "check_inputs",
+    "check_signal_join",
     "compute_report",
     "dataset_of",
     "read_mitigation",
@@ -419,6 +420,41 @@ def read_signal(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
     return column, ids, values[keep]
 
 
+def check_signal_join(store: RunStore, ids: np.ndarray, preferred: str | None = None) -> str:
+    """The split an external signal is joined to by sample id: `preferred` (the report's
+    reference split) where at least 10 of its samples match, else the split with most matches.
+
+    Parameters
+    ----------
+    store : RunStore
+        The run.
+    ids : ndarray of str
+        The signal's sample ids.
+    preferred : str, optional
+        The split to use where it matches; default the split a report is about.
+
+    Returns
+    -------
+    str
+        The split.
+
+    Raises
+    ------
+    ParameterError
+        When fewer than 10 samples of any split match (parameter ``signal``): the ids of a
+        features npz without ids_train/ids_val, say, are positions that match nothing.
+    """
+    preferred = preferred or pick_split(store.splits)
+    matches = {name: int(np.isin(store.sample_ids(name), ids).sum()) for name in store.splits}
+    split = preferred if matches.get(preferred, 0) >= 10 else max(matches, key=lambda name: matches[name])
+    if matches[split] < 10:
+        example = str(store.sample_ids(split)[0])
+        raise ParameterError(
+            f"{{signal}} names {matches[split]} samples of the run; at least 10 must match its sample ids (e.g. {example!r})", "signal"
+        )
+    return split
+
+
 def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarray) -> None:
     """Every difficulty score against the external signal: Spearman and Kendall correlation, the
     AUROC of the score (oriented higher = harder) for the signal's lowest quartile, and the
@@ -426,11 +462,8 @@ def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarr
     from scipy import stats
 
     reference = result.reference
-    matches = {name: int(np.isin(reference.ids(name), ids).sum()) for name in reference.scores}
-    split = result.split if matches[result.split] >= 10 else max(matches, key=matches.get)  # the reference split first
+    split = check_signal_join(reference.store, ids, result.split)
     in_run, in_signal = analyses.align(reference.ids(split), ids)
-    if len(in_run) < 10:
-        raise ParameterError(f"{{signal}} names {len(in_run)} samples of the run; at least 10 must match its sample ids", "signal")
     signal = values[in_signal]
     table = difficulty_scores(reference.store, split) if result.difficulty is None or result.split != split else result.difficulty
     low = signal <= np.quantile(signal, 0.25)
