@@ -153,3 +153,17 @@ def _fill(store, split, probs):
     for member in range(probs.shape[0]):
         for slot in range(probs.shape[1]):
             store.write(split, member, slot, probs[member, slot])
+
+
+def test_a_per_file_pattern_in_a_folder_whose_name_looks_like_a_wildcard(cli, tmp_path):
+    """Issue 28: a glob metacharacter in the pattern's folder ("runs[1]", "a*b") found no files."""
+    folder = tmp_path / "runs[1]*"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for member in range(2):
+        for epoch in range(3):
+            np.save(folder / f"m{member}_e{epoch}.npy", rng.dirichlet(np.ones(3), size=12).astype(np.float32))
+    result = cli("import", "--probs", str(folder / "m{member}_e{epoch}.npy"), "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    store = RunStore.open(tmp_path / "run")
+    assert store.n_members == 2 and len(store.recorded_epochs) == 3

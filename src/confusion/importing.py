@@ -119,7 +119,9 @@ class StackedFiles:
             raise InputError("a per-file pattern needs both {member} and {epoch}, e.g. preds/m{member}_e{epoch}.npy")
         regex = re.compile("^" + re.escape(pattern).replace(r"\{member\}", r"(?P<member>\d+)").replace(r"\{epoch\}", r"(?P<epoch>\d+)") + "$")
         found: dict[tuple[int, int], Path] = {}
-        for name in glob.glob(pattern.replace("{member}", "*").replace("{epoch}", "*")):
+        # Everything but the two fields is literal: a folder named "runs[1]" or "a*b" is a folder, not a wildcard.
+        literal = glob.escape(pattern.replace("{member}", "\0").replace("{epoch}", "\1"))
+        for name in glob.glob(literal.replace("\0", "*").replace("\1", "*")):
             match = regex.match(name)
             if match:
                 key = int(match["member"]), int(match["epoch"])
