@@ -94,3 +94,20 @@ def test_one_client_scores_a_run_again_and_again(tmp_path):
     with dask_client("local:2") as client:
         for _ in range(4):
             np.testing.assert_array_equal(score_run(store, "val", cache=False, client=client).confusion, local)
+
+
+def test_a_local_cluster_that_fails_to_start_is_one_line(tmp_path, cli, monkeypatch):
+    """Issue 28: `score --dask local:2` when a worker died while the cluster started printed 79
+    lines; it is one, naming what happened."""
+    import distributed
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("Worker failed to start: killed")
+
+    monkeypatch.setattr(distributed, "LocalCluster", dies)
+    probs = np.random.default_rng(1).dirichlet(np.ones(3), size=(2, 2, 20)).astype(np.float32)
+    np.save(tmp_path / "p.npy", probs)
+    assert cli("import", "--probs", tmp_path / "p.npy", "--out", tmp_path / "run").exit_code == 0
+    result = cli("score", tmp_path / "run", "--dask", "local:2", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "the local Dask cluster did not start" in result.stderr
+    assert not (tmp_path / "s.csv").exists()

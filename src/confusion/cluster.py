@@ -58,18 +58,24 @@ def dask_client(spec: str) -> Iterator:
         # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
         threads = str(max(1, (os.cpu_count() or 1) // int(value)))
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        with (
-            LocalCluster(
-                n_workers=int(value),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-                memory_limit=0,
-                env=env,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with contextlib.ExitStack() as stack:
+            try:
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=int(value),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                        memory_limit=0,
+                        env=env,
+                    )
+                )
+                client = stack.enter_context(Client(cluster))
+            except Exception as error:
+                raise ParameterError(
+                    f"{{dask}} {spec}: the local Dask cluster did not start ({type(error).__name__}: {str(error)[:120]})", "dask"
+                ) from None
             yield client
         return
     try:
