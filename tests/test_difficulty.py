@@ -138,3 +138,63 @@ def test_forgetting_counts_right_to_wrong_not_wrong_to_right(tmp_path, right, ev
     probs = np.array([[[[0.8, 0.2]] if r else [[0.3, 0.7]] for r in right]])  # one member, label 0
     import_predictions(probs, tmp_path / "run", labels=np.array([0]))
     assert difficulty_scores(RunStore.open(tmp_path / "run"), "val")["forgetting_events"].iloc[0] == events
+
+
+def _reference(probs: np.ndarray, labels: np.ndarray, epochs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every difficulty column in a few lines of plain float64 numpy, from the probabilities as
+    stored (float16): independent of the library's helpers (issue 29)."""
+    p = probs.astype(np.float64)  # (members, epochs, samples, classes)
+
+    def bits(q):
+        return -(np.where(q > 0, q * np.log2(np.where(q > 0, q, 1)), 0)).sum(axis=-1)
+
+    average = p.mean(axis=0)  # eq. 1: (epochs, samples, classes)
+    predicted = average.argmax(axis=-1)
+    changed = predicted[1:] != predicted[:-1]
+    last = np.array([max([0] + [t + 1 for t in range(len(changed)) if changed[t, x]]) for x in range(p.shape[2])])
+    n = p.shape[2]
+    rows = np.arange(n)
+    label_p = p[:, :, rows, np.maximum(labels, 0)]  # (members, epochs, samples)
+    others = p.copy()
+    others[:, :, rows, np.maximum(labels, 0)] = -1
+    right = p.argmax(axis=-1) == labels
+    early = max(0, int(np.ceil(0.1 * p.shape[1])) - 1)
+    onehot = np.eye(p.shape[3])[np.maximum(labels, 0)]
+    known = labels >= 0
+    columns = {
+        "confusion": bits(average).mean(axis=0),  # eqs. 2-3
+        "expected_entropy": bits(p).mean(axis=(0, 1)),
+        "last_epoch_entropy": bits(average[-1]),
+        "member_entropy": bits(p[0]).mean(axis=0),
+        "single_model_entropy": bits(p[0, -1]),
+        "ensemble_msp": (1 - average.max(axis=-1)).mean(axis=0),
+        "flips": changed.sum(axis=0).astype(float),
+        "stable_epoch": epochs[last].astype(float),
+        "cartography_confidence": label_p.mean(axis=(0, 1)),
+        "cartography_variability": label_p.std(axis=1).mean(axis=0),
+        "forgetting_events": (right[:, :-1] & ~right[:, 1:]).sum(axis=1).mean(axis=0).astype(float),
+        "margin": (label_p - others.max(axis=-1)).mean(axis=(0, 1)),
+        "el2n": np.sqrt(((p[:, early] - onehot) ** 2).sum(axis=-1)).mean(axis=0),
+    }
+    columns["disagreement"] = np.maximum(columns["confusion"] - columns["expected_entropy"], 0)
+    for name in WITH_LABELS:
+        columns[name] = np.where(known, columns[name], np.nan)
+    return columns
+
+
+@pytest.mark.parametrize("keep", ["raw", "reduced"])
+def test_every_column_matches_an_independent_float64_reference(tmp_path, keep):
+    """Issue 29: every difficulty column of a raw and of a reduced run against plain float64
+    numpy over the stored probabilities, within the documented precision: 1e-6 bits for the
+    entropies (float32 kernels; README 'The score'), 1e-6 for probabilities (the reduced record
+    keeps float16 and float32 values exactly), exact for counts and epochs."""
+    rng = np.random.default_rng(29)
+    probs = rng.dirichlet(np.full(6, 0.4), size=(3, 7, 300)).astype(np.float16)
+    labels = rng.integers(-1, 6, 300)
+    import_predictions(probs, tmp_path / "run", labels=labels, keep=keep)
+    store = RunStore.open(tmp_path / "run")
+    table = difficulty_scores(store, "val")
+    reference = _reference(probs, labels, np.array(store.recorded_epochs))
+    assert set(reference) == set(SCORES)
+    for name, expected in reference.items():
+        np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-6, rtol=0, err_msg=name)
