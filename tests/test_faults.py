@@ -86,6 +86,11 @@ SWEEP_REFUSALS = [
     (["train", "--data", "features:{tmp}/objects.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "holds an array of Python objects"),
     (["train", "--data", "features:{tmp}/twice.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "sample ids must be unique"),
     (["train", "--data", "digits", "--arch", "torchvision:alexnet", "--members", "1", "--out", "{tmp}/out"], "cannot take 1x8x8 inputs"),
+    (
+        ["import", "--topk", "{tmp}/top.npz", "--n-classes", str(10**12), "--out", "{tmp}/out"],
+        "--n-classes must be a whole number from 2 to 1,000,000",
+    ),
+    (["train", "--data", "features:{tmp}/one_class.npz", "--arch", "mlp-s", "--out", "{tmp}/out"], "at least two classes"),
     (["report", "{run}", "--mitigation", "{tmp}/empty", "--out", "{tmp}/out"], "has no metrics.json"),
     (["report", "{run}", "--mitigation", "{tmp}/notjson", "--out", "{tmp}/out"], "is not readable JSON"),
     (["report", "{run}", "--mitigation", "{tmp}/bandless", "--out", "{tmp}/out"], "is not a `confusion mitigate` result"),
@@ -108,6 +113,9 @@ def test_what_the_sweep_found_is_refused_in_one_line(cli, run, tmp_path, probs_f
     np.savez(tmp_path / "objects.npz", x=np.array([[1.0], [2.0]] * 20, dtype=object), y=np.arange(40) % 2)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
     np.savez(tmp_path / "twice.npz", x=np.ones((40, 3), np.float32), y=np.arange(40) % 2, ids=np.array(["a"] * 40))
+    np.savez(tmp_path / "one_class.npz", x=np.ones((40, 3), np.float32), y=np.zeros(40, int))
+    top = np.sort(array[0, 0], axis=-1)[:, ::-1][:, :2]
+    np.savez(tmp_path / "top.npz", values=top, indices=np.tile([0, 1], (len(top), 1)))
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     for name, text in (("empty", None), ("notjson", "{nope"), ("bandless", '{"methods": {}}')):
         (tmp_path / name).mkdir()
@@ -846,3 +854,16 @@ def test_a_signal_whose_ids_match_nothing_is_refused_before_the_report_runs(cli,
     result = cli("report", run, "--signal", f"{tmp_path / 's.csv'}:agreement", "--out", tmp_path / "rep")
     assert result.exit_code == 2 and "--signal names 0 samples of the run" in result.stderr and "e.g. '0'" in result.stderr
     assert not (tmp_path / "rep").exists() and "report:" not in result.stderr  # no stage ran
+
+
+def test_help_keeps_each_summary_whole_and_python_messages_name_parameters(cli, tmp_path):
+    """Issue 28: `confusion --help` cut "paper eqs." at its period, and Recorder.create with
+    class-name labels told a Python caller to pass --classes."""
+    from confusion import Recorder
+    from confusion.errors import InputError
+
+    help_text = cli("--help").stdout
+    assert "eqs." not in help_text and "the paper's equations" in help_text
+    with pytest.raises(InputError, match=r"give the classes in order with classes a,b,c"):
+        Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"val": np.array(["cat", "dog"])})
+    assert not (tmp_path / "run").exists()
