@@ -71,6 +71,8 @@ def test_mitigate_end_to_end_with_each_method(tmp_path, cli):
         ).exit_code
         == 0
     )
+    (tmp_path / "mit").mkdir()
+    (tmp_path / "mit" / "notes.txt").write_text("keep me")  # issue 28: nothing of the user's is deleted
     result = cli(
         "mitigate",
         tmp_path / "run",
@@ -131,6 +133,7 @@ def test_mitigate_end_to_end_with_each_method(tmp_path, cli):
     result = cli(*again)
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "mit" / "metrics.json").read_text())["methods"] == kept["methods"]  # the same job, the same numbers
+    assert (tmp_path / "mit" / "notes.txt").read_text() == "keep me"
     report = cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--mitigation", tmp_path / "mit", "--min-count", "5")
     assert report.exit_code == 0 and (tmp_path / "rep" / "fig7_mitigation.png").exists()
 

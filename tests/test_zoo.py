@@ -40,3 +40,16 @@ def test_zoo_on_a_slice(tmp_path, cli):
 def test_unknown_zoo_model(tmp_path, cli):
     result = cli("zoo", "--out", tmp_path / "zoo", "--data", "digits", "--archs", "mlp-s,sklearn:svm")
     assert result.exit_code == 2 and "unknown zoo architecture 'sklearn:svm'" in result.stderr
+
+
+def test_a_zoo_written_into_a_users_folder_deletes_nothing_of_theirs(tmp_path, cli):
+    """Issue 28: no command deletes a folder's foreign content. The zoo adds its runs and
+    zoo.json beside what is there; what was there stays."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "index.html").write_text("<h1>mine</h1>")
+    result = cli("zoo", "--out", mine, "--data", "digits", "--archs", "mlp-s", "--epochs", "1")
+    assert result.exit_code == 0, result.stderr
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "index.html").read_text() == "<h1>mine</h1>"
+    assert (mine / "zoo.json").exists()
