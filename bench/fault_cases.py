@@ -523,7 +523,14 @@ def input_cases() -> list[Case]:
             output="new",
             prepare=_save("bad.npy", np.where(np.arange(5) == 2, np.nan, good)),
         ),
-        Case(g, "import probabilities as --logits", ["import", "--probs", "probs.npy", "--logits", "--out", "new"], expect=OK, output="new"),
+        # Softmaxed again, they would be silently wrong scores (issue 28): refused, naming the cause.
+        Case(
+            g,
+            "import probabilities as --logits",
+            ["import", "--probs", "probs.npy", "--logits", "--out", "new"],
+            output="new",
+            message="probabilities already",
+        ),
         Case(g, "score logits without --logits", ["score", "--probs", "logits.npy", "--out", "o.csv"], output="o.csv"),
         Case(
             g,
