@@ -62,3 +62,14 @@ def test_callbacks_refuse_bad_arguments_at_once(tmp_path):
         HFCallback(tmp_path / "run", member=0, keep="everything")
     with pytest.raises(InputError, match="needs the Trainer"):
         HFCallback(tmp_path / "run", member=0).on_train_begin(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "module, missing, extra", [("lightning", "pytorch_lightning", "lightning"), ("transformers", "transformers", "transformers")]
+)
+def test_importing_an_integration_without_its_extra_names_the_extra(module, missing, extra):
+    """Issue 27: a bare ModuleNotFoundError named no extra."""
+    code = f"import sys; sys.modules[{missing!r}] = None\nimport confusion.integrations.{module}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and f"needs the {extra} extra: pip install 'confusion[{extra}]'" in last, result.stderr

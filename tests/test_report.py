@@ -200,3 +200,19 @@ def test_the_prose_follows_the_scores(tmp_path):
     easy = _imported(tmp_path, "easy", np.broadcast_to(sure, (3, 2, 200, 4)).copy(), labels, range(200))
     build_report(easy, tmp_path / "report2", min_count=1)
     assert "most samples are easy" in (tmp_path / "report2" / "index.html").read_text()
+
+
+def test_no_raw_tex_reaches_the_page_or_its_figures(cli, tmp_path, probs_file):
+    """Issue 27: with mathtext off (user names may hold `$`), every log-scale axis and colour bar
+    printed its ticks as `$\\mathdefault{10^{3}}$`. Ticks are plain numbers now, and no `$` or
+    `\\mathdefault` reaches the HTML or the SVG text."""
+    path, labels, _, _ = probs_file
+    assert cli("import", "--probs", path, "--labels", labels, "--out", tmp_path / "a").exit_code == 0
+    assert cli("import", "--probs", path, "--out", tmp_path / "b").exit_code == 0
+    result = cli("report", tmp_path / "a", "--compare", tmp_path / "b", "--out", tmp_path / "rep", "--min-count", "1")
+    assert result.exit_code == 0, result.stderr
+    pages = [tmp_path / "rep" / "index.html", *(tmp_path / "rep").glob("*.svg")]
+    assert len(pages) > 3 and any("joint" in p.name or "fig3" in p.name for p in pages)  # a colour bar on a log scale among them
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "mathdefault" not in text and "$" not in text, page.name

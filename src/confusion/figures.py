@@ -55,7 +55,20 @@ def _plain_text(draw):
     return wrapper
 
 
+def _plain_log_ticks(figure) -> None:
+    """Log-scale ticks (axes and colour bars) as plain numbers: with mathtext off (user names
+    may hold `$`), matplotlib's own log labels would print as `$\\mathdefault{10^{3}}$`."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for axes in figure.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                axis.set_minor_formatter(NullFormatter())
+
+
 def _save(figure, directory: Path, stem: str, svg: bool = True) -> list[str]:
+    _plain_log_ticks(figure)
     directory.mkdir(parents=True, exist_ok=True)
     names = [f"{stem}.png"]
     figure.savefig(directory / names[0], dpi=DPI, bbox_inches="tight")

@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
-import torch
-from lightning_fabric.utilities.apply_func import move_data_to_device
-from torch.utils.data import DataLoader, IterableDataset
+
+try:
+    import pytorch_lightning as pl
+    import torch
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+    from torch.utils.data import DataLoader, IterableDataset
+except ModuleNotFoundError as error:  # one line that names the extra, not a bare "No module named"
+    raise ModuleNotFoundError(
+        f"confusion.integrations.lightning needs the lightning extra: pip install 'confusion[lightning]' ({error.name} is not installed)",
+        name=error.name,
+    ) from None
 
 from ..errors import InputError
 from ..reduced import check_keep

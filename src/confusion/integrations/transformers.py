@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import transformers
-from transformers import TrainerCallback
+
+try:
+    import transformers
+    from transformers import TrainerCallback
+except ModuleNotFoundError as error:  # one line that names the extra, not a bare "No module named"
+    raise ModuleNotFoundError(
+        f"confusion.integrations.transformers needs the transformers extra: pip install 'confusion[transformers]' ({error.name} is not installed)",
+        name=error.name,
+    ) from None
 
 from ..errors import InputError
 from ..reduced import check_keep

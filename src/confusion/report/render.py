@@ -318,8 +318,14 @@ def _table(columns: list[str], rows: list[list]) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def cell(value: Any) -> str:  # numbers line up on the right, words read from the left
+        number = isinstance(value, int | float | np.integer | np.floating) or value is None
+        return f"<td{'' if number else ' class=t'}>{html.escape(_format(value))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    # A wide table (16 columns of scores) scrolls inside its box instead of wrapping into a wall of narrow cells.
+    return f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _section(title: str, text: str, images: list[str], table_html: str) -> str:
@@ -331,7 +337,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.figs img{max-width:100%;margin:.4em .4em .4em 0;vertical-align:top}
+th{background:#f4f4f4;white-space:nowrap}td:first-child,th:first-child,td.t{text-align:left}.figs img{max-width:100%;margin:.4em .4em .4em 0;vertical-align:top}
+.wide{overflow-x:auto;max-width:100%}td{white-space:nowrap}td.t{white-space:normal;min-width:12em}p{text-align:left}
 .settings{font-size:.8em;background:#fafafa;border:1px solid #eee;padding:.6em;white-space:pre-wrap;font-family:monospace}
 """
 
