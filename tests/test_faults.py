@@ -736,7 +736,7 @@ RECORDER_MISUSE = [
     ("index out of range", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([0, 9])), "outside 0..3"),
     ("negative index", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([-1, 0])), "outside 0..3"),
     ("index of another length", lambda rec, w: w.log("val", 1, _P[:2], index=np.array([0])), "integer sample positions"),
-    ("part of a split without index", lambda rec, w: w.log("val", 1, _P[:2]), "index is needed"),
+    ("more rows in order than the split has", lambda rec, w: (w.log("val", 1, _P[:2]), w.log("val", 1, _P)), "logged in order this epoch"),
     ("end_epoch before any log", lambda rec, w: w.end_epoch(1), "logged nothing for epoch 1"),
     ("end_epoch with rows missing", lambda rec, w: (w.log("val", 1, _P[:2], index=np.arange(2)), w.end_epoch(1)), "2 of 4 rows"),
     ("next epoch while one is open", lambda rec, w: (w.log("val", 1, _P), w.log("val", 2, _P)), "call end_epoch(1)"),

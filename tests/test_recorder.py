@@ -161,7 +161,8 @@ def test_end_epoch_refuses_missing_rows_and_names_how_many(run):
         (lambda w, p: w.log("val", 0, p[0, 0]), "1-based training epoch"),
         (lambda w, p: w.log("val", 1.0, p[0, 0]), "1-based training epoch"),
         (lambda w, p: w.log("test", 1, p[0, 0]), "no split 'test'"),
-        (lambda w, p: w.log("val", 1, p[0, 0, :10]), "index is needed"),
+        # rows without index continue in order; past the split's end they cannot (a shuffling loader must give index)
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.log("val", 1, p[0, 0, :10])), "logged in order this epoch"),
         (lambda w, p: w.log("val", 1, p[0, 0, :10, :3], index=np.arange(10)), r"must be \(batch, 5\)"),
         (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(10) + 295), "outside 0..299"),
         (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(9)), "integer sample positions"),
@@ -273,3 +274,40 @@ def test_an_end_epoch_that_failed_once_can_be_retried_and_commits_exactly_once(t
     assert store.recorded_epochs == [1, 2] and store.ended_epochs() == [[1, 2]]
     assert store.history(0)[0] == {"loss": 0.25, "steps": 3, "epoch": 1}
     assert score_run(store, "val").confusion == pytest.approx(np.full(4, np.log2(3)), abs=1e-4)  # 1/3 as float16
+
+
+def test_the_readmes_first_loop_runs_as_written(tmp_path, monkeypatch):
+    """Issue 27: the README's first Recorder loop assumed a loader that yields positions; it now
+    runs as written on a plain TensorDataset (shuffled with IndexedDataset, in order without)."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Use it from your own training loop") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "TensorDataset" in code and "IndexedDataset" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    store = RunStore.open(tmp_path / "runs" / "mine")
+    assert store.recorded_epochs == [1, 2, 3] and store.n_members == 3
+    scores = score_run(store, "val")
+    assert scores.confusion.shape == (100,) and np.isfinite(scores.confusion).all()
+
+
+def test_a_loader_in_order_needs_no_index_and_the_two_ways_do_not_mix(tmp_path):
+    recorder = Recorder.create(tmp_path / "run", n_classes=3, members=1, splits={"val": np.zeros(10, int)})
+    probs = np.full((10, 3), 1 / 3, dtype=np.float32)
+    with recorder.member(0) as writer:
+        writer.log("val", 1, probs[:4])
+        writer.log("val", 1, probs[4:])
+        assert writer.end_epoch(1) == [1]
+        writer.log("val", 2, probs[:4])
+        with pytest.raises(InputError, match="was logged in order"):
+            writer.log("val", 2, probs[4:], index=np.arange(4, 10))
+        with pytest.raises(InputError, match="14 rows of split 'val' \\(10 samples\\) logged in order"):
+            writer.log("val", 2, probs)
+        writer.log("val", 2, probs[4:])
+        assert writer.end_epoch(2) == [2]
+        writer.log("val", 3, probs[:5], index=np.arange(5))
+        with pytest.raises(InputError, match="was logged with index"):
+            writer.log("val", 3, probs[5:])

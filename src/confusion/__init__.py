@@ -38,6 +38,7 @@ from .errors import ConfusionError, InputError, RunLockedError, RunStoreError, U
 # Imported on first use (PEP 562), so `import confusion` is instant: the console script can
 # then catch a Ctrl-C that lands while numpy, scipy and zarr are still loading.
 _LAZY = {
+    "IndexedDataset": "recorder",
     "Recorder": "recorder",
     "Scores": "scores",
     "confusion_score": "scores",
@@ -59,6 +60,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ConfusionError",
+    "IndexedDataset",
     "Recorder",
     "InputError",
     "RunLockedError",

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, RunStoreError
+from .errors import InputError, ParameterError, RunStoreError
 from .importing import load_labels
 from .store import MemberWriter, RunStore, SplitData
 from .store.commit import to_numpy
 from .store.format import MAX_CLASSES, MAX_MEMBERS, MAX_SAMPLES, check_count
 
 __all__ = [
+    "IndexedDataset",
     "Recorder",
 ]
 
@@ -147,3 +148,38 @@ def _check_same_run(store: RunStore, n_classes: int, members: int, splits: dict[
     for name, split in splits.items():
         if store.n_samples(name) != len(split.ids) or not np.array_equal(store.labels(name), split.labels):
             raise RunStoreError(f"{store.path}: split {name!r} has other samples or labels than the ones given")
+
+
+class IndexedDataset:
+    """A map-style dataset that also yields each sample's position, for `MemberWriter.log`'s
+    `index` when a loader shuffles: `(x, y)` becomes `(x, y, index)`, a single tensor `x`
+    becomes `(x, index)`, a dict gains the key ``index``.
+
+    Parameters
+    ----------
+    dataset : Sequence-like
+        Anything with ``__len__`` and ``__getitem__`` (a `TensorDataset`, an `ImageFolder`, a
+        Hugging Face dataset).
+
+    Examples
+    --------
+    >>> loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=256, shuffle=True)  # doctest: +SKIP
+    >>> for x, y, index in loader:  # doctest: +SKIP
+    ...     writer.log("val", epoch, model(x), index=index, logits=True)
+    """
+
+    def __init__(self, dataset: Any):
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise ParameterError("{dataset} must have a length and samples by position (a map-style dataset)", "dataset")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> Any:
+        sample = self.dataset[position]
+        if isinstance(sample, tuple):
+            return (*sample, position)
+        if isinstance(sample, dict):
+            return {**sample, "index": position}
+        return sample, position

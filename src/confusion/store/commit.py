@@ -291,6 +291,8 @@ class MemberWriter:
         self._info: dict[str, Any] = dict(state["info"])
         self._epoch: int | None = None  # the epoch being logged, until end_epoch
         self._logged: dict[str, np.ndarray] = {}
+        self._cursor: dict[str, int] = {}  # per split, rows logged in order (no index) this epoch
+        self._logged_by_index: set[str] = set()  # splits logged with index this epoch
         self._buffer: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._buffered = 0
         self.closed = False
@@ -321,8 +323,10 @@ class MemberWriter:
         epoch : the 1-based training epoch these predictions were made after.
         outputs : (batch, classes) probabilities, or logits with ``logits=True``; a numpy
             array or a torch tensor on any device, any float dtype.
-        index : (batch,) positions of the rows in the split (0..samples-1). May be omitted
-            only when `outputs` holds the whole split in order.
+        index : (batch,) positions of the rows in the split (0..samples-1). Omitted, the rows
+            continue where this split's last call of the epoch ended: a loader that goes
+            through the split in order (no shuffling) needs no index; one that shuffles does.
+            A split is logged one way or the other within an epoch, not both.
         logits : apply a softmax over classes before storing.
         validate : check for NaN, negative values and rows that do not sum to 1 (skip only
             when the caller has checked them already).
@@ -336,11 +340,22 @@ class MemberWriter:
             raise InputError(f"outputs must be (batch, {self.store.n_classes}) for this run, got shape {rows.shape}")
         if rows.dtype.kind != "f":
             raise InputError(f"outputs must be floating point, got dtype {rows.dtype}")
+        same_epoch = self._epoch == epoch
+        cursor = self._cursor.get(split) if same_epoch else None  # rows logged in order so far, or None
+        indexed = same_epoch and split in self._logged_by_index
         if index is None:
-            if rows.shape[0] != n_samples:
-                raise InputError(f"index is needed unless outputs hold the whole split ({n_samples} rows, got {rows.shape[0]})")
-            positions = np.arange(n_samples)
+            if indexed:
+                raise InputError(f"split {split!r} was logged with index this epoch; give index for every batch of it")
+            start = cursor or 0
+            if start + rows.shape[0] > n_samples:
+                raise InputError(
+                    f"{start + rows.shape[0]} rows of split {split!r} ({n_samples} samples) logged in order this epoch: "
+                    "a loader that shuffles, or goes round twice, must give index"
+                )
+            positions = np.arange(start, start + rows.shape[0])
         else:
+            if cursor is not None:
+                raise InputError(f"split {split!r} was logged in order (no index) this epoch; log all of it that way")
             positions = to_numpy(index, "index")
             if positions.dtype.kind not in "iu" or positions.shape != (rows.shape[0],):
                 raise InputError(f"index must be ({rows.shape[0]},) integer sample positions, got {positions.dtype} {positions.shape}")
@@ -350,6 +365,10 @@ class MemberWriter:
         if problem:
             raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
         epoch = self._begin(epoch)  # only now: a refused call leaves the writer as it was
+        if index is None:
+            self._cursor[split] = int(positions[-1]) + 1 if len(positions) else (cursor or 0)
+        else:
+            self._logged_by_index.add(split)
         values = softmax(rows) if logits else rows
         self._buffer.setdefault(split, []).append((positions.astype(np.int64), values.astype(np.float16)))
         self._buffered += values.shape[0] * values.shape[1] * 2
@@ -405,6 +424,7 @@ class MemberWriter:
         self._ended, self._info = ended, infos
         self._epoch = None
         self._logged = {}
+        self._cursor, self._logged_by_index = {}, set()
         return self.store.commit_ready()
 
     def flush(self) -> None:
