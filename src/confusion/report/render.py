@@ -56,7 +56,8 @@ def render_report(result: ReportResult, out: str | Path) -> dict:
             ),
         )
     elif result.examples is not None and len(result.examples):
-        sections.insert(0, _render_examples(result, tables))
+        # Documents or metadata are worth reading first; bare sample ids (a Recorder run) go last.
+        sections.insert(0 if _described(result.examples) else len(sections), _render_examples(result, tables))
     if result.signal is not None:
         sections.append(_render_signal(result, out))
     if "mitigation" in metrics:
@@ -250,6 +251,12 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
 EXAMPLE_TEXT_CHARS = 400  # a document is cut here on the page (tables/examples_*.csv keep it whole)
 
 
+def _described(examples: pd.DataFrame) -> bool:
+    """Whether the examples hold more than the six columns every run has (class, which, sample,
+    confusion, label, ensemble predicts): a source file, a text, metadata."""
+    return len(examples.columns) > 6
+
+
 def _render_examples(result: ReportResult, tables: Path) -> str:
     examples = result.examples
     write_table_atomic(examples, tables / f"examples_{result.split}.csv")
@@ -262,7 +269,7 @@ def _render_examples(result: ReportResult, tables: Path) -> str:
         return text
 
     what = "documents" if "text" in examples.columns else "samples"
-    extra = "" if len(examples.columns) > 6 else " The run holds no text or metadata for them (give some with `confusion import --meta`)."
+    extra = "" if _described(examples) else " The run holds no text or metadata for them (give some with `confusion import --meta`)."
     return _section(
         "Easiest and hardest samples (paper figure 1)",
         f"Per class (the label where known, else the ensemble's prediction), the {what} with the highest and the lowest "
