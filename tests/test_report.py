@@ -225,3 +225,13 @@ def test_a_run_without_pictures_or_texts_shows_its_figures_first(cli, tmp_path, 
     assert cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--min-count", "1").exit_code == 0
     page = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
     assert page.index("<img") < page.index("Easiest and hardest samples")
+
+
+def test_a_panel_with_too_few_samples_per_bin_says_so(cli, tmp_path, probs_file):
+    """Issue 27: panels with too few samples per bin were drawn as single dots with "ρ=nan"."""
+    path, labels, _, _ = probs_file
+    assert cli("import", "--probs", path, "--labels", labels, "--out", tmp_path / "run").exit_code == 0
+    assert cli("report", tmp_path / "run", "--out", tmp_path / "rep", "--min-count", "150").exit_code == 0
+    for svg in (tmp_path / "rep").glob("*error*.svg"):
+        text = svg.read_text(encoding="utf-8")
+        assert "nan" not in text and "too few samples per bin to draw" in text, svg.name

@@ -100,16 +100,30 @@ def score_histograms(
 def error_curves(curves: dict[str, BinnedError], *, unit: str, title: str, directory: Path, stem: str, ylabel: str = "top-1 error") -> list[str]:
     """Fig. 2 right / fig. 4 / fig. 6: top-1 error per score bin, one curve each, Pearson in the legend."""
     figure, axis = plt.subplots(figsize=(6.4, 4))
-    for name, binned in curves.items():
-        used = binned.used
-        axis.plot(binned.centers[used], binned.error[used], marker="o", markersize=3, label=f"{name} (ρ={binned.pearson:.2f})")
+    _curves(axis, curves, "")
     axis.set_xlabel(f"confusion score bin ({unit})")
     axis.set_ylabel(ylabel)
     axis.set_ylim(-0.02, 1.02)
     axis.set_title(title)
-    axis.legend(fontsize=8, loc="upper left")
     axis.grid(alpha=0.3)
     return _save(figure, directory, stem)
+
+
+def _curves(axis, curves: dict[str, BinnedError], suffix: str) -> None:
+    """Error per bin, one line each; a curve with fewer than two bins that hold enough samples is
+    said in the panel, not drawn as a lone dot with "ρ=nan"."""
+    sparse = []
+    for name, binned in curves.items():
+        used = binned.used
+        if used.sum() < 2:
+            sparse.append(f"{name}{suffix}")
+            continue
+        rho = f"ρ={binned.pearson:.2f}" if np.isfinite(binned.pearson) else "ρ: too few bins"
+        axis.plot(binned.centers[used], binned.error[used], marker="o", markersize=3, label=f"{name}{suffix} ({rho})")
+    if sparse:
+        axis.text(0.02, 0.5, "too few samples per bin to draw:\n" + "\n".join(sparse), transform=axis.transAxes, fontsize=8, color="grey")
+    if len(sparse) < len(curves):
+        axis.legend(fontsize=8, loc="upper left")
 
 
 @_plain_text
@@ -178,13 +192,9 @@ def subset_error_panels(
     """Fig. 6: a reference model's error per bin of scores from k epochs, per number of seeds."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False)
     for axis, (panel, curves) in zip(axes[0], panels.items()):
-        for name, binned in curves.items():
-            axis.plot(
-                binned.centers[binned.used], binned.error[binned.used], marker="o", markersize=3, label=f"{name} epochs (ρ={binned.pearson:.2f})"
-            )
+        _curves(axis, curves, " epochs")
         axis.set_xlabel(f"confusion score bin ({unit})")
         axis.set_title(panel)
-        axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"top-1 error of {reference}")
     return _save(figure, directory, stem)
