@@ -36,6 +36,9 @@ want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
   echo "setup: installing the package and its pinned dependencies (torch is large; a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  # An install made before the distribution was renamed (confusion -> ensemble-confusion) goes first.
+  .venv/bin/python -m pip uninstall -q -y confusion >/dev/null 2>&1 || true
+  rm -rf src/confusion.egg-info
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
   echo "$want" > "$stamp"
 fi

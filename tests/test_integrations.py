@@ -72,4 +72,4 @@ def test_importing_an_integration_without_its_extra_names_the_extra(module, miss
     code = f"import sys; sys.modules[{missing!r}] = None\nimport confusion.integrations.{module}"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1 and f"needs the {extra} extra: pip install 'confusion[{extra}]'" in last, result.stderr
+    assert result.returncode == 1 and f"needs the {extra} extra: pip install 'ensemble-confusion[{extra}]'" in last, result.stderr

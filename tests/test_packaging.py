@@ -48,7 +48,7 @@ def test_score_import_report_hardset_difficulty_run_with_torch_unimportable(tmp_
 def test_a_command_that_needs_an_extra_says_which_in_one_line(tmp_path):
     code, _, err = without_torch("train", "--data", "digits", "--epochs", "1", "--out", "run", cwd=tmp_path)
     assert code == 2 and err.strip().count("\n") == 0
-    assert "pip install 'confusion[train]'" in err and not (tmp_path / "run").exists()
+    assert "pip install 'ensemble-confusion[train]'" in err and not (tmp_path / "run").exists()
 
 
 def test_the_recorder_needs_no_torch(tmp_path):

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from .errors import InputError, ParameterError, RunStoreError
+from .errors import InputError, ParameterError, RunStoreError, install_extra
 
 __all__ = [
     "ADDRESS",
@@ -53,7 +53,7 @@ def dask_client(spec: str) -> Iterator:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ParameterError("{dask} needs dask and distributed: pip install 'confusion[dask]'", "dask") from None
+        raise ParameterError("{dask} needs dask and distributed: " + install_extra("dask"), "dask") from None
     if kind == "local":
         # The cores shared out: each worker's numba/torch threads, so N workers do not oversubscribe them.
         threads = str(max(1, (os.cpu_count() or 1) // int(value)))

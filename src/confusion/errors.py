@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 __all__ = [
+    "DISTRIBUTION",
     "ConfusionError",
     "InputError",
     "OccupiedError",
@@ -17,8 +18,29 @@ __all__ = [
     "RunStoreError",
     "UnknownNameError",
     "WorkerDiedError",
+    "install_extra",
     "python_name",
 ]
+
+# The name the toolkit installs under: `confusion` on PyPI is an unrelated package (a TOML
+# pre-processor). The import package stays `confusion`.
+DISTRIBUTION = "ensemble-confusion"
+
+
+def install_extra(extra: str) -> str:
+    """The command that installs an optional extra, as every hint gives it.
+
+    Parameters
+    ----------
+    extra : str
+        An extra of pyproject.toml (train, lightning, transformers, text, dask, all).
+
+    Returns
+    -------
+    str
+        ``pip install 'ensemble-confusion[EXTRA]'``.
+    """
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 class ConfusionError(Exception):

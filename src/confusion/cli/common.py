@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import ConfusionError, InputError, ParameterError
+from ..errors import ConfusionError, InputError, ParameterError, install_extra
 from ..store import RunStore
 
 __all__ = [
@@ -89,7 +89,7 @@ def handles_errors(command: Callable) -> Callable:
             extra = EXTRAS.get((error.name or "").split(".")[0])
             if extra is None:
                 raise
-            print(f"confusion: error: this command needs {error.name}, which comes with an extra: pip install 'confusion[{extra}]'", file=sys.stderr)
+            print(f"confusion: error: this command needs {error.name}, which comes with an extra: {install_extra(extra)}", file=sys.stderr)
             raise typer.Exit(2) from None
         except EOFError:  # click would take it for Ctrl-D at a prompt
             print("confusion: error: a file ended before its data did (truncated or empty)", file=sys.stderr)

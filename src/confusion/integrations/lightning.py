@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, install_extra
+
 try:
     import pytorch_lightning as pl
     import torch
@@ -27,11 +29,10 @@ try:
     from torch.utils.data import DataLoader, IterableDataset
 except ModuleNotFoundError as error:  # one line that names the extra, not a bare "No module named"
     raise ModuleNotFoundError(
-        f"confusion.integrations.lightning needs the lightning extra: pip install 'confusion[lightning]' ({error.name} is not installed)",
+        f"confusion.integrations.lightning needs the lightning extra: {install_extra('lightning')} ({error.name} is not installed)",
         name=error.name,
     ) from None
 
-from ..errors import InputError
 from ..reduced import check_keep
 from ._common import check_member, open_or_create
 

@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, install_extra
+
 try:
     import transformers
     from transformers import TrainerCallback
 except ModuleNotFoundError as error:  # one line that names the extra, not a bare "No module named"
     raise ModuleNotFoundError(
-        f"confusion.integrations.transformers needs the transformers extra: pip install 'confusion[transformers]' ({error.name} is not installed)",
+        f"confusion.integrations.transformers needs the transformers extra: {install_extra('transformers')} ({error.name} is not installed)",
         name=error.name,
     ) from None
 
-from ..errors import InputError
 from ..reduced import check_keep
 from ._common import check_member, open_or_create
 
