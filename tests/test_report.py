@@ -235,3 +235,25 @@ def test_a_panel_with_too_few_samples_per_bin_says_so(cli, tmp_path, probs_file)
     for svg in (tmp_path / "rep").glob("*error*.svg"):
         text = svg.read_text(encoding="utf-8")
         assert "nan" not in text and "too few samples per bin to draw" in text, svg.name
+
+
+def test_the_page_says_why_where_confusion_ranks_a_models_errors_below_its_own_confidence(cli, tmp_path, probs_file):
+    """Issue 27: nothing said why where a model's own confidence beat this run's confusion."""
+    path, labels_path, probs, labels = probs_file
+    assert cli("import", "--probs", path, "--labels", labels_path, "--out", tmp_path / "run").exit_code == 0
+    rng = np.random.default_rng(11)
+    wrong = rng.random(len(labels)) < 0.3
+    predicted = np.where(wrong, (labels + 1) % 10, labels)
+    own = np.full((len(labels), 10), 0.0)
+    own[np.arange(len(labels)), predicted] = np.where(wrong, 0.2, 0.95)  # unsure exactly where it is wrong
+    own += (1 - own.sum(axis=1, keepdims=True)) / 10
+    np.save(tmp_path / "model.npy", own)
+    assert cli("import", "--probs", tmp_path / "model.npy", "--labels", labels_path, "--out", tmp_path / "model").exit_code == 0
+    assert cli("report", tmp_path / "run", "--models", tmp_path / "model", "--out", tmp_path / "rep", "--min-count", "1").exit_code == 0
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    below = metrics["below_own_confidence"]
+    assert list(below["models"]) == ["model (import, 1 member)"] and below["models"]["model (import, 1 member)"]["auroc_own_msp"] == pytest.approx(
+        1.0
+    )
+    assert len(below["mean_confusion_per_epoch"]) == 4 and below["training_epochs"] == [1, 2, 3, 4]
+    assert "ranks their errors below their own confidence" in (tmp_path / "rep" / "index.html").read_text()

@@ -272,6 +272,29 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
         result.metrics["difficulty"] = by_score
         result.metrics["difficulty_summary"] = _difficulty_summary(by_score, model_metrics)
         result.metrics["cost"] = _cost_of_scores(reference, split, compared)
+        result.metrics["below_own_confidence"] = _below_own_confidence(reference.scores[split], by_score, model_metrics)
+
+
+def _below_own_confidence(scores: Any, by_score: dict, model_metrics: dict) -> dict[str, Any]:
+    """The models whose own confidence ranks their errors better than this run's confusion, and
+    the run's own numbers that bear on why: its mean confusion epoch by epoch (an average over
+    epochs weighs the early, unsure ones as much as the last) and what the last epoch alone gets."""
+    below = {
+        name: {
+            "auroc_confusion": entry["auroc_error"],
+            "auroc_own_msp": model_metrics[name]["own_baselines"]["auroc_msp"],
+            "auroc_last_epoch_entropy": by_score.get("last_epoch_entropy", {}).get(name, {}).get("auroc_error", float("nan")),
+        }
+        for name, entry in by_score.get("confusion", {}).items()
+        if entry["auroc_error"] < model_metrics[name]["own_baselines"]["auroc_msp"]
+    }
+    per_epoch = scores.per_epoch.mean(axis=1)
+    return {
+        "models": below,
+        "n_models": len(model_metrics),
+        "training_epochs": [int(e) for e in scores.training_epochs],
+        "mean_confusion_per_epoch": [float(v) for v in per_epoch],
+    }
 
 
 def dataset_of(view: RunView) -> str | None:

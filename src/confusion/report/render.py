@@ -242,10 +242,34 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
         "and sample at that model's last epoch): AUROC, 1 = perfect, 0.5 = chance. Rows marked (labels) need labels; "
         "the last two rows are each model's own confidence, which needs that model to be run. Mean hard/rest error: the "
         "models' error on the top 10% by the score over their error on the rest. Below: the paper's confusion from fewer "
-        "members and epochs (the last of k equal stretches; 1 epoch = the last), and the mean AUROC each gets.",
+        "members and epochs (the last of k equal stretches; 1 epoch = the last), and the mean AUROC each gets."
+        + _why_below(metrics.get("below_own_confidence")),
         [f for f in files if f.endswith(".png")],
         _table(columns, rows) + _table(["members", "epochs", "predictions recorded per sample", "mean AUROC"], cost_rows),
     )
+
+
+def _why_below(facts: dict | None) -> str:
+    """One sentence, from the run's own numbers, where its confusion ranks a model's errors below
+    that model's own confidence."""
+    if not facts or not facts["models"]:
+        return ""
+    models = facts["models"]
+    names = ", ".join(list(models)[:4]) + (" and others" if len(models) > 4 else "")
+    mean = lambda key: float(np.nanmean([m[key] for m in models.values()]))  # noqa: E731
+    sentence = (
+        f" For {len(models)} of {facts['n_models']} models ({names}), this run's confusion ranks their errors below their own "
+        f"confidence (mean AUROC {mean('auroc_confusion'):.3f} against {mean('auroc_own_msp'):.3f}): they are well "
+        "calibrated, their own uncertainty already marks what they get wrong, and a score from another run can only approach it."
+    )
+    per_epoch, epochs = facts["mean_confusion_per_epoch"], facts["training_epochs"]
+    if len(per_epoch) > 1 and per_epoch[0] > 1.5 * per_epoch[-1]:
+        sentence += (
+            f" Here the average over epochs also weighs the early, unsure epochs as much as the last: the mean confusion is "
+            f"{per_epoch[0]:.2f} bits at epoch {epochs[0]} and {per_epoch[-1]:.2f} at epoch {epochs[-1]}, and the last epoch's "
+            f"entropy alone gets a mean AUROC of {mean('auroc_last_epoch_entropy'):.3f} for these models."
+        )
+    return sentence
 
 
 EXAMPLE_TEXT_CHARS = 400  # a document is cut here on the page (tables/examples_*.csv keep it whole)
