@@ -36,6 +36,7 @@ PUBLIC_API = [
     "confusion.difficulty.base",
     "confusion.difficulty.catalog",
     "confusion.report",
+    "confusion.report.inputs",
 ]
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_folder, check_replaceable_folder
-from .compute import ReportOptions, ReportResult, TransferPair, check_inputs, check_signal_join, compute_report, dataset_of, read_signal
+from .compute import ReportOptions, ReportResult, TransferPair, compute_report, dataset_of
+from .inputs import check_inputs, check_signal_join, read_mitigation, read_signal
 from .render import finite, render_report
 from .views import SCORE_UNIT, RunView, pick_split, run_label
 
@@ -29,6 +30,7 @@ __all__ = [
     "dataset_of",
     "finite",
     "pick_split",
+    "read_mitigation",
     "read_signal",
     "render_report",
     "run_label",

@@ -6,7 +6,6 @@ No torch here: everything is read from run stores (and, for galleries, the datas
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,22 +18,17 @@ import pandas as pd
 
 from .. import __version__, analyses
 from ..difficulty import SCORES, difficulty_scores, hardness
-from ..errors import ParameterError
 from ..runscores import score_run
-from ..store import RunStore
 from .examples import examples, gallery
+from .inputs import check_signal_join, read_mitigation, read_signal, shared_samples
 from .views import SCORE_UNIT, RunView, pick_split
 
 __all__ = [
     "ReportOptions",
     "ReportResult",
     "TransferPair",
-    "check_inputs",
-    "check_signal_join",
     "compute_report",
     "dataset_of",
-    "read_mitigation",
-    "read_signal",
 ]
 
 
@@ -234,7 +228,7 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
     for other in others:
         if split not in other.scores:
             continue
-        in_ref, in_other = _shared_samples(reference.store, other.store, split)
+        in_ref, in_other = shared_samples(reference.store, other.store, split)
         a, b = reference.scores[split].confusion[in_ref], other.scores[split].confusion[in_other]
         tau = analyses.kendall_tau(a, b)
         counts, edges = analyses.joint_histogram(a, b, max_score=reference.max_score)
@@ -421,63 +415,6 @@ def _cost_of_scores(reference: RunView, split: str, compared: list) -> list[dict
     return rows
 
 
-def read_signal(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
-    """'FILE.csv:COLUMN' -> (column name, sample ids, values): a per-sample number a user trusts
-    (human agreement, annotation time), joined to the run by its `sample` (or `id`) column."""
-    from ..data import read_id_table
-
-    path_text, _, column = spec.rpartition(":")
-    path = Path(path_text)
-    if not path_text or not column:
-        raise ParameterError(f"{{signal}} takes FILE.csv:COLUMN (or .parquet), got {spec!r}", "signal")
-    table, key = read_id_table(path, "--signal")
-    if column not in table.columns:
-        raise ParameterError(f"{{signal}} {path} has no column {column!r}; it has {', '.join(map(str, table.columns[:8]))}", "signal")
-    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    keep = np.isfinite(values)
-    if keep.sum() < 10:
-        raise ParameterError(f"{{signal}} {path}:{column} has {int(keep.sum())} numeric values; at least 10 are needed", "signal")
-    ids = table[key].to_numpy()[keep]
-    if len(set(ids.tolist())) != len(ids):
-        raise ParameterError(f"{{signal}} {path}: a sample id appears twice", "signal")
-    return column, ids, values[keep]
-
-
-def check_signal_join(store: RunStore, ids: np.ndarray, preferred: str | None = None) -> str:
-    """The split an external signal is joined to by sample id: `preferred` (the report's
-    reference split) where at least 10 of its samples match, else the split with most matches.
-
-    Parameters
-    ----------
-    store : RunStore
-        The run.
-    ids : ndarray of str
-        The signal's sample ids.
-    preferred : str, optional
-        The split to use where it matches; default the split a report is about.
-
-    Returns
-    -------
-    str
-        The split.
-
-    Raises
-    ------
-    ParameterError
-        When fewer than 10 samples of any split match (parameter ``signal``): the ids of a
-        features npz without ids_train/ids_val, say, are positions that match nothing.
-    """
-    preferred = preferred or pick_split(store.splits)
-    matches = {name: int(np.isin(store.sample_ids(name), ids).sum()) for name in store.splits}
-    split = preferred if matches.get(preferred, 0) >= 10 else max(matches, key=lambda name: matches[name])
-    if matches[split] < 10:
-        example = str(store.sample_ids(split)[0])
-        raise ParameterError(
-            f"{{signal}} names {matches[split]} samples of the run; at least 10 must match its sample ids (e.g. {example!r})", "signal"
-        )
-    return split
-
-
 def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarray) -> None:
     """Every difficulty score against the external signal: Spearman and Kendall correlation, the
     AUROC of the score (oriented higher = harder) for the signal's lowest quartile, and the
@@ -529,79 +466,3 @@ def _signal(result: ReportResult, column: str, ids: np.ndarray, values: np.ndarr
         "lowest_quartile_at": float(np.quantile(signal, 0.25)),
         "scores": {r["score"]: {k: v for k, v in r.items() if k != "score"} for r in rows},
     }
-
-
-def _shared_samples(reference: RunStore, other: RunStore, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the samples of `split` two runs share (as analyses.align); refused below 2."""
-    in_ref, in_other = analyses.align(reference.sample_ids(split), other.sample_ids(split))
-    if len(in_ref) < 2:
-        raise ParameterError(
-            f"{{compare}} {other.path} shares {len(in_ref)} {split} samples with {reference.path}; Kendall tau needs the same samples", "compare"
-        )
-    return in_ref, in_other
-
-
-def check_inputs(run, compare, models, mitigation) -> None:
-    """Everything a report reads opens, and every --compare run shares samples with `run`,
-    before any work."""
-    stores = [RunStore.open(path) for path in [run, *compare, *models]]  # a one-line RunStoreError for anything that is not a run
-    for store in stores:  # a damaged id or label array is named now, not after half the figures
-        for split in store.splits:
-            store.sample_ids(split)
-            store.labels(split)
-    reference = stores[0]
-    split = pick_split(reference.splits)
-    for other in stores[1 : 1 + len(compare)]:
-        if split in other.splits:
-            _shared_samples(reference, other, split)
-    for model in stores[1 + len(compare) :]:
-        shared = len(analyses.align(reference.sample_ids(split), model.sample_ids(split))[0]) if split in model.splits else 0
-        if shared == 0:
-            raise ParameterError(
-                f"{{models}} {model.path} shares no {split} samples with {reference.path}; a model is compared on the same samples", "models"
-            )
-    if mitigation is not None:
-        read_mitigation(mitigation)
-
-
-def read_mitigation(folder: str | Path) -> dict[str, Any]:
-    """The metrics.json of a `confusion mitigate` folder, checked for what the report draws.
-
-    Parameters
-    ----------
-    folder : str or Path
-        The mitigation's output folder.
-
-    Returns
-    -------
-    dict
-        Its metrics: per method and band, the samples and the mean and std of the error.
-
-    Raises
-    ------
-    ParameterError
-        When the folder has no such metrics.json (parameter ``mitigation``).
-    """
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        raise ParameterError(f"{{mitigation}} {folder} has no metrics.json (make it with `confusion mitigate`)", "mitigation")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ParameterError(f"{{mitigation}} {path} is not readable JSON ({str(error).splitlines()[0][:80]})", "mitigation") from None
-    bands = metrics.get("bands") if isinstance(metrics, dict) else None
-    methods = metrics.get("methods") if isinstance(metrics, dict) else None
-    whole = (
-        isinstance(bands, list)
-        and bands
-        and isinstance(methods, dict)
-        and methods
-        and all(
-            isinstance(entry, dict)
-            and all(isinstance(entry.get(band), dict) and {"n", "error_mean", "error_std"} <= entry[band].keys() for band in [*bands, "overall"])
-            for entry in methods.values()
-        )
-    )
-    if not whole:
-        raise ParameterError(f"{{mitigation}} {path} is not a `confusion mitigate` result (no bands and methods with their errors)", "mitigation")
-    return metrics
