@@ -198,8 +198,10 @@ def by_id(model: str, hard: pd.DataFrame, scores: str | Path | None, name: str |
         confident = True
     else:
         predicted_ids, probabilities, confident = _predictions_table(Path(model), classes)
-    if len(set(predicted_ids.tolist())) != len(predicted_ids):
-        raise InputError(f"{model} names a sample twice ({pd.Series(predicted_ids)[pd.Series(predicted_ids).duplicated()].iloc[0]!r})")
+    named = pd.Series(predicted_ids)
+    repeated = named[named.duplicated()]
+    if len(repeated):
+        raise InputError(f"{model} names a sample twice ({repeated.iloc[0]!r})")
     keep = np.flatnonzero((labels >= 0) & np.isin(ids, predicted_ids))
     rows = positions(predicted_ids, ids[keep], f"the predictions of {model}")
     dataset = Dataset(

@@ -40,7 +40,7 @@ from .engine import (
 )
 from .errors import InputError, OccupiedError, ParameterError
 from .events import EpochEnded, EpochsCommitted, StepEnded, TrainingHooks
-from .reduced import KEEP
+from .reduced import check_keep
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 from .store.format import MAX_MEMBERS
 
@@ -141,8 +141,7 @@ class TrainConfig:
             if value not in allowed:
                 choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
                 raise ParameterError(f"{{{name}}} must be {choices}, got {value!r}", name)
-        if self.keep not in KEEP:
-            raise ParameterError(f"{{keep}} must be raw or reduced, got {self.keep!r}", "keep")
+        check_keep(self.keep)
         check_device(self.device)
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
             raise ParameterError("{lr} must be a positive number and {batch_size} at least 2", "lr", "batch_size")

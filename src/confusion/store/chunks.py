@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import RunStoreError
 
-__all__ = ["ChunkFileReader", "Mappings", "Rows", "missing_chunk", "write_rows"]
+__all__ = ["ChunkFileReader", "Mappings", "Rows", "chunk_missing", "missing_chunk", "write_rows"]
 
 
 class ChunkFileReader:
@@ -98,7 +98,7 @@ class ChunkFileReader:
         """A chunk file that is not there: zarr skips chunks equal to the fill value, which only
         an epoch not yet committed can have (it reads as zeros); in a committed epoch it is damage."""
         if self.committed is not None and epoch < self.committed:
-            raise RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing") from None
+            raise chunk_missing(path) from None
 
     def read_into(self, out: np.ndarray, member0: int, epoch0: int, start: int) -> np.ndarray:
         """Fill `out` (members, epochs, samples, classes) from member0, epoch0, sample `start` on."""
@@ -214,6 +214,22 @@ class Rows:
         members, epochs, samples = index
         first, last, _ = samples.indices(self.shape[2])
         return self.reader[members, epochs, slice(self.start + first, self.start + last)]
+
+
+def chunk_missing(path: Path) -> RunStoreError:
+    """The one line that names a committed epoch's chunk file that is not there.
+
+    Parameters
+    ----------
+    path : Path
+        The chunk file.
+
+    Returns
+    -------
+    RunStoreError
+        To raise.
+    """
+    return RunStoreError(f"run store damaged: chunk file {path} of a committed epoch is missing")
 
 
 def missing_chunk(array: Any, committed: int) -> Path | None:

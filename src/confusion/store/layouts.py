@@ -39,6 +39,7 @@ class Layout:
 
     name: ClassVar[str]
     fields: ClassVar[tuple[str, ...]] = ()  # arrays of a split beside probs, labels and ids
+    committed_arrays: ClassVar[tuple[str, ...]]  # arrays every committed epoch has every chunk file of
     holds_probs: ClassVar[bool] = False  # every class probability stays readable
     member_writable: ClassVar[bool] = True  # written epoch by epoch through MemberWriter
     cached: ClassVar[bool] = True  # scores of a selection are worth keeping in RUN/cache/
@@ -262,6 +263,7 @@ class Raw(Layout):
 
     name = "raw"
     holds_probs = True
+    committed_arrays = ("probs",)
     scores_in_nats = False
 
     def final_predictions(self, store: RunReads, split: str) -> reduced.FinalPredictions:
@@ -320,6 +322,7 @@ class Reduced(Layout):
 
     name = "reduced"
     fields = reduced.FIELDS
+    committed_arrays = ("member_entropy", "ensemble_entropy")
 
     def create_arrays(self, group: Any, n_members: int, capacity: int, n_samples: int, n_classes: int) -> None:
         reduced.create_arrays(group, n_members, capacity, n_samples, n_classes)
@@ -440,6 +443,7 @@ class TopK(Layout):
 
     name = "topk"
     fields = ("topk_values", "topk_indices")
+    committed_arrays = ("topk_values",)
     member_writable = False
     cached = False  # bounds are cheap to recompute
     keeps_record = False

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import reduced
 from ..errors import InputError, RunStoreError
-from .chunks import ChunkFileReader, missing_chunk
+from .chunks import ChunkFileReader, chunk_missing, missing_chunk
 from .format import ARRAYS, META_DIR, WRITTEN, strings
 from .layouts import Layout, layout_of
 
@@ -180,13 +180,12 @@ class RunReads:
         RunStoreError
             Naming the first chunk file missing (what `confusion status` says of a damaged run).
         """
-        names = ("probs",) if self.layout.holds_probs else tuple(f for f in self.layout.fields if f.endswith(("entropy", "values")))
         for split in self.splits:
             group = self._split_group(split)
-            for name in names:
+            for name in self.layout.committed_arrays:
                 missing = missing_chunk(group[name], len(self.recorded_epochs))
                 if missing is not None:
-                    raise RunStoreError(f"run store damaged: chunk file {missing} of a committed epoch is missing")
+                    raise chunk_missing(missing)
 
     def split_written(self, split: str) -> Any:
         """When the split's arrays were made: their group's stamp, else run.json's (older runs).
