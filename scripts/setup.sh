@@ -30,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-extras="[all]"; [ "$mode" = test ] && extras="[all,test]"
+extras="[all]"; [ "$mode" = test ] && extras="[all,test,peers]"
 stamp=".venv/.confusion-setup"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then

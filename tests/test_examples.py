@@ -18,7 +18,8 @@ def check_loop(folder):
 
 
 def check_lightning(folder):
-    assert RunStore.open(folder / "runs/digits-lightning").recorded_epochs == [1, 2, 3, 4, 5]
+    store = RunStore.open(folder / "runs/digits-lightning")
+    assert store.recorded_epochs == [1, 2, 3, 4, 5] and store.embedding_epochs(store.splits) == [5]
     assert len(pd.read_csv(folder / "runs/digits-lightning.csv")) == 597
 
 
@@ -34,6 +35,7 @@ def check_jobs(folder):
 def check_huggingface(folder):
     store = RunStore.open(folder / "runs/bbc-minilm")
     assert store.recorded_epochs == [1, 2] and store.n_members == 2 and store.n_classes == 5
+    assert store.embedding_epochs(["val"]) == [2] and store.embeddings("val", 1, 2).shape == (100, 64)  # MiniLM's 384 on 64 axes
     assert store.classes == ["business", "entertainment", "politics", "sports", "tech"]
     scores = pd.read_csv(folder / "runs/bbc-minilm-scores.csv")
     assert len(scores) == 100 and scores["confusion"].notna().all()  # every eval document scored

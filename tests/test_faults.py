@@ -99,6 +99,16 @@ SWEEP_REFUSALS = [
     (["score", "--probs", "{probs}", "--logits", "--out", "{tmp}/out.csv"], "these are probabilities already"),
     (["score", "--probs", "{tmp}/passwd", "--out", "{tmp}/out.csv"], "it is not a numpy file"),
     (["score", "--probs", "{tmp}/objects.npy", "--out", "{tmp}/out.csv"], "Python objects"),
+    # Issue 25: the new signals' options and files.
+    (["train", "--data", "digits", "--embeddings", "first", "--out", "{tmp}/out"], "--embeddings must be last, all or none"),
+    (["train", "--data", "digits", "--arch", "torchvision:squeezenet1_0", "--members", "1", "--out", "{tmp}/out"], "has no linear classifier head"),
+    (["difficulty", "{run}", "--k", "0", "--out", "{tmp}/out.csv"], "--k must be a whole number of neighbours"),
+    (["difficulty", "{run}", "--split", "val", "--out", "{tmp}/out.csv", "--k", "1001"], "--k must be a whole number of neighbours"),
+    (["combine", "{run}", "--folds", "51"], "--folds must be a whole number from 2 to 50"),
+    (["combine", "{run}", "--calibration", "test"], "--calibration must be a split of"),
+    (["combine", "{run}", "--target", "{tmp}/nowhere"], "nowhere"),
+    (["report", "{run}", "--ceiling-threshold", "1", "--out", "{tmp}/out"], "--ceiling-threshold must be a probability in (0, 1)"),
+    (["hardset", "{run}", "--top", "0.1", "--score", "untrust", "--out", "{tmp}/out.csv"], "keeps no embeddings"),
 ]
 
 

@@ -32,7 +32,11 @@ def test_lightning_callback_two_members_equals_the_plain_recorder(tmp_path):
     for member in (0, 1):
         lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", member, "--members", 2)
     assert_same_scores(tmp_path / "callback", tmp_path / "plain")
-    assert RunStore.open(tmp_path / "callback").meta["framework"].startswith("pytorch-lightning")
+    recorded = RunStore.open(tmp_path / "callback")
+    assert recorded.meta["framework"].startswith("pytorch-lightning")
+    # At the last epoch, the input of the MLP's head (32 wide: kept as it is), for both members.
+    assert recorded.embedding_epochs(["val"]) == [3]
+    assert recorded.embeddings("val", 1, 3).shape == (597, 32)
 
 
 def test_lightning_callback_keeps_a_reduced_record_when_asked(tmp_path):
@@ -45,7 +49,9 @@ def test_lightning_callback_keeps_a_reduced_record_when_asked(tmp_path):
 def test_lightning_callback_under_ddp_records_every_rank_once(tmp_path):
     lightning(tmp_path, "--out", "callback", "--compare", "plain", "--member", 0, "--members", 1, "--devices", 2)
     assert_same_scores(tmp_path / "callback", tmp_path / "plain")
-    assert RunStore.open(tmp_path / "callback").ended_epochs() == [[1, 2, 3]]
+    recorded = RunStore.open(tmp_path / "callback")
+    assert recorded.ended_epochs() == [[1, 2, 3]]
+    assert recorded.embedding_epochs(["val"]) == [3]  # gathered from both ranks, in sample order
 
 
 def test_callbacks_refuse_bad_arguments_at_once(tmp_path):

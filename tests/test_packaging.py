@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-BLOCKED = ("torch", "torchvision", "sklearn", "mlxtend", "pytorch_lightning", "transformers")
+BLOCKED = ("torch", "torchvision", "mlxtend", "pytorch_lightning", "transformers")  # scikit-learn is a core dependency
 # A finder placed first that refuses the optional packages, as if they were not installed.
 BLOCK = (
     "import sys\n"

@@ -30,6 +30,7 @@ __all__ = [
     "bin_index",
     "detection_report",
     "ensemble_accuracy",
+    "error_ceiling",
     "epoch_subsets",
     "error_by_bin",
     "gallery",
@@ -190,6 +191,50 @@ def transfer_report(hardness_by_score: dict[str, np.ndarray], final_probs: np.nd
             "n": int(kept.sum()),
         }
     return result
+
+
+def error_ceiling(confusion: np.ndarray, reference, final_probs, labels: np.ndarray, *, threshold: float = 0.9) -> dict:
+    """How much of another model's error a label-free score of the reference run can see at all.
+
+    An error of that model (one event per member and sample at its last epoch, as in
+    `transfer_report`) is *shared and confident* where the reference run's final ensemble
+    average predicts the same wrong class with top probability above `threshold`: no score of
+    the reference run's predictions can call that sample hard. The ceiling AUROC is that of a
+    score that ranks every other error first and keeps `confusion`'s order everywhere else.
+
+    Parameters
+    ----------
+    confusion : ndarray, shape (samples,)
+        The reference run's score, higher = harder.
+    reference : FinalPredictions
+        The reference run's last epoch on the same samples (its ensemble top probability).
+    final_probs : ndarray or FinalPredictions
+        The other model's final predictions, (members, samples, classes).
+    labels : ndarray, shape (samples,)
+        Every label known.
+    threshold : float
+        Top probability above which the reference is confidently wrong, in (0, 1).
+
+    Returns
+    -------
+    dict
+        threshold, shared_confident_error_share (of the model's error events), auroc_ceiling,
+        n_errors (events). NaN where the reference keeps no ensemble top probability (top-k).
+    """
+    if not 0 < threshold < 1:
+        raise InputError(f"the ceiling's threshold must be a probability in (0, 1), got {threshold}")
+    final = as_final(final_probs)
+    errors = member_errors(final, labels) > 0
+    confusion = np.asarray(confusion, dtype=np.float64)
+    out = {"threshold": float(threshold), "n_errors": int(errors.sum()), "shared_confident_error_share": float("nan"), "auroc_ceiling": float("nan")}
+    if reference.ensemble_top1 is None or not errors.any():
+        return out
+    shared = errors & (final.argmax == reference.ensemble_argmax[None]) & (reference.ensemble_top1[None] > threshold)
+    top = np.nanmax(confusion) + 1.0 if np.isfinite(confusion).any() else 1.0
+    ceiling = np.where(errors & ~shared, top, np.broadcast_to(confusion, errors.shape))
+    out["shared_confident_error_share"] = float(shared.sum() / errors.sum())
+    out["auroc_ceiling"] = auroc(ceiling, errors)
+    return out
 
 
 # ----------------------------------------------------------------------------- error by bin

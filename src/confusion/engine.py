@@ -64,6 +64,8 @@ __all__ = [
     "steps_per_epoch",
     "upsampled",
     "upsampled_indices",
+    "view_of",
+    "VIEWS",
 ]
 
 CHECKPOINTS = "checkpoints"
@@ -347,25 +349,73 @@ def fit_epoch(
     return loss_sum / seen, correct / seen
 
 
-def predict(model, data, split: str, batch_size: int, precision: str):
-    """Eval-mode class probabilities (samples, classes) float32 on the CPU."""
+VIEWS = ("flip", "left", "right", "up", "down")  # test-time views: a horizontal flip, 2-pixel shifts (zero fill)
+
+
+def view_of(x, name: str, pad: int = 2):
+    """Batch `x` (N, C, H, W) seen through test-time view `name` (one of `VIEWS`)."""
     import torch
 
-    from .models import folded_for_inference, is_convolutional
+    if name == "flip":
+        return x.flip(-1)
+    shifted = {
+        "left": (x[..., :, pad:], (0, pad, 0, 0)),
+        "right": (x[..., :, :-pad], (pad, 0, 0, 0)),
+        "up": (x[..., pad:, :], (0, 0, 0, pad)),
+        "down": (x[..., :-pad, :], (0, 0, pad, 0)),
+    }
+    if name not in shifted:
+        raise ConfusionError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
+    part, padding = shifted[name]
+    out = torch.nn.functional.pad(part, padding)
+    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4 else out
+
+
+def predict(model, data, split: str, batch_size: int, precision: str, *, embed: bool = False, views: tuple[str, ...] = ()):
+    """Eval-mode class probabilities (samples, classes) float32 on the CPU. With ``embed``, also
+    the input of the model's classifier head (`models.head_layer`), (samples, width) float32; with
+    `views`, also the probabilities of each test-time view (`view_of`), (samples, views, classes).
+    Returns the probabilities alone, or a tuple (probabilities, embeddings or None, views or None)
+    when either is asked."""
+    import torch
+
+    from .models import folded_for_inference, head_layer, is_convolutional
 
     model.eval()
     channels_last = is_convolutional(model)
     inference = folded_for_inference(model)
     n = data.n(split)
-    outputs = []
+    outputs, embedded, viewed = [], [], []
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.inference_mode(), autocast:
-        for start in range(0, n, batch_size):
-            index = torch.arange(start, min(n, start + batch_size), device=data.device)
-            logits = inference(data.batch(split, index, channels_last))
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train()
-    return torch.cat(outputs).numpy()
+    hook, capture = None, [True]
+    if embed:
+        head = head_layer(inference)
+        if head is None:
+            raise ConfusionError(f"{type(model).__name__} has no linear classifier head to take embeddings from")
+
+        def keep(_module, inputs, _output):
+            if capture[0]:
+                embedded.append(inputs[0].detach().float().flatten(1).cpu())
+
+        hook = head.register_forward_hook(keep)
+    try:
+        with torch.inference_mode(), autocast:
+            for start in range(0, n, batch_size):
+                index = torch.arange(start, min(n, start + batch_size), device=data.device)
+                x = data.batch(split, index, channels_last)
+                capture[0] = True
+                outputs.append(torch.softmax(inference(x).float(), dim=1).cpu())
+                capture[0] = False
+                if views:
+                    viewed.append(torch.stack([torch.softmax(inference(view_of(x, v)).float(), dim=1).cpu() for v in views], dim=1))
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train()
+    probs = torch.cat(outputs).numpy()
+    if not embed and not views:
+        return probs
+    return probs, torch.cat(embedded).numpy() if embed else None, torch.cat(viewed).numpy() if views else None
 
 
 # ----------------------------------------------------------------------------- checkpoints

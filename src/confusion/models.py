@@ -36,6 +36,7 @@ __all__ = [
     "build_model",
     "family",
     "folded_for_inference",
+    "head_layer",
     "is_convolutional",
     "register",
     "torchvision_model",
@@ -86,6 +87,13 @@ def build_for_input(name: str, input_shape: tuple[int, ...], n_classes: int) -> 
 
 def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def head_layer(model: nn.Module) -> nn.Linear | None:
+    """The classifier head: the last `nn.Linear` a model registers (None if it has none). Its
+    input is the member's embedding of a sample, what the neighbourhood scores read."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
 
 
 def folded_for_inference(model: nn.Module) -> nn.Module:

@@ -311,13 +311,15 @@ def _refuse(name: str, where: str) -> None:
 @dataclass(frozen=True)
 class FinalPredictions:
     """What the analyses use of the last committed epoch: each member's arg-max, entropy (bits)
-    and top probability, and the ensemble average's arg-max. From raw probabilities
-    (`from_probs`) or from the reduced record; the same numbers either way."""
+    and top probability, and the ensemble average's arg-max and top probability. From raw
+    probabilities (`from_probs`) or from the reduced record; the same numbers either way (the
+    top probability to float32 rounding; None from top-k logs)."""
 
     argmax: np.ndarray  # (members, samples)
     entropy: np.ndarray  # (members, samples), bits
     top1: np.ndarray  # (members, samples)
     ensemble_argmax: np.ndarray  # (samples,)
+    ensemble_top1: np.ndarray | None = None  # (samples,)
 
     @classmethod
     def from_probs(cls, probs) -> FinalPredictions:
@@ -327,11 +329,13 @@ class FinalPredictions:
         probs = np.asarray(probs)
         if probs.ndim != 3:
             raise InputError(f"final predictions must be (members, samples, classes), got shape {probs.shape}")
+        average = probs.sum(axis=0, dtype=np.float64) / probs.shape[0]
         return cls(
             argmax=probs.argmax(axis=-1),
             entropy=entropy(probs),
             top1=probs.max(axis=-1).astype(np.float64),
-            ensemble_argmax=(probs.sum(axis=0, dtype=np.float64) / probs.shape[0]).argmax(axis=-1),
+            ensemble_argmax=average.argmax(axis=-1),
+            ensemble_top1=average.max(axis=-1),
         )
 
     @property
@@ -344,7 +348,8 @@ class FinalPredictions:
 
     def samples(self, index) -> FinalPredictions:
         """The same predictions for a subset of the samples (an index or a boolean mask)."""
-        return FinalPredictions(self.argmax[:, index], self.entropy[:, index], self.top1[:, index], self.ensemble_argmax[index])
+        top = None if self.ensemble_top1 is None else self.ensemble_top1[index]
+        return FinalPredictions(self.argmax[:, index], self.entropy[:, index], self.top1[:, index], self.ensemble_argmax[index], top)
 
 
 def as_final(final) -> FinalPredictions:

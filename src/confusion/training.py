@@ -25,6 +25,7 @@ from typing import Any
 from .analyses import ensemble_accuracy
 from .cluster import RETRIES, task_result
 from .datasets import check_dataset_name, check_root, data_kind, is_text, load_for_run, normalization_stats
+from .engine import VIEWS as VIEW_NAMES
 from .engine import (
     bootstrap,
     checkpoint_path,
@@ -71,6 +72,43 @@ def check_device(device: str) -> None:
         raise ParameterError(f"{{device}} must be cpu or cuda, got {device!r}", "device")
 
 
+def check_views(views: str) -> tuple[str, ...]:
+    """The test-time views a setting names ("auto" and "none" included), checked.
+
+    Parameters
+    ----------
+    views : str
+        "auto", "none", or a comma-separated list of flip, left, right, up and down.
+
+    Returns
+    -------
+    tuple of str
+        The views listed (empty for "auto" and "none").
+
+    Raises
+    ------
+    ParameterError
+        For another name (parameter ``views``).
+    """
+    if views in ("auto", "none"):
+        return ()
+    names = tuple(v.strip() for v in views.split(","))
+    unknown = [v for v in names if v not in VIEW_NAMES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ParameterError(f"{{views}} must be auto, none or a list of {', '.join(VIEW_NAMES)} (each once), got {views!r}", "views")
+    return names
+
+
+def view_names(views: str, dataset) -> tuple[str, ...]:
+    """The test-time views a run records: none for feature and text data; "auto" on images: a
+    horizontal flip where it keeps the label, and 2-pixel shifts in the four directions."""
+    if views == "none" or dataset.kind != "images":
+        return ()
+    if views == "auto":
+        return tuple(v for v in VIEW_NAMES if v != "flip" or dataset.flip_preserves_label)
+    return check_views(views)
+
+
 def check_counts(members: int, epochs: int) -> None:
     """1 <= `members` <= MAX_MEMBERS and 1 <= `epochs` <= MAX_EPOCHS."""
     for name, value, most in (("members", members, MAX_MEMBERS), ("epochs", epochs, MAX_EPOCHS)):
@@ -112,6 +150,10 @@ class TrainConfig:
     cache: str | None = None  # where text embeddings are cached (default: the run directory)
     encoder: str | None = None  # text data: a sentence-transformers model (default all-MiniLM-L6-v2)
     keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
+    embeddings: str = "last"  # record the members' penultimate layer at the "last" recorded epoch, "all" of them, or "none"
+    views: str = (
+        "auto"  # test-time views recorded with the embeddings: "auto" (images: flip where it keeps the label, 2-pixel shifts), "none", or a list
+    )
 
     def __post_init__(self) -> None:
         self.check_values()
@@ -137,11 +179,13 @@ class TrainConfig:
             ("optimizer", self.optimizer, ("adam", "sgd")),
             ("schedule", self.schedule, ("cosine", "constant")),
             ("precision", self.precision, ("auto", "fp32", "bf16")),
+            ("embeddings", self.embeddings, ("last", "all", "none")),
         ):
             if value not in allowed:
                 choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
                 raise ParameterError(f"{{{name}}} must be {choices}, got {value!r}", name)
         check_keep(self.keep)
+        check_views(self.views)
         check_device(self.device)
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.batch_size < 2:
             raise ParameterError("{lr} must be a positive number and {batch_size} at least 2", "lr", "batch_size")
@@ -203,6 +247,7 @@ class TrainConfig:
         import torch
 
         from .engine import member_arch, member_model
+        from .models import head_layer
 
         tried = set()
         for index in range(self.members):  # unknown names, or image models on feature vectors, fail here
@@ -211,6 +256,10 @@ class TrainConfig:
             if arch in tried:
                 continue
             tried.add(arch)
+            if self.embeddings != "none" and head_layer(model) is None:
+                raise ParameterError(
+                    f"{{arch}} {arch} has no linear classifier head to take embeddings from; pass {{embeddings}} none", "arch", "embeddings"
+                )
             try:  # one forward pass: a model that cannot take these inputs (alexnet on 8x8) says so now
                 with torch.no_grad():
                     model.eval()(torch.zeros((2, *dataset.input_shape)))
@@ -302,11 +351,18 @@ def _train_members(indices, config, run, messages, device, dataset, data, writer
             train_seconds = time.perf_counter() - started
             val_accuracy = float("nan")
             if recording:
+                embed = config.embeddings == "all" or (config.embeddings == "last" and epoch == config.epochs)
+                views = view_names(config.views, dataset) if embed else ()
                 for split in dataset.splits:
+                    if embed:  # the same eval pass gives the head's inputs, and the views
+                        probs, embeddings, on_views = predict(member.model, data, split, config.eval_batch_size, precision, embed=True, views=views)
+                        writer.log_embeddings(split, epoch, embeddings)
+                        if on_views is not None:
+                            writer.log_views(split, epoch, on_views)
+                    elif not (split == "train" and in_loop is not None):
+                        probs = predict(member.model, data, split, config.eval_batch_size, precision)
                     if split == "train" and in_loop is not None:
                         probs = in_loop.cpu().numpy()
-                    else:
-                        probs = predict(member.model, data, split, config.eval_batch_size, precision)
                     writer.log(split, epoch, probs)
                     if split == "val":
                         val_accuracy = float((probs.argmax(1) == dataset.splits["val"].labels).mean())

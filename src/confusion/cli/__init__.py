@@ -18,7 +18,7 @@ from .common import app
 __all__ = ["COMMANDS", "app", "main", "score_commands", "train_commands"]
 
 # The order `confusion --help` lists the commands in: the paper's pipeline, then the rest.
-COMMANDS = ["score", "import", "train", "difficulty", "status", "report", "hardset", "evaluate", "zoo", "mitigate", "demo"]
+COMMANDS = ["score", "import", "train", "difficulty", "combine", "status", "report", "hardset", "evaluate", "zoo", "mitigate", "demo"]
 app.registered_commands.sort(key=lambda info: COMMANDS.index(info.name or info.callback.__name__))
 
 

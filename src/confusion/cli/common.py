@@ -20,6 +20,7 @@ __all__ = [
     "DATA_HELP",
     "EXTRAS",
     "FLAGS",
+    "EMBEDDINGS_HELP",
     "KEEP_HELP",
     "Base",
     "app",
@@ -190,4 +191,10 @@ KEEP_HELP = (
     "14 + 10/M bytes, over 100x smaller at C = 1,000). Every score, difficulty statistic, report number and hard set "
     "is the same from either; reduced refuses, with one line, scores of a subset of members other than all or one "
     "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions)."
+)
+EMBEDDINGS_HELP = (
+    "Record each member's embeddings (the input of its classifier head) for every split, at the last recorded epoch "
+    "(last), at every recorded epoch (all) or never (none). Kept on the train split's first 64 principal axes, float16: "
+    "128 bytes per member, sample and embedded epoch; they give the neighbourhood scores (knn_disagreement, untrust) "
+    "and `combined`, and come from the recording pass itself (no extra pass, except over train with --record-train in-loop)."
 )

@@ -1,4 +1,4 @@
-"""The commands that read runs: score, import, difficulty, status, report and hardset."""
+"""The commands that read runs: score, import, difficulty, combine, status, report and hardset."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from .._files import check_replaceable_folder, write_table_atomic
 from ..analyses import MAX_BINS
 from ..cluster import check_spec as check_dask_spec
 from ..cluster import dask_client
+from ..combined import COMBINED_FILE, check_folds
 from ..datasets import load_for_run
-from ..difficulty import SCORES, difficulty_scores
+from ..difficulty import SCORES, difficulty_scores, fit_combined_run
 from ..errors import InputError
 from ..hardset import images_for, manifest
 from ..hardset import materialize as write_images
 from ..hardset import materialize_texts as write_texts
 from ..importing import archive_labels, attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
+from ..neighbours import check_k
 from ..report import ReportOptions, build_report, check_inputs, check_signal_join, read_signal
 from ..runscores import score_table
 from ..scores import as_four_d, confusion_scores
@@ -245,20 +247,29 @@ def difficulty(
     run: Annotated[Path, typer.Argument(help="Run directory (from `train`, `import` or a Recorder).")],
     out: Annotated[Path, typer.Option(help="Table to write (.csv or .parquet): sample, split, label (-1 = unknown), then one column per score.")],
     split: Annotated[list[str] | None, typer.Option(help="Only this split (repeatable). Default: every split.")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours (training samples) of knn_disagreement and untrust, 1 to 1000.")] = 15,
 ):
     """Many difficulty scores from one recording, one column each (higher = harder unless noted):
     confusion, expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy
     (bits, 0..log2 C); ensemble_msp (1 - max probability, 0..1); flips (count); stable_epoch (training
-    epoch); and, needing labels (empty where the label is unknown): cartography_confidence (lower = harder)
+    epoch); needing labels (empty where the label is unknown): cartography_confidence (lower = harder)
     and cartography_variability (probability), forgetting_events (count), margin (probability, -1..1,
-    lower = harder), el2n (L2 norm, 0..1.41)."""
+    lower = harder), el2n (L2 norm, 0..1.41); from the members' embeddings and the training labels
+    (empty without embeddings): knn_disagreement (share of the k nearest training samples labelled
+    otherwise than predicted, 0..1) and untrust (distance ratio, 0..1); from test-time views at the last
+    epoch (empty without them): view_disagreement (share of member x view predictions that differ from the
+    plain one, 0..1) and view_confusion (bits); and combined (log-odds of an error), a logistic regression
+    over the label-free scores fitted on the labels of val, cross-fitted so no val sample is scored by a fit
+    that saw it (`confusion combine` fits it another way)."""
     import pandas as pd
 
     table_path(out)
+    check_k(k)
     store = RunStore.open(run)
     chosen = store.chosen_splits(split)
     with term.progress_bar(sum(store.n_samples(s) for s in chosen), "difficulty", "samples") as advance:
-        table = pd.concat([difficulty_scores(store, name, progress=advance) for name in chosen], ignore_index=True)
+        tables = [difficulty_scores(store, name, k=k, progress=advance) for name in chosen]
+    table = pd.concat(tables, ignore_index=True)
     write_table_atomic(table, out)
     term.info(f"wrote {len(table)} rows x {len(SCORES)} scores to {out}")
     rows = [
@@ -266,6 +277,43 @@ def difficulty(
         for name, info in SCORES.items()
     ]
     term.table("difficulty scores", ["score", "unit", "harder is", "needs labels", "mean", "samples with a value"], rows)
+    for note in dict.fromkeys(note for t in tables for note in t.attrs.get("notes", [])):
+        term.info(note)
+
+
+# --------------------------------------------------------------------------- combine
+@app.command()
+@handles_errors
+def combine(
+    run: Annotated[Path, typer.Argument(help="Run directory whose label-free scores are combined.")],
+    calibration: Annotated[str, typer.Option(help="The labelled split it is fitted on: the only labels it reads.")] = "val",
+    folds: Annotated[int, typer.Option(help="Cross-fitting folds (2 to 50), by a hash of each sample id.")] = 5,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Whose errors it predicts: 'ensemble' (this run's final ensemble) or the directory of another run holding the same calibration samples (a cheap model of another family, e.g. a zoo's sklearn:logreg run)."
+        ),
+    ] = "ensemble",
+    k: Annotated[int, typer.Option(help="Neighbours of knn_disagreement and untrust, 1 to 1000.")] = 15,
+):
+    """Fit `combined`, a logistic regression over the run's label-free scores that predicts errors, on a
+    labelled calibration split, and keep it in RUN/combined.json (JSON, no pickle). `difficulty`, `hardset
+    --score combined`, `mitigate --score combined` and the report then use it; without this command they fit
+    it with the defaults. It needs the labels of the calibration split, never those of the samples it scores:
+    each calibration sample is scored by the fit of the folds it is not in, every other split by the fit on
+    all of them."""
+    check_folds(folds)
+    check_k(k)
+    store = RunStore.open(run)
+    if target != "ensemble":
+        RunStore.open(target)  # not a run: one line now
+    fit = fit_combined_run(store, calibration=calibration, folds=folds, target=target, k=k)
+    rows = [[name, coef] for name, coef in zip(fit.features, fit.coef)]
+    term.table("combined: weights on standardised scores (log-odds of an error per standard deviation)", ["score", "weight"], rows)
+    term.info(
+        f"fitted on {fit.n_calibration} labelled {calibration} samples ({fit.n_errors} errors of {fit.target}); "
+        f"cross-fitted AUROC {fit.cross_fitted_auroc:.4f}; wrote {Path(run) / COMBINED_FILE}"
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -315,10 +363,18 @@ def report(
             help="FILE.csv:COLUMN (or .parquet): a per-sample number you trust (human agreement, annotation time), joined by the file's 'sample' (or 'id') column; adds each difficulty score's Spearman and Kendall correlation with it, its AUROC for the signal's lowest quartile, and the signal by confusion decile."
         ),
     ] = None,
+    ceiling_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Probability in (0, 1): a compared model's error is out of reach of any label-free score (the ceiling) where this run's final ensemble predicts the same wrong class with top probability above it."
+        ),
+    ] = 0.9,
 ):
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
     if not 2 <= bins <= MAX_BINS or min_count < 1 or gallery < 1:
         raise InputError(f"--bins must be 2 to {MAX_BINS:,}, --min-count and --gallery at least 1")
+    if not 0 < ceiling_threshold < 1:
+        raise InputError(f"--ceiling-threshold must be a probability in (0, 1), got {ceiling_threshold}")
     check_replaceable_folder(out, "report")
     check_output_folder(out)
     check_inputs(run, compare or [], models or [], mitigation)
@@ -326,7 +382,14 @@ def report(
         _, signal_ids, _ = read_signal(signal)
         check_signal_join(RunStore.open(run), signal_ids)
     options = ReportOptions(
-        compare=compare or [], models=models or [], mitigation=mitigation, bins=bins, min_count=min_count, gallery_per_class=gallery, signal=signal
+        compare=compare or [],
+        models=models or [],
+        mitigation=mitigation,
+        bins=bins,
+        min_count=min_count,
+        gallery_per_class=gallery,
+        signal=signal,
+        ceiling_threshold=ceiling_threshold,
     )
     metrics = build_report(run, out, options, progress=lambda message: term.info(f"report: {message}"))
     rows = []

@@ -24,7 +24,7 @@ from ..store import RunStore, is_run_store
 from ..training import TrainConfig, check_device, final_accuracy, train_on_cluster
 from ..training import train as train_ensemble
 from ..zoo import DEFAULT_ARCHS, train_zoo
-from .common import DATA_HELP, KEEP_HELP, app, handles_errors, table_path
+from .common import DATA_HELP, EMBEDDINGS_HELP, KEEP_HELP, app, handles_errors, table_path
 
 __all__ = [
     "demo",
@@ -105,6 +105,13 @@ def train(
         ),
     ] = None,
     keep: Annotated[str, typer.Option(help=KEEP_HELP)] = "raw",
+    embeddings: Annotated[str, typer.Option(help=EMBEDDINGS_HELP)] = "last",
+    views: Annotated[
+        str,
+        typer.Option(
+            help="Test-time views recorded with the embeddings, images only: auto (a horizontal flip where it keeps the label, and 2-pixel shifts left, right, up and down), none, or a comma-separated list of flip, left, right, up, down. Each costs one more forward pass over every split at those epochs and 2 C bytes per member and sample; they give view_disagreement and view_confusion."
+        ),
+    ] = "auto",
     dask: Annotated[
         str | None,
         typer.Option(
@@ -143,6 +150,8 @@ def train(
         feature_subset=feature_subset,
         encoder=encoder,
         keep=keep,
+        embeddings=embeddings,
+        views=views,
     ).check()
     started = time.perf_counter()
     if dask is not None:

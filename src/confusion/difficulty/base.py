@@ -10,12 +10,17 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
+from ..neighbours import Neighbourhood
 from ..scores import Scores
+from ..views import ViewScores
 
 __all__ = [
     "REGISTRY",
     "Block",
     "DifficultyScore",
+    "FromFit",
+    "FromNeighbourhood",
+    "FromViews",
     "FromRecord",
     "FromScores",
     "LabelScore",
@@ -152,8 +157,59 @@ class LabelScore(FromRecord):
         return out
 
 
-REGISTRY: dict[str, FromScores | FromRecord] = {}
-Registered = TypeVar("Registered", bound="FromScores | FromRecord")
+class FromNeighbourhood(DifficultyScore):
+    """A score of where a sample sits among the training samples in the members' embeddings
+    (`confusion.neighbours`)."""
+
+    reads = "neighbours"
+
+    def compute(self, found: Neighbourhood) -> np.ndarray:
+        """The score of every sample.
+
+        Parameters
+        ----------
+        found : Neighbourhood
+            The neighbourhood scores of the split.
+
+        Returns
+        -------
+        ndarray, shape (samples,)
+            The score.
+        """
+        raise NotImplementedError
+
+
+class FromViews(DifficultyScore):
+    """A score of how the members' predictions move under test-time views (`confusion.views`)."""
+
+    reads = "views"
+
+    def compute(self, found: ViewScores) -> np.ndarray:
+        """The score of every sample.
+
+        Parameters
+        ----------
+        found : ViewScores
+            The view scores of the split.
+
+        Returns
+        -------
+        ndarray, shape (samples,)
+            The score.
+        """
+        raise NotImplementedError
+
+
+class FromFit(DifficultyScore):
+    """A score fitted on a labelled calibration split over other label-free scores
+    (`confusion.combined`); computed by `difficulty_scores` itself."""
+
+    reads = "fit"
+
+
+AnyScore = FromScores | FromRecord | FromNeighbourhood | FromViews | FromFit
+REGISTRY: dict[str, AnyScore] = {}
+Registered = TypeVar("Registered", bound="FromScores | FromRecord | FromNeighbourhood | FromViews | FromFit")
 
 
 def register(cls: type[Registered]) -> type[Registered]:

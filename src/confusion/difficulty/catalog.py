@@ -1,18 +1,22 @@
 """The difficulty scores, one registered class each, in the order `SCORES` lists them: the
 paper's confusion and its decomposition, one model's and one epoch's entropies, the ensemble's
 MSP, flips and learning speed (label-free), then Dataset Cartography, forgetting, the margin and
-EL2N (they need labels). Adding a score is one class here."""
+EL2N (they need labels), then the neighbourhood scores of the members' embeddings and the
+learned `combined` (label-free on the samples they score). Adding a score is one class here."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..neighbours import Neighbourhood
 from ..scores import Scores
-from .base import Block, FromRecord, FromScores, LabelScore, ScoreInfo, early_epoch_position, register
+from ..views import ViewScores
+from .base import Block, FromFit, FromNeighbourhood, FromRecord, FromScores, FromViews, LabelScore, ScoreInfo, early_epoch_position, register
 
 __all__ = [
     "CartographyConfidence",
     "CartographyVariability",
+    "Combined",
     "Confusion",
     "Disagreement",
     "El2n",
@@ -20,11 +24,15 @@ __all__ = [
     "ExpectedEntropy",
     "Flips",
     "ForgettingEvents",
+    "KnnDisagreement",
     "LastEpochEntropy",
     "Margin",
     "MemberEntropy",
     "SingleModelEntropy",
     "StableEpoch",
+    "Untrust",
+    "ViewConfusion",
+    "ViewDisagreement",
 ]
 
 
@@ -318,3 +326,95 @@ class El2n(LabelScore):
         sumsq = block.record["member_sumsq"][:, early].astype(np.float64)  # ||p - onehot(y)||^2 = sum p^2 - 2 p_y + 1
         of_label = block.record["member_label"][:, early].astype(np.float64)
         return np.sqrt(np.maximum(sumsq - 2.0 * of_label + 1.0, 0.0)).mean(axis=0)
+
+
+@register
+class KnnDisagreement(FromNeighbourhood):
+    """Share of the k nearest training samples, in each member's embedding, labelled otherwise than the ensemble predicts."""
+
+    info = ScoreInfo(
+        "knn_disagreement",
+        False,
+        "higher",
+        "0..1",
+        "share of neighbours",
+        "all members' embeddings at one epoch; training labels",
+        "k-nearest-neighbour label disagreement (Papernot & McDaniel 2018, deep kNN)",
+        "share of the k = 15 nearest training samples (each member's embedding, member average) whose label is not the ensemble's prediction",
+    )
+
+    def compute(self, found: Neighbourhood) -> np.ndarray:
+        return found.knn_disagreement
+
+
+@register
+class Untrust(FromNeighbourhood):
+    """d_pred / (d_pred + d_other): distance to the predicted class's nearest training sample against the nearest of another class."""
+
+    info = ScoreInfo(
+        "untrust",
+        False,
+        "higher",
+        "0..1",
+        "distance ratio",
+        "all members' embeddings at one epoch; training labels",
+        "the trust score (Jiang et al. 2018) as a 0..1 hardness",
+        "distance to the nearest training sample of the predicted class over that plus the distance to the nearest of another class (member average)",
+    )
+
+    def compute(self, found: Neighbourhood) -> np.ndarray:
+        return found.untrust
+
+
+@register
+class ViewDisagreement(FromViews):
+    """Share of (member, test-time view) pairs whose predicted class is not the member's plain prediction."""
+
+    info = ScoreInfo(
+        "view_disagreement",
+        False,
+        "higher",
+        "0..1",
+        "share of views",
+        "all members x test-time views at the last epoch",
+        "test-time augmentation consistency (e.g. Ayhan & Berens 2018)",
+        "share of (member, view) pairs (flip, 2-pixel shifts) whose predicted class differs from the member's plain prediction",
+    )
+
+    def compute(self, found: ViewScores) -> np.ndarray:
+        return found.view_disagreement
+
+
+@register
+class ViewConfusion(FromViews):
+    """Entropy of the members' average prediction over the test-time views."""
+
+    info = ScoreInfo(
+        "view_confusion",
+        False,
+        "higher",
+        "0..log2 C",
+        "bits",
+        "all members x test-time views at the last epoch",
+        "test-time-augmented ensemble entropy (Ashukha et al. 2020)",
+        "entropy of the average over members and test-time views (flip, 2-pixel shifts) at the last epoch",
+    )
+
+    def compute(self, found: ViewScores) -> np.ndarray:
+        return found.view_confusion
+
+
+@register
+class Combined(FromFit):
+    """A logistic regression over the label-free scores, fitted on a labelled calibration split (`confusion.combined`)."""
+
+    info = ScoreInfo(
+        "combined",
+        False,
+        "higher",
+        "any real number",
+        "log-odds of an error",
+        "the label-free scores above; the labels of a calibration split (val), never of the scored samples",
+        "this toolkit: a cross-fitted logistic regression (stacking) of the label-free scores",
+        "fitted log-odds that the target errs, from the label-free scores; cross-fitted on the calibration split, whose labels it needs",
+    )

@@ -8,7 +8,8 @@ After every training epoch the callback runs a no-grad eval-mode pass over each 
 dataset, in dataset order (the loader's own sampler and shuffling are not used, so any loader
 will do), and records the class probabilities of this member. Under multi-process DDP every
 rank predicts its share of the batches; rank 0 gathers them and writes, so each epoch is
-recorded once. The run store is created on first use (classes from the model's output, labels
+recorded once. At the last epoch (``embeddings=``) it also records the input of the model's
+classifier head, for the neighbourhood scores. The run store is created on first use (classes from the model's output, labels
 from the batches); the other members' jobs join it. Needs the `lightning` extra.
 """
 
@@ -34,7 +35,7 @@ except ModuleNotFoundError as error:  # one line that names the extra, not a bar
     ) from None
 
 from ..reduced import check_keep
-from ._common import check_member, open_or_create
+from ._common import check_embeddings, check_member, embeds_at, head_inputs, open_or_create
 
 __all__ = [
     "INDEX_KEYS",
@@ -65,6 +66,11 @@ class ConfusionCallback(pl.Callback):
         module on the inputs is not how it predicts.
     classes : class names, optional.
     keep : "raw" or "reduced" (`Recorder.create`), for the job that creates the run.
+    embeddings : "last" (default: the epoch training ends, at ``max_epochs`` or when a callback
+        stops it), "all" epochs or "none": also record the input of the classifier head, for
+        the neighbourhood scores and `combined` (`MemberWriter.log_embeddings`).
+    embedding_layer : the head whose input is the embedding; default the module's last
+        ``nn.Linear``.
     """
 
     def __init__(
@@ -78,9 +84,13 @@ class ConfusionCallback(pl.Callback):
         forward: Callable[[Any, Any], torch.Tensor] | None = None,
         classes: Sequence[str] | None = None,
         keep: str = "raw",
+        embeddings: str = "last",
+        embedding_layer: torch.nn.Module | None = None,
     ):
         check_member(member, members)
         self.keep = check_keep(keep)
+        self.embeddings = check_embeddings(embeddings)
+        self.embedding_layer = embedding_layer
         if not dataloaders or not isinstance(dataloaders, Mapping):
             raise InputError("dataloaders must be a dict {split: DataLoader}, e.g. {'val': val_loader}")
         self.path = Path(path)
@@ -101,7 +111,8 @@ class ConfusionCallback(pl.Callback):
         if trainer.strategy.broadcast(done, src=0):  # resumed past it: recorded before
             return
         rank, world = trainer.global_rank, trainer.world_size
-        local = {split: self._predict(loader, pl_module, rank, world) for split, loader in self.dataloaders.items()}
+        embed = embeds_at(self.embeddings, epoch, epoch == trainer.max_epochs or trainer.should_stop)
+        local = {split: self._predict(loader, pl_module, rank, world, embed) for split, loader in self.dataloaders.items()}
         if world > 1:
             gathered: list = [None] * world
             torch.distributed.all_gather_object(gathered, local)
@@ -118,8 +129,9 @@ class ConfusionCallback(pl.Callback):
             self.writer = None
 
     # ----------------------------------------------------------------- work
-    def _predict(self, loader: DataLoader, pl_module, rank: int, world: int):
-        """This rank's share of one split: (positions, outputs float32, labels) as numpy arrays."""
+    def _predict(self, loader: DataLoader, pl_module, rank: int, world: int, embed: bool):
+        """This rank's share of one split: (positions, outputs float32, labels, embeddings or None)
+        as numpy arrays."""
         dataset = loader.dataset
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             if world > 1:
@@ -133,7 +145,7 @@ class ConfusionCallback(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), head_inputs(pl_module, self.embedding_layer, embed) as embedded:
                 for number, batch in enumerate(batches):
                     index = _field(batch, INDEX_KEYS, 2) if plan is None else torch.as_tensor(plan[number])
                     if index is None:
@@ -146,13 +158,13 @@ class ConfusionCallback(pl.Callback):
                     labels.append(np.full(len(out), -1) if label is None else torch.as_tensor(label).cpu().numpy().astype(np.int64))
         finally:
             pl_module.train(was_training)
-        return np.concatenate(positions), np.concatenate(outputs), np.concatenate(labels)
+        return np.concatenate(positions), np.concatenate(outputs), np.concatenate(labels), np.concatenate(embedded) if embed else None
 
     def _record(self, epoch: int, splits: dict, pl_module) -> None:
         if self.writer is None:
             n_classes = next(iter(splits.values()))[1].shape[1]
             labels = {}
-            for split, (positions, _, split_labels) in splits.items():
+            for split, (positions, _, split_labels, _) in splits.items():
                 dataset = self.dataloaders[split].dataset
                 n = len(dataset) if hasattr(dataset, "__len__") else int(positions.max()) + 1
                 labels[split] = np.full(n, -1, dtype=np.int64)
@@ -164,8 +176,10 @@ class ConfusionCallback(pl.Callback):
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:
                 return
-        for split, (positions, outputs, _) in splits.items():
+        for split, (positions, outputs, _, embedded) in splits.items():
             self.writer.log(split, epoch, outputs, index=positions, logits=self.logits)
+            if embedded is not None:
+                self.writer.log_embeddings(split, epoch, embedded, index=positions)
         self.writer.end_epoch(epoch)
 
 
@@ -186,5 +200,6 @@ def _inputs(batch):
     return found
 
 
-def _concatenate(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+def _concatenate(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    embedded = None if parts[0][3] is None else np.concatenate([p[3] for p in parts])
+    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), embedded)  # type: ignore[return-value]

@@ -6,7 +6,8 @@
     trainer.train()
 
 After every epoch the callback predicts the eval dataset (and, with ``record_train=True``, the
-train dataset, or any datasets given) through the trainer's own prediction loop: its batch
+train dataset, or any datasets given) through the trainer's own prediction loop (and, at the last
+epoch, the input of the model's classifier head: ``embeddings=``): its batch
 size, collator, device and mixed precision, gathered over processes in dataset order. The
 main process records the logits as this member's class probabilities. The run store is created
 on first use (classes from the model's ``id2label``, labels from the datasets); the other
@@ -33,7 +34,7 @@ except ModuleNotFoundError as error:  # one line that names the extra, not a bar
     ) from None
 
 from ..reduced import check_keep
-from ._common import check_member, open_or_create
+from ._common import check_embeddings, check_member, embeds_at, head_inputs, open_or_create
 
 __all__ = [
     "ConfusionCallback",
@@ -53,6 +54,11 @@ class ConfusionCallback(TrainerCallback):
         {"train": trainer.train_dataset} with ``record_train=True``.
     classes : class names; default the model config's ``id2label``.
     keep : "raw" or "reduced" (`Recorder.create`), for the job that creates the run.
+    embeddings : "last" (default: the epoch training ends), "all" epochs or "none": also record
+        the input of the classifier head (one process only), for the neighbourhood scores and
+        `combined` (`MemberWriter.log_embeddings`).
+    embedding_layer : the head whose input is the embedding; default the model's last
+        ``nn.Linear`` (``classifier`` in the ``*ForSequenceClassification`` models).
     """
 
     def __init__(
@@ -66,9 +72,13 @@ class ConfusionCallback(TrainerCallback):
         record_train: bool = False,
         classes: Sequence[str] | None = None,
         keep: str = "raw",
+        embeddings: str = "last",
+        embedding_layer: Any = None,
     ):
         check_member(member, members)
         self.keep = check_keep(keep)
+        self.embeddings = check_embeddings(embeddings)
+        self.embedding_layer = embedding_layer
         self.path = Path(path)
         self.member = member
         self.members = members
@@ -89,12 +99,21 @@ class ConfusionCallback(TrainerCallback):
         if self.trainer is None:
             raise InputError("ConfusionCallback needs the Trainer: ConfusionCallback(...).attach(trainer), or trainer=")
         self._splits()  # refuse a missing dataset now, not after the first epoch
+        if self.embeddings != "none" and (args.world_size > 1 or args.n_gpu > 1):
+            raise InputError("the callback records embeddings from one process; pass embeddings='none' to train on several")
 
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = int(round(state.epoch or 0))
         if epoch < 1:
             return
-        predicted = {split: self.trainer.predict(dataset) for split, dataset in self._splits().items()}
+        last = epoch >= round(args.num_train_epochs) or control.should_training_stop
+        embed = embeds_at(self.embeddings, epoch, last)
+        predicted, embedded = {}, {}
+        for split, dataset in self._splits().items():
+            with head_inputs(self.trainer.model, self.embedding_layer, embed) as captured:
+                predicted[split] = self.trainer.predict(dataset)
+            if embed:
+                embedded[split] = np.concatenate(captured)
         if not state.is_world_process_zero:
             return
         outputs = {split: _logits(result.predictions) for split, result in predicted.items()}
@@ -117,6 +136,8 @@ class ConfusionCallback(TrainerCallback):
                 return
         for split, values in outputs.items():
             self.writer.log(split, epoch, values, logits=True)
+            if split in embedded:
+                self.writer.log_embeddings(split, epoch, embedded[split])
         self.writer.end_epoch(epoch)
 
     def on_train_end(self, args, state, control, **kwargs):

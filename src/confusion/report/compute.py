@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import __version__, analyses
 from ..difficulty import SCORES, difficulty_scores, hardness
+from ..errors import ParameterError
 from ..runscores import score_run
 from .examples import examples, gallery
 from .inputs import check_signal_join, read_mitigation, read_signal, shared_samples
@@ -66,6 +67,9 @@ class ReportOptions:
     signal : str, optional
         "FILE.csv:COLUMN" (or .parquet): a per-sample number joined by sample id, that every
         difficulty score is checked against (`read_signal`).
+    ceiling_threshold : float
+        Top probability of the reference's final ensemble above which a model's error that it
+        shares is out of reach of a label-free score (`analyses.error_ceiling`).
     """
 
     compare: Sequence[str | Path] = ()
@@ -75,6 +79,7 @@ class ReportOptions:
     min_count: int = 20
     gallery_per_class: int = 6
     signal: str | None = None
+    ceiling_threshold: float = 0.9
 
 
 @dataclass
@@ -126,6 +131,8 @@ def compute_report(
     """
     options = replace(options or ReportOptions(), **settings)
     bins, min_count = options.bins, options.min_count
+    if not 0 < options.ceiling_threshold < 1:
+        raise ParameterError(f"{{ceiling_threshold}} must be a probability in (0, 1), got {options.ceiling_threshold}", "ceiling_threshold")
     signal_values = read_signal(options.signal) if options.signal is not None else None
     step = progress or (lambda message: None)
     reference = RunView.load(run)
@@ -138,7 +145,7 @@ def compute_report(
     zoo = [RunView.load(p, splits=[split]) for p in options.models]
     if others or zoo:
         step("transfer")
-    _transfer(result, others, zoo, bins, min_count)
+    _transfer(result, others, zoo, bins, min_count, options.ceiling_threshold)
     _aggregate(result, [reference, *others, *zoo])
     step("robustness")
     _robustness(result, [*zoo, *others], bins, min_count)
@@ -221,7 +228,7 @@ def _error_identification(result: ReportResult, bins: int, min_count: int) -> No
         result.metrics[split] = entry
 
 
-def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], bins: int, min_count: int) -> None:
+def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], bins: int, min_count: int, threshold: float) -> None:
     """Kendall's tau with each compared run; every other model's errors by the reference's scores (3.2)."""
     reference, split = result.reference, result.split
     transfer = {}
@@ -258,6 +265,13 @@ def _transfer(result: ReportResult, others: list[RunView], zoo: list[RunView], b
             "n": int(len(in_ref)),
             **{key: confusion_entry[key] for key in ("auroc_error", "aurc_error", "hard_error", "rest_error", "hard_to_rest")},
             "own_baselines": found["own_baselines"],
+            "ceiling": analyses.error_ceiling(
+                reference.scores[split].confusion[in_ref],
+                reference.final[split].samples(in_ref),
+                view.final[split].samples(in_view),
+                view.labels(split)[in_view],
+                threshold=threshold,
+            ),
         }
         for name, entry in found["scores"].items():
             by_score.setdefault(name, {})[view.name] = entry

@@ -236,6 +236,12 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
     columns = ["score", *models, "mean AUROC", "mean hard/rest error", "reads"]
     write_table_atomic(pd.DataFrame(rows, columns=columns), tables / "difficulty_transfer.csv")
     cost_rows = [[c["members"], c["epochs"], c["predictions_recorded"], c["mean_auroc_error"]] for c in metrics["cost"]]
+    ceilings = {m: metrics["models"][m].get("ceiling", {}) for m in models}
+    ceiling_rows = [
+        [m, c.get("shared_confident_error_share"), c.get("auroc_ceiling"), by_score.get("confusion", {}).get(m, {}).get("auroc_error")]
+        for m, c in ceilings.items()
+    ]
+    threshold = next((c["threshold"] for c in ceilings.values() if "threshold" in c), 0.9)
     return _section(
         "Which difficulty score predicts another model's errors?",
         f"Each score of this run on {split}, as a detector of every other model's top-1 errors (one event per member "
@@ -245,7 +251,12 @@ def _difficulty_section(metrics: dict, split: str, reference_name: str, out: Pat
         "members and epochs (the last of k equal stretches; 1 epoch = the last), and the mean AUROC each gets."
         + _why_below(metrics.get("below_own_confidence")),
         [f for f in files if f.endswith(".png")],
-        _table(columns, rows) + _table(["members", "epochs", "predictions recorded per sample", "mean AUROC"], cost_rows),
+        _table(columns, rows)
+        + _table(["members", "epochs", "predictions recorded per sample", "mean AUROC"], cost_rows)
+        + f"<p>The ceiling: how much of each model's error a label-free score of this run can see at all. An error is out "
+        f"of reach where this run's final ensemble predicts the same wrong class with top probability above {threshold:g} "
+        "(shared, confident); the ceiling AUROC is that of a score that ranks every other error first and keeps confusion's "
+        "order elsewhere.</p>" + _table(["model", "shared confident error share", "AUROC ceiling", "AUROC confusion"], ceiling_rows),
     )
 
 

@@ -4,7 +4,9 @@
 - `run`: `RunStore` (create, open, run.json, adding and replacing splits, the members' epochs);
 - `reads`: `RunReads`, what every reader asks of a run (facts, ids, labels, metadata, the last
   epoch, the per-epoch record), which `RunStore` extends;
-- `commit`: `MemberWriter` and the commit rule, capacity, adding and replacing splits;
+- `commit`: `MemberWriter` and the commit rule, capacity;
+- `splits`: adding and replacing splits after the epochs are committed;
+- `embeddings`: the members' embeddings and test-time views, committed with their epoch;
 - `layouts`: what a run keeps of each prediction, one class per layout (`Raw`, `Reduced`, `TopK`);
 - `chunks`: the chunk-file reader and writer;
 - `locks`: the run's file locks.

@@ -11,7 +11,7 @@ once, under the commit lock, by whichever writer ends the last member of an epoc
 only writes the slot after its last ended one, so a committed slot never changes, and a crash
 never leaves a half epoch that scoring would read. The epoch axis grows as epochs arrive; its
 length need not be known in advance. Splits added or replaced after training (`confusion
-import`) are listed in run.json only once their data is whole.
+import`) are listed in run.json only once their data is whole (`confusion.store.splits`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import weakref
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,13 +28,14 @@ from .._files import write_json_atomic
 from ..errors import InputError, ParameterError
 from ..scores import describe_invalid, softmax
 from .chunks import write_rows
-from .format import ARRAYS, RUN_FILE, WRITTEN, SplitData, epoch_number, open_group
+from .embeddings import VIEWS_DIR, EmbeddingLog, check_embeddings
+from .format import ARRAYS, epoch_number, open_group
 from .locks import commit_lock, hold_lock
 
 if TYPE_CHECKING:
     from .run import RunStore
 
-__all__ = ["MemberWriter", "add_split", "commit_ready", "ensure_capacity", "json_info", "recover_swaps", "replace_split", "to_numpy"]
+__all__ = ["MemberWriter", "commit_ready", "ensure_capacity", "json_info", "to_numpy"]
 
 
 def commit_ready(store: RunStore) -> list[int]:
@@ -100,142 +98,6 @@ def ensure_capacity(store: RunStore, slots: int) -> None:
     store._group = open_group(store.path, "a")
 
 
-def add_split(store: RunStore, name: str, split: SplitData, fill: Callable[[], None]) -> None:
-    """Add a split (e.g. an imported unlabeled one) to a run whose epochs are committed.
-
-    The split is listed in run.json only after `fill` returns, so a crash or error never leaves a
-    listed split without its data. On error the arrays are removed again.
-
-    Parameters
-    ----------
-    store : RunStore
-        The run.
-    name : str
-        The new split's name.
-    split : SplitData
-        Its sample ids, labels, sources and metadata.
-    fill : callable
-        Writes the split's predictions for every committed epoch (with `RunStore.write`).
-    """
-    entry = _filled_split(store, name, split, fill)
-    if split.meta:
-        store.write_metadata(name, split.ids, split.meta)
-    with commit_lock(store.path):
-        store.refresh()
-        store.meta["splits"][name] = entry
-        store.save_meta()
-
-
-def replace_split(store: RunStore, name: str, split: SplitData, fill: Callable[[str], None]) -> None:
-    """Replace split `name` of a run whose epochs are committed (`import --overwrite`).
-
-    The new arrays are made beside the old ones as `name.new`, `fill(group_name)` writes them,
-    and only then two renames swap them in and run.json is updated, so a failure leaves the old
-    split as it was.
-
-    Parameters
-    ----------
-    store : RunStore
-        The run.
-    name : str
-        The split to replace.
-    split : SplitData
-        The new split's sample ids, labels, sources and metadata.
-    fill : callable
-        ``fill(group_name)`` writes the new predictions into the staging group.
-
-    Raises
-    ------
-    InputError
-        When the run has no split `name`.
-    """
-    if name not in store.splits:
-        raise InputError(f"{store.path} has no split {name!r} to replace")
-    root = store.path / ARRAYS
-    staging, old = _staging(name)
-    shutil.rmtree(root / staging, ignore_errors=True)  # left by a replacement killed while filling
-    entry = _filled_split(store, staging, split, lambda: fill(staging))
-    if split.meta:  # read joined by sample id, so the old arrays with the new metadata stay consistent
-        store.write_metadata(name, split.ids, split.meta)
-    with commit_lock(store.path):
-        store.refresh()
-        shutil.rmtree(root / old, ignore_errors=True)
-        os.rename(root / name, root / old)  # a crash from here on is finished or undone by `recover_swaps`
-        os.rename(root / staging, root / name)
-        store.meta["splits"][name] = entry
-        store.save_meta()
-        shutil.rmtree(root / old, ignore_errors=True)
-    store._group = open_group(store.path, "a")
-
-
-def _staging(name: str) -> tuple[str, str]:
-    """The names a split being replaced is staged under: a split name never starts with a dot."""
-    return f".{name}.new", f".{name}.old"
-
-
-def recover_swaps(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Finish or undo a `replace_split` that a crash cut short; returns run.json as it now is.
-
-    Cut before the new arrays took the split's name: the old ones get it back. Cut after it but
-    before run.json listed them: run.json's entry is made from the new arrays (their `WRITTEN`
-    stamp tells them apart), so the run holds the new split whole. Either way the swap's staging
-    groups go. A run that cannot be written (a read-only copy) is left as it is.
-
-    Parameters
-    ----------
-    path : Path
-        The run directory.
-    meta : dict
-        Its parsed run.json.
-
-    Returns
-    -------
-    dict
-        run.json after the repair (`meta` itself when there was nothing to do).
-    """
-    root = path / ARRAYS
-    # `.X.old` exists only inside the swap, which runs under the commit lock: found outside it, the
-    # swap's process died. (`.X.new` alone is a replacement still filling, or one killed while it
-    # filled: the run is whole either way, and the next replacement of X clears it.)
-    pending = [name for name in meta["splits"] if (root / _staging(name)[1]).exists()]
-    if not pending:
-        return meta
-    try:
-        with commit_lock(path):
-            meta = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-            for name in pending:
-                staging, old = _staging(name)
-                if not (root / old).exists():  # another process finished it while this one waited
-                    continue
-                if not (root / name).exists():
-                    os.rename(root / old, root / name)  # undo: the old split again
-                elif (root / name).exists() and (root / old).exists():
-                    group = json.loads((root / name / "zarr.json").read_text(encoding="utf-8"))
-                    written = group.get("attributes", {}).get(WRITTEN)
-                    if written is not None and written != meta["splits"][name].get("written"):  # finish: list the new split
-                        labels = open_group(path, "r")[f"{name}/labels"][:]
-                        meta["splits"][name] = {"n": int(len(labels)), "labelled": bool((labels >= 0).any()), "written": written}
-                        write_json_atomic(path / RUN_FILE, meta)
-                for stage in (staging, old):
-                    shutil.rmtree(root / stage, ignore_errors=True)
-    except OSError:  # not ours to write: the damage checks say what is wrong
-        pass
-    return meta
-
-
-def _filled_split(store: RunStore, group: str, split: SplitData, fill: Callable[[], None]) -> dict[str, Any]:
-    """Make the arrays of `group`, let `fill()` write them; on error remove them again."""
-    entry = store._create_split(group, split)
-    try:
-        fill()
-        store.layout.after_fill(store, group)  # the committed epochs of the new split, as every other
-    except BaseException:
-        with contextlib.suppress(Exception):
-            del store._group[group]
-        raise
-    return entry
-
-
 _OPEN_WRITERS: dict[tuple[str, int], weakref.ref[MemberWriter]] = {}
 
 
@@ -295,6 +157,9 @@ class MemberWriter:
         self._logged_by_index: set[str] = set()  # splits logged with index this epoch
         self._buffer: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._buffered = 0
+        sizes = {split: store.n_samples(split) for split in store.splits}
+        self._embeddings = EmbeddingLog(store.path, self.member, sizes)
+        self._views = EmbeddingLog(store.path, self.member, sizes, dims=None, folder=VIEWS_DIR)
         self.closed = False
 
     # ----------------------------------------------------------------- facts
@@ -375,6 +240,79 @@ class MemberWriter:
         if self._buffered >= self.FLUSH_BYTES:
             self.flush()
 
+    def log_embeddings(self, split: str, epoch: int, embeddings, index=None) -> None:
+        """Record rows of one split's embeddings (the input of the classifier head) for one epoch.
+
+        Log them for every sample of every split at the epochs the neighbourhood scores should
+        read (at least the last), or for none; `end_epoch` projects them onto the train split's
+        first principal axes (`confusion.store.embeddings`).
+
+        Parameters
+        ----------
+        split : str
+            A split of the run.
+        epoch : int
+            The 1-based training epoch, the one being logged.
+        embeddings : array-like or torch.Tensor, shape (batch, width)
+            Any float dtype, any device; flattened to (batch, width) if it has more axes.
+        index : array-like of int, optional
+            Positions of the rows in the split; omitted, rows continue in order.
+        """
+        self._check_writable()
+        self.store._split_group(split)
+        epoch = epoch_number(epoch)
+        values = to_numpy(embeddings, "embeddings")
+        values = values.reshape(len(values), -1) if values.ndim > 2 else values
+        positions = None if index is None else self._positions(split, index, values.shape[0])
+        check_embeddings(values)
+        self._embeddings.log(split, self._begin(epoch), values, positions)
+
+    def log_views(self, split: str, epoch: int, outputs, index=None, logits: bool = False) -> None:
+        """Record rows of one split's predictions on test-time views (flips, shifts) for one epoch.
+
+        Log them for every sample of every split at the epochs the view scores should read (at
+        least the last), or for none. The plain view is what `log` records.
+
+        Parameters
+        ----------
+        split : str
+            A split of the run.
+        epoch : int
+            The 1-based training epoch, the one being logged.
+        outputs : array-like or torch.Tensor, shape (batch, views, classes)
+            Probabilities (or logits with ``logits=True``) of each view; the same views, in the
+            same order, for every sample.
+        index : array-like of int, optional
+            Positions of the rows in the split; omitted, rows continue in order.
+        logits : bool
+            Apply a softmax over classes before storing.
+        """
+        self._check_writable()
+        self.store._split_group(split)
+        epoch = epoch_number(epoch)
+        values = to_numpy(outputs, "outputs")
+        if values.ndim != 3 or values.shape[2] != self.store.n_classes or values.shape[1] < 1:
+            raise InputError(f"view outputs must be (batch, views, {self.store.n_classes}) for this run, got shape {values.shape}")
+        if values.dtype.kind != "f":
+            raise InputError(f"view outputs must be floating point, got dtype {values.dtype}")
+        rows = values.reshape(-1, values.shape[2])
+        problem = describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
+        if problem:
+            raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
+        probs = (softmax(rows) if logits else rows).reshape(values.shape[0], -1)
+        positions = None if index is None else self._positions(split, index, values.shape[0])
+        self._views.log(split, self._begin(epoch), probs, positions)
+
+    def _positions(self, split: str, index, batch: int) -> np.ndarray:
+        """`index` as checked sample positions of `split`."""
+        positions = to_numpy(index, "index")
+        n_samples = self.store.n_samples(split)
+        if positions.dtype.kind not in "iu" or positions.shape != (batch,):
+            raise InputError(f"index must be ({batch},) integer sample positions, got {positions.dtype} {positions.shape}")
+        if positions.size and (positions.min() < 0 or positions.max() >= n_samples):
+            raise InputError(f"index holds positions outside 0..{n_samples - 1} of split {split!r}")
+        return positions
+
     def end_epoch(self, epoch: int, info: dict[str, Any] | None = None) -> list[int]:
         """End `epoch` for this member, and commit every epoch all members have now ended.
 
@@ -416,6 +354,8 @@ class MemberWriter:
                 )
         if epoch in self.store.member_state(self.member)["ended"]:  # another writer of this member, or a file edited
             raise InputError(f"member {self.member} already ended epoch {epoch} (its member file says so)")
+        self._embeddings.finish(epoch)  # in place before the member file: committed together
+        self._views.finish(epoch)
         ended = [*self._ended, epoch]
         infos = {**self._info, **({str(epoch): info} if info else {})}
         # The member file first; this writer's state only once it is written, so a failed write
@@ -446,6 +386,8 @@ class MemberWriter:
         if not self.closed:
             self.closed = True
             self._buffer = {}
+            self._embeddings.drop()
+            self._views.drop()
             self._stack.close()
 
     def __enter__(self) -> MemberWriter:

@@ -19,7 +19,11 @@ damaged or foreign directory from a run.
     RUN/members/member-M.json the epochs member M has ended, written by its writer alone
     RUN/cache/scores-*.npz    scores of a selection (split, base, members, epochs), reused by
                               every consumer; checked against the committed epochs on read
+    RUN/cache/neighbours-*.npz  the neighbourhood scores of a split (`confusion.neighbours`)
     RUN/embeddings/           text datasets' cached sentence embeddings (written before the store)
+    RUN/penultimate/member-M/epoch-E/<split>.npy   the members' embeddings (`store.embeddings`)
+    RUN/views/member-M/epoch-E/<split>.npy         their predictions on test-time views
+    RUN/combined.json         the fit of the `combined` score (`confusion.combined`), JSON
     RUN/.lock                 held (flock) by a command that owns the whole run (train, import)
     RUN/.member-M.lock        held (flock) by the one process writing member M
     RUN/.commit.lock          taken briefly (flock) to create the run, grow it, or commit

@@ -365,7 +365,7 @@ class Reduced(Layout):
         n = store.n_samples(split)
         group, where = store._split_group(split), f"{store.path}: split {split!r}"
 
-        names = ("member_argmax", "member_entropy", "member_sumsq", "member_label", "member_other", "ensemble_argmax")
+        names = ("member_argmax", "member_entropy", "member_sumsq", "member_label", "member_other", "ensemble_argmax", "ensemble_top1")
         record = {name: reduced.read(group, name, slot, 0, n, where=where) for name in names}
         reduced.check_record(record, store.n_classes, where=where, labels=store.labels(split))
 
@@ -378,6 +378,7 @@ class Reduced(Layout):
             # The top probability: the labelled class's or the largest other's (NaN label: the other).
             top1=np.fmax(field("member_label"), field("member_other")).astype(np.float64),
             ensemble_argmax=field("ensemble_argmax").astype(np.int64),
+            ensemble_top1=field("ensemble_top1").astype(np.float64),
         )
 
     def record_blocks(self, store: RunReads, split: str, block_bytes: int, fields: Sequence[str] | None = None) -> Iterator[tuple[int, int, Block]]:

@@ -14,6 +14,7 @@ import numpy as np
 from .. import reduced
 from ..errors import InputError, RunStoreError
 from .chunks import ChunkFileReader, chunk_missing, missing_chunk
+from .embeddings import VIEWS_DIR, embedding_epochs, read_embeddings
 from .format import ARRAYS, META_DIR, WRITTEN, strings
 from .layouts import Layout, layout_of
 
@@ -350,6 +351,86 @@ class RunReads:
             ensemble fields (epochs, samples).
         """
         return self.layout.record_blocks(self, split, block_bytes, fields)
+
+    def embedding_epochs(self, splits: Sequence[str]) -> list[int]:
+        """The committed epochs whose embeddings every member kept for every split in `splits`.
+
+        Parameters
+        ----------
+        splits : sequence of str
+            Splits of the run.
+
+        Returns
+        -------
+        list of int
+            Training epochs, in order; empty where none was recorded.
+        """
+        for split in splits:
+            self._split_group(split)
+        return embedding_epochs(self.path, self.n_members, self.recorded_epochs, list(splits))
+
+    def embeddings(self, split: str, member: int, epoch: int) -> np.ndarray:
+        """One member's embeddings of `split` at a committed `epoch` (see `embedding_epochs`).
+
+        Parameters
+        ----------
+        split : str
+            The split.
+        member : int
+            The member.
+        epoch : int
+            A training epoch from `embedding_epochs`.
+
+        Returns
+        -------
+        ndarray of float16, shape (samples, dims)
+            Memory-mapped, read-only: the member's penultimate layer on the train split's
+            principal axes (`confusion.store.embeddings`).
+        """
+        if epoch not in self.embedding_epochs([split]):
+            raise InputError(f"{self.path} holds no embeddings of split {split!r} at epoch {epoch}")
+        return read_embeddings(self.path, member, epoch, split, self.n_samples(split))
+
+    def view_epochs(self, splits: Sequence[str]) -> list[int]:
+        """The committed epochs whose test-time views every member kept for every split in `splits`.
+
+        Parameters
+        ----------
+        splits : sequence of str
+            Splits of the run.
+
+        Returns
+        -------
+        list of int
+            Training epochs, in order; empty where none was recorded.
+        """
+        for split in splits:
+            self._split_group(split)
+        return embedding_epochs(self.path, self.n_members, self.recorded_epochs, list(splits), VIEWS_DIR)
+
+    def views(self, split: str, member: int, epoch: int) -> np.ndarray:
+        """One member's class probabilities on the test-time views of `split` at a committed `epoch`.
+
+        Parameters
+        ----------
+        split : str
+            The split.
+        member : int
+            The member.
+        epoch : int
+            A training epoch from `view_epochs`.
+
+        Returns
+        -------
+        ndarray of float16, shape (samples, views, classes)
+            Memory-mapped, read-only.
+        """
+        if epoch not in self.view_epochs([split]):
+            raise InputError(f"{self.path} holds no test-time views of split {split!r} at epoch {epoch}")
+        rows = read_embeddings(self.path, member, epoch, split, self.n_samples(split), VIEWS_DIR)
+        if rows.shape[1] % self.n_classes:
+            raise RunStoreError(f"{self.path}: the views of split {split!r} are {rows.shape[1]} wide, not a multiple of {self.n_classes} classes")
+        return rows.reshape(rows.shape[0], -1, self.n_classes)
 
     def sources(self, split: str) -> np.ndarray | None:
         """The source file of each sample of the split, where the run keeps them.

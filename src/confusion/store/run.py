@@ -21,6 +21,7 @@ import numpy as np
 from .._files import write_json_atomic, write_table_atomic
 from ..errors import InputError, OccupiedError, RunStoreError
 from . import commit
+from . import splits as split_changes
 from .format import (
     ARRAYS,
     FORMAT,
@@ -203,7 +204,7 @@ class RunStore(RunReads):
         if problem:
             raise RunStoreError(f"{path / RUN_FILE} is damaged: {problem}")
         where = ARRAYS
-        meta = commit.recover_swaps(path, meta)
+        meta = split_changes.recover_swaps(path, meta)
         try:
             group = open_group(path, mode)
             layout = layout_of(meta)
@@ -248,13 +249,13 @@ class RunStore(RunReads):
             group.create_array("sources", shape=(n,), chunks=(n,), dtype=str)[:] = split.sources
         self.layout.create_arrays(group, self.n_members, self.epoch_capacity, n, self.n_classes)
         # "written" tells cached scores of a replaced split from the new one. The group keeps it
-        # too, so the data itself says which it is, whatever run.json says (`commit.recover_swaps`).
+        # too, so the data itself says which it is, whatever run.json says (`splits.recover_swaps`).
         written = time.time_ns()
         group.attrs.update({WRITTEN: written})
         return {"n": n, "labelled": bool((split.labels >= 0).any()), "written": written}
 
     def add_split(self, name: str, split: SplitData, fill: Callable[[], None]) -> None:
-        """Add a split to a run whose epochs are committed (`commit.add_split`).
+        """Add a split to a run whose epochs are committed (`splits.add_split`).
 
         Parameters
         ----------
@@ -265,10 +266,10 @@ class RunStore(RunReads):
         fill : callable
             Writes its predictions for every committed epoch (with `write`).
         """
-        commit.add_split(self, name, split, fill)
+        split_changes.add_split(self, name, split, fill)
 
     def replace_split(self, name: str, split: SplitData, fill: Callable[[str], None]) -> None:
-        """Replace split `name` of a run whose epochs are committed (`commit.replace_split`).
+        """Replace split `name` of a run whose epochs are committed (`splits.replace_split`).
 
         Parameters
         ----------
@@ -279,7 +280,7 @@ class RunStore(RunReads):
         fill : callable
             ``fill(group_name)`` writes its predictions into the staging group `group_name`.
         """
-        commit.replace_split(self, name, split, fill)
+        split_changes.replace_split(self, name, split, fill)
 
     def save_meta(self) -> None:
         """Write `meta` to run.json, atomically."""

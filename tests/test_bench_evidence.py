@@ -1,0 +1,55 @@
+"""bench/evidence.py (the evidence table's arithmetic) and bench/peers.py (cleanlab on a recording)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confusion import Recorder
+from confusion.analyses import auroc
+from confusion.store import RunStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from evidence import Model, evidence, rank_average, weighted_auroc
+
+
+def test_weighted_auroc_is_the_auroc_of_the_events_drawn():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, 300).astype(float)  # ties included
+    positives = rng.random(300) < 0.3
+    assert weighted_auroc(scores, positives, np.ones(300)) == pytest.approx(auroc(scores, positives))
+    counts = rng.integers(0, 4, 300).astype(float)  # a bootstrap draw: each event 0..3 times
+    repeated = np.repeat(np.arange(300), counts.astype(int))
+    assert weighted_auroc(scores, positives, counts) == pytest.approx(auroc(scores[repeated], positives[repeated]))
+
+
+def test_evidence_against_hand_numbers():
+    errors = np.array([[True, False, False, True]])
+    model = Model("m", errors, own_msp=np.array([[0.4, 0.1, 0.3, 0.2]]))
+    found = evidence({"perfect": np.array([1.0, 0.0, 0.0, 1.0]), "reversed": np.array([0.0, 1.0, 1.0, 0.0])}, [model], boot=20, top=0.5)
+    assert found["perfect"]["mean_auroc"] == 1.0 and found["reversed"]["mean_auroc"] == 0.0
+    assert found["own_msp"]["mean_auroc"] == 0.75  # 0.4 beats both negatives, 0.2 beats 0.1 only
+    assert found["perfect"]["beats_own_msp"] == 1 and found["reversed"]["beats_own_msp"] == 0
+    assert found["perfect"]["ci95"][0] <= 1.0 <= found["perfect"]["ci95"][1] + 1e-12
+    np.testing.assert_allclose(rank_average(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])), [2 / 3] * 3)
+
+
+def test_cleanlab_flags_the_sample_whose_label_the_ensemble_confidently_contradicts(tmp_path):
+    pytest.importorskip("cleanlab")
+    from peers import peer_scores
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 60)
+    probs = np.full((60, 3), 0.05)
+    probs[np.arange(60), labels] = 0.9
+    labels_given = labels.copy()
+    labels_given[7] = (labels[7] + 1) % 3  # a wrong label the model confidently contradicts
+    Recorder.create(tmp_path / "run", n_classes=3, members=1, splits={"val": labels_given})
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        writer.log("val", 1, probs)
+        writer.end_epoch(1)
+    found = peer_scores(RunStore.open(tmp_path / "run"))
+    assert found["cleanlab find_label_issues"][7] == 1 and found["cleanlab find_label_issues"].sum() == 1
+    for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
+        assert np.argmax(found[f"cleanlab {method}"]) == 7

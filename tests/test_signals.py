@@ -1,0 +1,406 @@
+"""The signals beyond confusion: the members' embeddings in the store, the neighbourhood scores,
+the learned `combined`, and the ceiling of what a label-free score can see."""
+
+import json
+
+import numpy as np
+import pytest
+
+from confusion import Recorder
+from confusion.analyses import error_ceiling
+from confusion.combined import CombinedFit, fit_combined, folds_of
+from confusion.difficulty import SCORES, difficulty_scores, fit_combined_run
+from confusion.errors import InputError, RunStoreError
+from confusion.neighbours import neighbourhood
+from confusion.reduced import FinalPredictions
+from confusion.store import RunStore
+from confusion.store.embeddings import DIMS
+
+
+def onehot_probs(predicted, n_classes, sharp=0.9):
+    probs = np.full((len(predicted), n_classes), (1 - sharp) / (n_classes - 1))
+    probs[np.arange(len(predicted)), predicted] = sharp
+    return probs
+
+
+def record(path, splits, predicted, embeddings, members=1, epochs=(1,), n_classes=2, embed_epochs=None):
+    """A run whose members predict `predicted[split]` and embed `embeddings[split]` (member m adds m)."""
+    Recorder.create(path, n_classes=n_classes, members=members, splits=splits)
+    for member in range(members):
+        with Recorder.open(path).member(member) as writer:
+            for epoch in epochs:
+                for split in splits:
+                    writer.log(split, epoch, onehot_probs(predicted[split], n_classes))
+                    if embed_epochs is None or epoch in embed_epochs:
+                        writer.log_embeddings(split, epoch, np.asarray(embeddings[split], dtype=np.float32) + member)
+                writer.end_epoch(epoch)
+    return RunStore.open(path)
+
+
+# ----------------------------------------------------------------------------- the store
+def test_embeddings_appear_with_their_committed_epoch_and_are_projected(tmp_path):
+    rng = np.random.default_rng(0)
+    wide = {"train": rng.normal(size=(300, 80)), "val": rng.normal(size=(50, 80))}
+    splits = {"train": rng.integers(0, 2, 300), "val": rng.integers(0, 2, 50)}
+    Recorder.create(tmp_path / "run", n_classes=2, members=2, splits=splits)
+    recorder = Recorder.open(tmp_path / "run")
+    with recorder.member(0) as writer:
+        for split, values in wide.items():
+            writer.log(split, 1, onehot_probs(np.zeros(len(values), int), 2))
+            order = rng.permutation(len(values))  # any order, with index
+            writer.log_embeddings(split, 1, values[order], index=order)
+        writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [] and store.embedding_epochs(["train", "val"]) == []  # member 1 has not ended it
+    with recorder.member(1) as writer:
+        for split, values in wide.items():
+            writer.log(split, 1, onehot_probs(np.zeros(len(values), int), 2))
+            writer.log_embeddings(split, 1, values)
+        writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    assert store.embedding_epochs(["train", "val"]) == [1]
+    kept = store.embeddings("train", 0, 1)
+    assert kept.shape == (300, DIMS) and kept.dtype == np.float16
+    # The projection is onto the train rows' principal axes: it keeps their distances nearly
+    # (80 -> 64 axes of isotropic noise keep most of the variance), and centres them.
+    centred = wide["train"] - wide["train"].mean(axis=0)
+    assert abs(np.linalg.norm(kept.astype(np.float64)) / np.linalg.norm(centred) - 1) < 0.15
+    np.testing.assert_allclose(kept.astype(np.float64).mean(axis=0), 0, atol=0.05)
+    # Members are projected alike: both saw the same rows.
+    np.testing.assert_allclose(np.abs(store.embeddings("val", 0, 1).astype(float)), np.abs(store.embeddings("val", 1, 1).astype(float)), atol=2e-2)
+
+
+def test_narrow_embeddings_are_kept_as_they_are(tmp_path):
+    values = {"train": np.arange(20, dtype=np.float32).reshape(10, 2), "val": np.ones((3, 2), np.float32)}
+    store = record(
+        tmp_path / "run", {"train": np.zeros(10, int), "val": np.zeros(3, int)}, {"train": np.zeros(10, int), "val": np.zeros(3, int)}, values
+    )
+    np.testing.assert_array_equal(store.embeddings("train", 0, 1), values["train"].astype(np.float16))
+
+
+@pytest.mark.parametrize(
+    "values, index, message",
+    [
+        (np.full((4, 3), np.nan, np.float32), None, "embeddings must be finite"),
+        (np.ones((4, 3), np.int64), None, "embeddings must be finite floating-point"),
+        (np.full((4, 3), 1e6, np.float32), None, r"within \+-65504"),
+        (np.ones((4, 3), np.float32), np.array([0, 1, 2, 9]), "outside 0..4"),
+        (np.ones((6, 3), np.float32), None, "6 embedding rows of split 'val'"),
+    ],
+)
+def test_bad_embeddings_are_refused_in_one_line_and_the_writer_goes_on(tmp_path, values, index, message):
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"val": np.zeros(5, int)})
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        with pytest.raises(InputError, match=message):
+            writer.log_embeddings("val", 1, values, index=index)
+        writer.log("val", 1, onehot_probs(np.zeros(5, int), 2))
+        writer.log_embeddings("val", 1, np.ones((5, 3), np.float32))
+        writer.end_epoch(1)
+    assert RunStore.open(tmp_path / "run").embedding_epochs(["val"]) == [1]
+
+
+def test_an_epoch_with_some_embeddings_missing_is_not_ended(tmp_path):
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"train": np.zeros(4, int), "val": np.zeros(5, int)})
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        writer.log("train", 1, onehot_probs(np.zeros(4, int), 2))
+        writer.log("val", 1, onehot_probs(np.zeros(5, int), 2))
+        writer.log_embeddings("val", 1, np.ones((5, 3), np.float32))
+        with pytest.raises(InputError, match="4 of 4 embedding rows of split 'train' were never logged"):
+            writer.end_epoch(1)
+        writer.log_embeddings("train", 1, np.ones((2, 4), np.float32)[:, :3])
+        with pytest.raises(InputError, match="2 of 4 embedding rows of split 'train'"):
+            writer.end_epoch(1)
+        with pytest.raises(InputError, match="3 wide this epoch, not 4"):
+            writer.log_embeddings("train", 1, np.ones((2, 4), np.float32))
+        writer.log_embeddings("train", 1, np.ones((2, 3), np.float32))
+        writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1] and store.embedding_epochs(["train", "val"]) == [1]
+
+
+def test_a_killed_writers_open_embeddings_are_dropped(tmp_path):
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"val": np.zeros(5, int)})
+    writer = Recorder.open(tmp_path / "run").member(0)
+    writer.log("val", 1, onehot_probs(np.zeros(5, int), 2))
+    writer.log_embeddings("val", 1, np.ones((5, 3), np.float32))
+    assert list((tmp_path / "run/penultimate/member-0").glob(".open-*"))
+    writer.close()
+    with Recorder.open(tmp_path / "run").member(0) as again:
+        assert not list((tmp_path / "run/penultimate/member-0").glob(".*"))
+        again.log("val", 1, onehot_probs(np.zeros(5, int), 2))
+        again.end_epoch(1)  # without embeddings this time: an epoch logs them for every split, or for none
+    assert RunStore.open(tmp_path / "run").embedding_epochs(["val"]) == []
+
+
+def test_a_damaged_embedding_file_is_one_line(tmp_path):
+    store = record(tmp_path / "run", {"val": np.zeros(3, int)}, {"val": np.zeros(3, int)}, {"val": np.ones((3, 2))})
+    (tmp_path / "run/penultimate/member-0/epoch-1/val.npy").write_bytes(b"not numpy")
+    with pytest.raises(RunStoreError, match="is damaged"):
+        store.embeddings("val", 0, 1)
+
+
+# ----------------------------------------------------------------------------- neighbourhood
+def test_neighbourhood_scores_by_hand(tmp_path):
+    # Training points on a line: 0 and 1 (class 0), 10 (class 1). Query A at 2 predicted 0, query
+    # B at 2 predicted 1. k = 2: A's neighbours 1 and 0, both class 0 -> disagreement 0; d_pred 1,
+    # no other class among them -> d_other = the 2nd neighbour's distance 2 -> untrust 1/3. B:
+    # disagreement 1; d_pred = 8 (to 10), d_other = 1 -> 8/9.
+    train = np.array([[0.0], [1.0], [10.0]])
+    val = np.array([[2.0], [2.0]])
+    store = record(
+        tmp_path / "run",
+        {"train": np.array([0, 0, 1]), "val": np.array([-1, -1])},
+        {"train": np.array([0, 0, 1]), "val": np.array([0, 1])},
+        {"train": train, "val": val},
+    )
+    found = neighbourhood(store, "val", k=2, cache=False)
+    np.testing.assert_allclose(found.knn_disagreement, [0.0, 1.0])
+    np.testing.assert_allclose(found.untrust, [1 / 3, 8 / 9])
+    # On the train split, a sample is not its own neighbour: the point at 10 (predicted 1, as
+    # labelled) has neighbours 1 and 0 (class 0): disagreement 1; its own class has no other
+    # training sample: untrust 1.
+    on_train = neighbourhood(store, "train", k=2, cache=False)
+    np.testing.assert_allclose(on_train.knn_disagreement, [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(on_train.untrust, [1 / 11, 1 / 10, 1.0])
+
+
+def test_neighbourhood_matches_a_brute_force_reference_and_averages_members(tmp_path):
+    rng = np.random.default_rng(1)
+    train, val = rng.normal(size=(120, 3)), rng.normal(size=(40, 3))
+    train_labels = rng.integers(0, 3, 120)
+    predicted = {"train": rng.integers(0, 3, 120), "val": rng.integers(0, 3, 40)}
+    store = record(tmp_path / "run", {"train": train_labels, "val": np.full(40, -1)}, predicted, {"train": train, "val": val}, members=2, n_classes=3)
+    k = 5
+    found = neighbourhood(store, "val", k=k)
+    expected_d, expected_u = np.zeros(40), np.zeros(40)
+    for member in range(2):  # member m's embeddings are shifted by m: the same distances
+        reference = store.embeddings("train", member, 1).astype(np.float32)
+        queries = store.embeddings("val", member, 1).astype(np.float32)
+        distances = np.sqrt(((queries[:, None, :] - reference[None]) ** 2).sum(-1))
+        for i in range(40):
+            order = np.argsort(distances[i], kind="stable")[:k]
+            guess = store.final_predictions("val").ensemble_argmax[i]
+            other = train_labels[order] != guess
+            expected_d[i] += other.mean() / 2
+            d_pred = distances[i][train_labels == guess].min()
+            d_other = distances[i][order][other].min() if other.any() else distances[i][order][-1]
+            expected_u[i] += d_pred / (d_pred + d_other) / 2
+    np.testing.assert_allclose(found.knn_disagreement, expected_d)
+    np.testing.assert_allclose(found.untrust, expected_u, atol=1e-5)
+    cached = neighbourhood(store, "val", k=k)  # from RUN/cache/
+    np.testing.assert_array_equal(cached.untrust, found.untrust)
+    assert list((tmp_path / "run/cache").glob("neighbours-*.npz"))
+
+
+def test_neighbourhood_needs_embeddings_and_says_how_to_get_them(tmp_path):
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"train": np.zeros(4, int), "val": np.zeros(3, int)})
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        for split, n in (("train", 4), ("val", 3)):
+            writer.log(split, 1, onehot_probs(np.zeros(n, int), 2))
+        writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    with pytest.raises(InputError, match="--embeddings last"):
+        neighbourhood(store, "val")
+    table = difficulty_scores(store, "val")  # every score: the neighbourhood ones empty, and why
+    assert table["knn_disagreement"].isna().all() and table["untrust"].isna().all()
+    assert any("keeps no embeddings" in note for note in table.attrs["notes"])
+    with pytest.raises(InputError, match="--embeddings last"):
+        difficulty_scores(store, "val", names=["untrust"])
+
+
+# ----------------------------------------------------------------------------- combined
+def test_combined_is_cross_fitted_by_sample_id():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 3))
+    errors = x[:, 0] + rng.normal(scale=0.5, size=400) > 0.8
+    ids = np.array([f"s{i}" for i in range(400)])
+    fit = fit_combined(x, errors, ids, ["a", "b", "c"], folds=4)
+    from sklearn.linear_model import LogisticRegression
+
+    fold = folds_of(ids, 4)
+    z = (x - x.mean(0)) / x.std(0)
+    scored = fit.apply(x, ids, calibration=True)
+    for f in range(4):  # each calibration sample is scored by the fit that did not see it
+        model = LogisticRegression(max_iter=2000).fit(z[fold != f], errors[fold != f])
+        np.testing.assert_allclose(scored[fold == f], model.decision_function(z[fold == f]), atol=1e-6)
+    whole = LogisticRegression(max_iter=2000).fit(z, errors)
+    np.testing.assert_allclose(fit.apply(x, ids, calibration=False), whole.decision_function(z), atol=1e-6)
+    assert fit.coef[0] > 1 and abs(fit.coef[1]) < 0.5 and 0.8 < fit.cross_fitted_auroc < 1
+    assert not np.allclose(scored, fit.apply(x, ids, calibration=False))
+
+
+def test_combined_needs_errors_in_every_fold():
+    with pytest.raises(InputError, match="errors and correct predictions in every fold"):
+        fit_combined(np.ones((20, 1)), np.zeros(20, bool), np.arange(20).astype(str), ["a"], folds=5)
+
+
+def signal_run(tmp_path, n_train=200, n_val=300, n_pool=50):
+    """A run whose val errors sit where the train neighbourhood disagrees: combined should see them."""
+    rng = np.random.default_rng(3)
+    train_x = rng.normal(size=(n_train, 2))
+    train_y = (train_x[:, 0] > 0).astype(int)
+    val_x, pool_x = rng.normal(size=(n_val, 2)), rng.normal(size=(n_pool, 2))
+    val_y = (val_x[:, 0] > 0).astype(int)
+    guess = lambda x: ((x[:, 0] + 0.6 * x[:, 1]) > 0).astype(int)  # noqa: E731 - a tilted, imperfect boundary
+    return record(
+        tmp_path / "run",
+        {"train": train_y, "val": val_y, "pool": np.full(n_pool, -1)},
+        {"train": guess(train_x), "val": guess(val_x), "pool": guess(pool_x)},
+        {"train": train_x, "val": val_x, "pool": pool_x},
+        members=2,
+        epochs=(1, 2),
+        embed_epochs=(2,),
+    )
+
+
+def test_combined_scores_an_unlabeled_split_from_a_fit_on_val_kept_as_json(tmp_path):
+    store = signal_run(tmp_path)
+    table = difficulty_scores(store, "pool")
+    assert table["combined"].notna().all() and table["knn_disagreement"].notna().all()
+    kept = json.loads((tmp_path / "run/combined.json").read_text())
+    assert kept["calibration"] == "val" and kept["target"] == "ensemble" and kept["recorded_epochs"] == [1, 2]
+    assert "knn_disagreement" in kept["features"] and kept["cross_fitted_auroc"] > 0.8
+    fit = CombinedFit.load(tmp_path / "run")
+    val = difficulty_scores(store, "val")
+    val_errors = store.final_predictions("val").ensemble_argmax != store.labels("val")
+    from confusion.analyses import auroc
+
+    assert auroc(val["combined"].to_numpy(), val_errors) == pytest.approx(fit.cross_fitted_auroc)
+    assert SCORES["combined"].needs_labels is False  # a hard set may be chosen by it
+
+
+def test_combined_fitted_to_another_runs_errors(tmp_path):
+    store = signal_run(tmp_path)
+    other = tmp_path / "other"
+    labels = store.labels("val")
+    Recorder.create(other, n_classes=2, members=1, splits={"val": labels}, ids={"val": store.sample_ids("val")})
+    with Recorder.open(other).member(0) as writer:
+        writer.log("val", 1, onehot_probs(1 - labels, 2)[::-1].copy())
+        writer.end_epoch(1)
+    fit = fit_combined_run(store, target=str(other), folds=3)
+    assert fit.target == str(other.resolve()) and fit.folds == 3
+    assert CombinedFit.load(tmp_path / "run").target == fit.target
+    Recorder.create(tmp_path / "few", n_classes=2, members=1, splits={"val": labels[:10]}, ids={"val": store.sample_ids("val")[:10]})
+    with Recorder.open(tmp_path / "few").member(0) as writer:
+        writer.log("val", 1, onehot_probs(labels[:10], 2))
+        writer.end_epoch(1)
+    with pytest.raises(InputError, match="lacks 290 samples of split 'val'"):
+        fit_combined_run(store, target=str(tmp_path / "few"))
+
+
+def test_a_damaged_combined_json_is_one_line(tmp_path):
+    store = signal_run(tmp_path)
+    fit_combined_run(store)
+    path = tmp_path / "run/combined.json"
+    data = json.loads(path.read_text())
+    data["coef"] = data["coef"][:-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(RunStoreError, match="combined.json is damaged"):
+        difficulty_scores(store, "pool", names=["combined"])
+
+
+def test_difficulty_and_combine_commands(tmp_path, cli):
+    signal_run(tmp_path)
+    done = cli("difficulty", tmp_path / "run", "--out", tmp_path / "t.csv", "--split", "pool")
+    assert done.exit_code == 0, done.stderr
+    assert "knn_disagree" in done.stdout and "combined" in done.stdout
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert table["combined"].notna().all() and len(table) == 50
+    done = cli("combine", tmp_path / "run", "--folds", 3, "--calibration", "val")
+    assert done.exit_code == 0, done.stderr
+    assert "cross-fitted AUROC" in done.stdout + done.stderr
+    for args, message in [
+        (("--folds", 1), "--folds must be a whole number from 2 to 50"),
+        (("--k", 0), "--k must be a whole number of neighbours"),
+        (("--calibration", "nope"), "--calibration must be a split of"),
+        (("--target", tmp_path / "missing"), "missing"),
+    ]:
+        done = cli("combine", tmp_path / "run", *args)
+        assert done.exit_code == 2 and done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+    done = cli("difficulty", tmp_path / "run", "--out", tmp_path / "u.csv", "--k", 5000)
+    assert done.exit_code == 2 and "--k must be" in done.stderr and not (tmp_path / "u.csv").exists()
+
+
+# ----------------------------------------------------------------------------- ceiling
+def test_the_ceiling_by_hand():
+    # 4 samples; the reference's final ensemble predicts class 1 with 0.95 on samples 0 and 1,
+    # 0.6 on 2 and 3. The model (one member) errs on 0 (predicting 1: shared and confident), on 2
+    # (predicting 1, but the reference is unsure) and not on 1 and 3.
+    reference = FinalPredictions(
+        argmax=np.array([[1, 1, 1, 1]]),
+        entropy=np.zeros((1, 4)),
+        top1=np.array([[0.95, 0.95, 0.6, 0.6]]),
+        ensemble_argmax=np.array([1, 1, 1, 1]),
+        ensemble_top1=np.array([0.95, 0.95, 0.6, 0.6]),
+    )
+    model = FinalPredictions(np.array([[1, 0, 1, 1]]), np.zeros((1, 4)), np.ones((1, 4)), np.array([1, 0, 1, 1]))
+    labels = np.array([0, 0, 0, 1])
+    confusion = np.array([0.1, 0.2, 0.5, 0.4])
+    found = error_ceiling(confusion, reference, model, labels, threshold=0.9)
+    assert found["shared_confident_error_share"] == 0.5 and found["n_errors"] == 2
+    # The ceiling ranks error 2 first, then keeps confusion's order: 3 (0.4), 1 (0.2), 0 (0.1).
+    # Errors {2, 0} against correct {3, 1}: 2 beats both, 0 beats neither -> AUROC 0.5.
+    assert found["auroc_ceiling"] == 0.5
+    assert error_ceiling(confusion, reference, model, labels, threshold=0.99)["shared_confident_error_share"] == 0.0
+    with pytest.raises(InputError, match="threshold"):
+        error_ceiling(confusion, reference, model, labels, threshold=1.0)
+
+
+# ----------------------------------------------------------------------------- views
+def test_view_scores_by_hand(tmp_path):
+    # 2 members, 2 samples, 2 classes, 2 views. Member 0 predicts class 0 on both samples; its
+    # views of sample 0 agree (0.8, 0.6 on class 0), of sample 1 one flips (0.3 on class 0).
+    # Member 1 predicts class 1 on sample 0 and its views both say class 0 (0.6, 0.6).
+    plain = [np.array([[0.9, 0.1], [0.7, 0.3]]), np.array([[0.4, 0.6], [0.8, 0.2]])]
+    views = [
+        np.array([[[0.8, 0.2], [0.6, 0.4]], [[0.7, 0.3], [0.3, 0.7]]]),
+        np.array([[[0.6, 0.4], [0.6, 0.4]], [[0.9, 0.1], [0.9, 0.1]]]),
+    ]
+    Recorder.create(tmp_path / "run", n_classes=2, members=2, splits={"val": np.array([-1, -1])})
+    for member in range(2):
+        with Recorder.open(tmp_path / "run").member(member) as writer:
+            writer.log("val", 1, plain[member])
+            writer.log_views("val", 1, views[member])
+            writer.end_epoch(1)
+    from confusion.views import view_scores
+
+    found = view_scores(RunStore.open(tmp_path / "run"), "val")
+    # Sample 0: member 0 none of 2 views disagree, member 1 both -> 0.5. Sample 1: 1 of 4 -> 0.25.
+    np.testing.assert_allclose(found.view_disagreement, [0.5, 0.25])
+    average = np.array([(0.8 + 0.6 + 0.6 + 0.6) / 4, (0.7 + 0.3 + 0.9 + 0.9) / 4])
+    expected = -(average * np.log2(average) + (1 - average) * np.log2(1 - average))
+    np.testing.assert_allclose(found.view_confusion, expected, atol=2e-3)  # float16 storage
+
+
+def test_views_are_refused_in_one_line(tmp_path):
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"val": np.zeros(3, int)})
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        with pytest.raises(InputError, match=r"view outputs must be \(batch, views, 2\)"):
+            writer.log_views("val", 1, np.full((3, 2), 0.5))
+        with pytest.raises(InputError, match="sum"):
+            writer.log_views("val", 1, np.full((3, 2, 2), 0.9))
+        writer.log_views("val", 1, np.zeros((3, 1, 2)), logits=True)
+        writer.log("val", 1, np.full((3, 2), 0.5))
+        writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    assert store.view_epochs(["val"]) == [1] and store.views("val", 0, 1).shape == (3, 1, 2)
+
+
+def test_the_trainer_records_embeddings_and_views_at_the_last_epoch(tmp_path, cli):
+    result = cli("train", "--data", "digits", "--members", "2", "--epochs", "2", "--limit-train", "300", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    store = RunStore.open(tmp_path / "run")
+    assert store.embedding_epochs(["train", "val"]) == [2] and store.view_epochs(["train", "val"]) == [2]
+    assert store.embeddings("val", 1, 2).shape == (store.n_samples("val"), DIMS)  # cnn-s: 32 x 2 x 2 = 128 wide, on 64 axes
+    assert store.views("val", 0, 2).shape == (store.n_samples("val"), 4, 10)  # digits: no flip (it changes the digit)
+    table = difficulty_scores(store, "val")
+    for name in ("knn_disagreement", "untrust", "view_disagreement", "view_confusion", "combined"):
+        assert table[name].notna().all(), name
+    result = cli(
+        "train", "--data", "digits", "--members", "1", "--epochs", "1", "--limit-train", "300", "--embeddings", "none", "--out", tmp_path / "plain"
+    )
+    assert result.exit_code == 0 and not (tmp_path / "plain/penultimate").exists() and not (tmp_path / "plain/views").exists()
+    result = cli("train", "--data", "digits", "--views", "flip,tilt", "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "--views must be auto, none or a list of" in result.stderr and not (tmp_path / "bad").exists()
