@@ -103,7 +103,8 @@ def evidence(scores: dict[str, np.ndarray], models: list[Model], *, boot: int = 
             per_sample = model.errors.mean(axis=0)
             hard = np.argsort(-values, kind="stable")[: max(1, int(np.ceil(top * n)))]
             rest = np.setdiff1d(np.arange(n), hard)
-            hard_rest.append(per_sample[hard].mean() / max(per_sample[rest].mean(), 1e-12))
+            rest_error = per_sample[rest].mean()
+            hard_rest.append(per_sample[hard].mean() / rest_error if rest_error > 0 else np.nan)  # no error outside the top: no ratio
         for w in draws:
             boot_means.append(
                 np.mean(
@@ -124,7 +125,7 @@ def evidence(scores: dict[str, np.ndarray], models: list[Model], *, boot: int = 
             "ci95": [float(np.percentile(boot_means, 2.5)), float(np.percentile(boot_means, 97.5))],
             "per_model": dict(zip([m.name for m in models], map(float, per_model))),
             "beats_own_msp": int((per_model > own_point).sum()),
-            "mean_hard_to_rest": float(np.mean(hard_rest)),
+            "mean_hard_to_rest": float(np.nanmean(hard_rest)) if np.isfinite(hard_rest).any() else float("nan"),
         }
     own_boot = [
         np.mean([weighted_auroc(m.own_msp, m.errors, np.broadcast_to(w, m.errors.shape), g) for m, g in zip(models, own_groups)]) for w in draws

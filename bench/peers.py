@@ -68,7 +68,7 @@ def main() -> None:
     in_ref, models = load_models(store.sample_ids("val"), paths)
     table = difficulty_scores(store, "val")
     ours = ("confusion", "combined", "view_confusion", "knn_disagreement", "cartography_confidence", "margin", "el2n")
-    scores = {f"confusion: {name}": hardness(table[name].to_numpy(), name)[in_ref] for name in ours if name in SCORES}
+    scores = {f"this toolkit: {name}": hardness(table[name].to_numpy(), name)[in_ref] for name in ours if name in SCORES}
     scores.update({name: values[in_ref] for name, values in peer_scores(store).items()})
     found = evidence(scores, models, boot=args.boot)
     print(

@@ -404,3 +404,31 @@ def test_the_trainer_records_embeddings_and_views_at_the_last_epoch(tmp_path, cl
     assert result.exit_code == 0 and not (tmp_path / "plain/penultimate").exists() and not (tmp_path / "plain/views").exists()
     result = cli("train", "--data", "digits", "--views", "flip,tilt", "--out", tmp_path / "bad")
     assert result.exit_code == 2 and "--views must be auto, none or a list of" in result.stderr and not (tmp_path / "bad").exists()
+
+
+def test_every_report_puts_the_ceiling_per_model(tmp_path, cli):
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 400)
+    Recorder.create(tmp_path / "run", n_classes=3, members=2, splits={"val": labels})
+    Recorder.create(tmp_path / "other", n_classes=3, members=1, splits={"val": labels})
+    for member in range(2):
+        with Recorder.open(tmp_path / "run").member(member) as writer:
+            for epoch in (1, 2):
+                writer.log("val", epoch, rng.dirichlet(np.full(3, 0.3), 400))
+                writer.end_epoch(epoch)
+    with Recorder.open(tmp_path / "other").member(0) as writer:
+        writer.log("val", 1, rng.dirichlet(np.full(3, 0.5), 400))
+        writer.end_epoch(1)
+    result = cli("report", tmp_path / "run", "--models", tmp_path / "other", "--out", tmp_path / "report", "--ceiling-threshold", "0.8")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((tmp_path / "report/metrics.json").read_text())
+    (name,) = metrics["models"]
+    ceiling = metrics["models"][name]["ceiling"]
+    assert ceiling["threshold"] == 0.8 and 0 < ceiling["shared_confident_error_share"] < 1
+    assert metrics["models"][name]["auroc_error"] < ceiling["auroc_ceiling"] <= 1
+    store, other = RunStore.open(tmp_path / "run"), RunStore.open(tmp_path / "other")
+    from confusion.runscores import score_run
+
+    expected = error_ceiling(score_run(store, "val").confusion, store.final_predictions("val"), other.final_predictions("val"), labels, threshold=0.8)
+    assert ceiling == pytest.approx(expected)
+    assert "shared confident error share" in (tmp_path / "report/index.html").read_text()

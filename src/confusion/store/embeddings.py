@@ -220,10 +220,19 @@ def principal_axes(rows: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray |
     """
     if rows.shape[1] <= dims:
         return None, None
-    pick = np.random.default_rng(seed).permutation(len(rows))[:BASIS_ROWS]
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(rows))[:BASIS_ROWS]
     sample = np.asarray(rows[np.sort(pick)], dtype=np.float32)
     mean = sample.mean(axis=0)
-    _, _, right = np.linalg.svd(sample - mean, full_matrices=False)
+    centred = sample - mean
+    # A randomized range finder (Halko et al. 2011) with three power iterations: the leading axes
+    # of a 20,000 x 1,568 sample in a fraction of a second, where a full SVD takes seconds.
+    basis = centred @ rng.standard_normal((centred.shape[1], min(2 * dims, centred.shape[1])), dtype=np.float32)
+    for _ in range(3):
+        basis, _ = np.linalg.qr(basis)
+        basis = centred @ (centred.T @ basis)
+    basis, _ = np.linalg.qr(basis)
+    _, _, right = np.linalg.svd(basis.T @ centred, full_matrices=False)
     return mean, np.ascontiguousarray(right[:dims].T)
 
 

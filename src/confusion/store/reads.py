@@ -14,7 +14,7 @@ import numpy as np
 from .. import reduced
 from ..errors import InputError, RunStoreError
 from .chunks import ChunkFileReader, chunk_missing, missing_chunk
-from .embeddings import VIEWS_DIR, embedding_epochs, read_embeddings
+from .embeddings import EMBEDDINGS_DIR, VIEWS_DIR, embedding_epochs, read_embeddings
 from .format import ARRAYS, META_DIR, WRITTEN, strings
 from .layouts import Layout, layout_of
 
@@ -365,9 +365,7 @@ class RunReads:
         list of int
             Training epochs, in order; empty where none was recorded.
         """
-        for split in splits:
-            self._split_group(split)
-        return embedding_epochs(self.path, self.n_members, self.recorded_epochs, list(splits))
+        return self._kept_epochs(splits, EMBEDDINGS_DIR)
 
     def embeddings(self, split: str, member: int, epoch: int) -> np.ndarray:
         """One member's embeddings of `split` at a committed `epoch` (see `embedding_epochs`).
@@ -387,9 +385,7 @@ class RunReads:
             Memory-mapped, read-only: the member's penultimate layer on the train split's
             principal axes (`confusion.store.embeddings`).
         """
-        if epoch not in self.embedding_epochs([split]):
-            raise InputError(f"{self.path} holds no embeddings of split {split!r} at epoch {epoch}")
-        return read_embeddings(self.path, member, epoch, split, self.n_samples(split))
+        return self._kept(split, member, epoch, EMBEDDINGS_DIR, "embeddings")
 
     def view_epochs(self, splits: Sequence[str]) -> list[int]:
         """The committed epochs whose test-time views every member kept for every split in `splits`.
@@ -404,9 +400,7 @@ class RunReads:
         list of int
             Training epochs, in order; empty where none was recorded.
         """
-        for split in splits:
-            self._split_group(split)
-        return embedding_epochs(self.path, self.n_members, self.recorded_epochs, list(splits), VIEWS_DIR)
+        return self._kept_epochs(splits, VIEWS_DIR)
 
     def views(self, split: str, member: int, epoch: int) -> np.ndarray:
         """One member's class probabilities on the test-time views of `split` at a committed `epoch`.
@@ -425,12 +419,20 @@ class RunReads:
         ndarray of float16, shape (samples, views, classes)
             Memory-mapped, read-only.
         """
-        if epoch not in self.view_epochs([split]):
-            raise InputError(f"{self.path} holds no test-time views of split {split!r} at epoch {epoch}")
-        rows = read_embeddings(self.path, member, epoch, split, self.n_samples(split), VIEWS_DIR)
+        rows = self._kept(split, member, epoch, VIEWS_DIR, "test-time views")
         if rows.shape[1] % self.n_classes:
             raise RunStoreError(f"{self.path}: the views of split {split!r} are {rows.shape[1]} wide, not a multiple of {self.n_classes} classes")
         return rows.reshape(rows.shape[0], -1, self.n_classes)
+
+    def _kept_epochs(self, splits: Sequence[str], folder: str) -> list[int]:
+        for split in splits:
+            self._split_group(split)
+        return embedding_epochs(self.path, self.n_members, self.recorded_epochs, list(splits), folder)
+
+    def _kept(self, split: str, member: int, epoch: int, folder: str, what: str) -> np.ndarray:
+        if epoch not in self._kept_epochs([split], folder):
+            raise InputError(f"{self.path} holds no {what} of split {split!r} at epoch {epoch}")
+        return read_embeddings(self.path, member, epoch, split, self.n_samples(split), folder)
 
     def sources(self, split: str) -> np.ndarray | None:
         """The source file of each sample of the split, where the run keeps them.
