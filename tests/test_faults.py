@@ -109,6 +109,8 @@ SWEEP_REFUSALS = [
     (["combine", "{run}", "--target", "{tmp}/nowhere"], "nowhere"),
     (["report", "{run}", "--ceiling-threshold", "1", "--out", "{tmp}/out"], "--ceiling-threshold must be a probability in (0, 1)"),
     (["hardset", "{run}", "--top", "0.1", "--score", "untrust", "--out", "{tmp}/out.csv"], "keeps no embeddings"),
+    (["hardset", "{run}", "--top", "0.1", "--export", "{tmp}/plain", "--out", "{tmp}/out.csv"], "--export must be hf:DIR"),
+    (["hardset", "{run}", "--top", "0.1", "--export", "hf:{tmp}/hf", "--out", "{tmp}/out.csv"], "--export needs a run made by"),
 ]
 
 

@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..hardset import images_for, manifest
 from ..hardset import materialize as write_images
 from ..hardset import materialize_texts as write_texts
+from ..hfexport import check_export, export_hf
 from ..importing import archive_labels, attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
 from ..neighbours import check_k
 from ..report import ReportOptions, build_report, check_inputs, check_signal_join, read_signal
@@ -415,6 +416,36 @@ def report(
 
 
 # --------------------------------------------------------------------------- hardset
+def export_facts(store: RunStore, run: Path, split: str, table, score: str, selection: str, lowest: float) -> dict:
+    """What a hard set's card says of how it was built, and the scoring ensemble's error on it
+    against the rest of the split where every label is known."""
+    import numpy as np
+
+    labels = store.labels(split)
+    config = store.meta.get("config") or {}
+    facts = {
+        "run": str(Path(run).resolve()),
+        "run_name": Path(run).resolve().name,
+        "members": store.n_members,
+        "epochs": len(store.recorded_epochs),
+        "arch": config.get("arch") or store.meta.get("arch"),
+        "data": config.get("data"),
+        "score": score,
+        "score_unit": SCORES[score].unit,
+        "selection": selection,
+        "split": split,
+        "split_size": store.n_samples(split),
+        "lowest": float(lowest),
+        "errors": {},
+    }
+    if (labels >= 0).all():
+        wrong = store.final_predictions(split).ensemble_argmax != labels
+        chosen = np.isin(store.sample_ids(split), table["sample"].to_numpy().astype(str))
+        rest = wrong[~chosen].mean() if (~chosen).any() else float("nan")
+        facts["errors"][f"{facts['run_name']} (the scoring ensemble)"] = {"hard": float(wrong[chosen].mean()), "rest": float(rest)}
+    return facts
+
+
 @app.command()
 @handles_errors
 def hardset(
@@ -443,27 +474,38 @@ def hardset(
     score: Annotated[
         str,
         typer.Option(
-            help="The label-free score that ranks the samples (higher = harder): confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy (bits), ensemble_msp, flips, stable_epoch. --threshold is in its unit. See `confusion difficulty --help`."
+            help="The label-free score that ranks the samples (higher = harder): confusion (the paper's), expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy, view_confusion (bits), ensemble_msp, flips, stable_epoch, knn_disagreement, untrust, view_disagreement, or combined (log-odds; fitted on val's labels, never the chosen samples'). --threshold is in its unit. See `confusion difficulty --help`."
         ),
     ] = "confusion",
+    export: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the hard set as hf:DIR, a Hugging Face datasets folder (load_from_disk): the images, texts or feature vectors with label, class names, confusion, rank and split of origin, and a dataset card (README.md) saying how it was built. Needs the hf extra."
+        ),
+    ] = None,
 ):
     """Choose the most confusing samples of a split as a hard benchmark set (a manifest)."""
     table_path(out)
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")
+    exported = check_export(export) if export is not None else None
     store = RunStore.open(run)
     texts = "text" in store.metadata_columns(split, ()) if split in store.splits else False
     config = store.meta.get("config")
-    if materialize is not None and not texts and not config:
-        raise InputError(
-            f"{run} was imported, so its images are not known here; --materialize needs a run made by `confusion train` (or documents given to import --meta as a 'text' column)"
-        )
+    for option, given in (("--materialize", materialize), ("--export", exported)):
+        if given is not None and not texts and not config:
+            raise InputError(
+                f"{run} was imported, so its images are not known here; {option} needs a run made by `confusion train` (or documents given to import --meta as a 'text' column)"
+            )
     if materialize is not None:
         check_output_folder(materialize)
         check_replaceable_folder(materialize, "hardset")
+    if exported is not None:
+        check_output_folder(exported)
     table = manifest(store, split, top=top, threshold=threshold, per_class=per_class, score=score)
-    dataset = load_for_run(config, run=run) if materialize is not None and not texts else None  # before anything is written
-    if dataset is not None and dataset.kind != "images" and format == "folders":
+    wants_inputs = (materialize is not None or exported is not None) and not texts
+    dataset = load_for_run(config, run=run) if wants_inputs else None  # before anything is written
+    if materialize is not None and dataset is not None and dataset.kind != "images" and format == "folders":
         raise InputError("this run's data are feature vectors, not pictures: use --materialize with --format npz")
     write_table_atomic(table, out)
     n = store.n_samples(split)
@@ -480,3 +522,9 @@ def hardset(
     elif materialize is not None:
         write_images(table, images_for(table, dataset), store.classes, materialize, format=format, run=run)
         term.info(f"wrote {len(table)} images ({format}) and manifest.csv into {materialize}")
+    if exported is not None:
+        kind = "text" if texts else dataset.kind
+        selection = f"top {top:g} of the split" if top is not None else f"{score} >= {threshold:g}"
+        facts = export_facts(store, run, split, table, score, selection + (", per class" if per_class else ""), lowest)
+        export_hf(table, store.classes, exported, inputs=None if texts else images_for(table, dataset), kind=kind, facts=facts, run=run)
+        term.info(f"wrote the hard set as a Hugging Face datasets folder with its card: {exported} (datasets.load_from_disk)")

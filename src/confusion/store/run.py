@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import reduced
 from .._files import write_json_atomic, write_table_atomic
 from ..errors import InputError, OccupiedError, RunStoreError
 from . import commit
@@ -165,6 +167,9 @@ class RunStore(RunReads):
                 if split.meta:
                     store.write_metadata(name, split.ids, split.meta)
             store.save_meta()
+        note = reduced.small_saving(n_classes, len(members)) if keep == "reduced" else None
+        if note:
+            print(f"confusion: note: {note}", file=sys.stderr, flush=True)
         return store
 
     @classmethod
