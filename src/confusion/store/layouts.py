@@ -58,6 +58,21 @@ class Layout:
         """
         return {"keep": self.name}
 
+    def creation_note(self, n_classes: int, n_members: int) -> str | None:
+        """A line for the user when a run of this layout is made (None: nothing to say).
+
+        Parameters
+        ----------
+        n_classes, n_members : int
+            C and M of the run.
+
+        Returns
+        -------
+        str or None
+            The note.
+        """
+        return None
+
     def describe(self) -> str:
         """The layout in a status line.
 
@@ -323,6 +338,9 @@ class Reduced(Layout):
     name = "reduced"
     fields = reduced.FIELDS
     committed_arrays = ("member_entropy", "ensemble_entropy")
+
+    def creation_note(self, n_classes: int, n_members: int) -> str | None:
+        return reduced.small_saving(n_classes, n_members)
 
     def create_arrays(self, group: Any, n_members: int, capacity: int, n_samples: int, n_classes: int) -> None:
         reduced.create_arrays(group, n_members, capacity, n_samples, n_classes)

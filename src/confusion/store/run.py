@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import reduced
 from .._files import write_json_atomic, write_table_atomic
 from ..errors import InputError, OccupiedError, RunStoreError
 from . import commit
@@ -167,7 +166,7 @@ class RunStore(RunReads):
                 if split.meta:
                     store.write_metadata(name, split.ids, split.meta)
             store.save_meta()
-        note = reduced.small_saving(n_classes, len(members)) if keep == "reduced" else None
+        note = layout.creation_note(n_classes, len(members))
         if note:
             print(f"confusion: note: {note}", file=sys.stderr, flush=True)
         return store
