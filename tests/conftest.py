@@ -14,6 +14,21 @@ from typer.testing import CliRunner
 
 from confusion.cli import app
 
+
+@pytest.fixture(autouse=True, scope="session")
+def embedding_cache(tmp_path_factory):
+    """Documents' embeddings are cached per user (`confusion.text.default_cache`): in the suite,
+    one folder of its own, shared by every test (each text is embedded once)."""
+    folder = tmp_path_factory.mktemp("confusion-cache")
+    previous = os.environ.get("CONFUSION_CACHE")
+    os.environ["CONFUSION_CACHE"] = str(folder)
+    yield folder / "embeddings"
+    if previous is None:
+        os.environ.pop("CONFUSION_CACHE", None)
+    else:
+        os.environ["CONFUSION_CACHE"] = previous
+
+
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -549,11 +549,15 @@ def select_subsets(dataset: Dataset, limit_train: int | None, limit_val: int | N
 def load_for_run(config: dict, *, run: str | os.PathLike | None = None, embed: bool = True) -> Dataset:
     """The dataset exactly as a run saw it, from its settings (run.json "config").
 
-    run: the run directory, whose `embeddings/` caches a text dataset's embeddings (unless the
-    settings name another cache)."""
+    run: the run directory; a text dataset's embeddings are read from the settings' cache, else
+    from the run's own `embeddings/` (runs made before the shared cache), else from
+    `text.default_cache()`."""
     cache = config.get("cache")
-    if run is not None and (cache is None or not Path(cache).is_dir()):  # moved, or the run's own
-        cache = Path(run) / "embeddings"
+    if cache is None or not Path(cache).is_dir():  # the default, or a cache that moved
+        own = Path(run) / "embeddings" if run is not None else None
+        from .text import default_cache
+
+        cache = own if own is not None and own.is_dir() else default_cache()
     dataset = load_dataset(
         config["data"],
         root=config.get("root"),

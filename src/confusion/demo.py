@@ -141,8 +141,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
         term.info(f"demo [{time.perf_counter() - started:5.0f} s] {name}")
 
     # Text is embedded once for every stage, in the demo's own folder.
-    cache = str((out / "embeddings").resolve()) if data_kind(data) == "text" else None
-    base = TrainConfig(data=data, root=root, limit_train=preset.limit_train, limit_val=preset.limit_val, cache=cache)
+    base = TrainConfig(data=data, root=root, limit_train=preset.limit_train, limit_val=preset.limit_val)
     runs = out / "runs"
 
     stage(f"1/6 scoring ensemble: {small_arch}, 3 seeds")

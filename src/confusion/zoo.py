@@ -28,6 +28,7 @@ from .datasets import data_kind
 from .engine import FeatureData, fit_epoch, make_member, predict
 from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
+from .text import default_cache
 from .training import TrainConfig, describe_dataset_for_run, final_accuracy, load_training_data, train
 
 __all__ = [
@@ -218,7 +219,7 @@ def train_zoo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if config.cache is None and data_kind(config.data) == "text":
-        config = replace(config, cache=str((out / "embeddings").resolve()))  # every model shares one embedding
+        config = replace(config, cache=str(default_cache()))  # every model (and run) shares one embedding
     summary: dict = {"data": config.data, "models": {}}
     dataset = None
     for arch in archs:

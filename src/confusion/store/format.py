@@ -20,7 +20,8 @@ damaged or foreign directory from a run.
     RUN/cache/scores-*.npz    scores of a selection (split, base, members, epochs), reused by
                               every consumer; checked against the committed epochs on read
     RUN/cache/neighbours-*.npz  the neighbourhood scores of a split (`confusion.neighbours`)
-    RUN/embeddings/           text datasets' cached sentence embeddings (written before the store)
+    RUN/embeddings/           text datasets' cached sentence embeddings (runs made before the per-user
+                              cache, `confusion.text.default_cache`, or given its folder)
     RUN/penultimate/member-M/epoch-E/<split>.npy   the members' embeddings (`store.embeddings`)
     RUN/views/member-M/epoch-E/<split>.npy         their predictions on test-time views
     RUN/combined.json         the fit of the `combined` score (`confusion.combined`), JSON
