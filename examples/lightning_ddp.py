@@ -5,6 +5,9 @@ and writes the member's rows, so every epoch is recorded once. Lightning's "ddp"
 starts the second process by running this script again.
 """
 
+import logging
+import warnings
+
 import pytorch_lightning as pl
 import torch
 from sklearn.datasets import load_digits
@@ -12,6 +15,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from confusion.integrations.lightning import ConfusionCallback
 from confusion.store import RunStore
+
+# Lightning's banners (accelerators, tips, the model summary) and a deprecation inside it: quiet.
+for logger in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+    logging.getLogger(logger).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 RUN = "runs/digits-ddp"
 
@@ -46,6 +54,7 @@ if __name__ == "__main__":
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[ConfusionCallback(RUN, member=0, members=1, dataloaders={"val": val})],
     )
     trainer.fit(Classifier(), train)

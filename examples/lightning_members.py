@@ -5,8 +5,10 @@ The callback runs an eval pass over the validation set after every training epoc
 store commits an epoch once both members have ended it. Scores go to runs/digits-lightning.csv.
 """
 
+import logging
 import subprocess
 import sys
+import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -14,6 +16,11 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 from confusion.integrations.lightning import ConfusionCallback
+
+# Lightning's banners (accelerators, tips, the model summary) and a deprecation inside it: quiet.
+for logger in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+    logging.getLogger(logger).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 RUN, MEMBERS = "runs/digits-lightning", 2
 
@@ -40,13 +47,14 @@ train = DataLoader(TensorDataset(x[:1200], y[:1200]), batch_size=64, shuffle=Tru
 val = DataLoader(TensorDataset(x[1200:], y[1200:]), batch_size=100)
 
 for member in range(MEMBERS):
-    pl.seed_everything(member)
+    pl.seed_everything(member, verbose=False)
     trainer = pl.Trainer(
         max_epochs=5,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[ConfusionCallback(RUN, member=member, members=MEMBERS, dataloaders={"val": val})],
     )
     trainer.fit(Classifier(), train)

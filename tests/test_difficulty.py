@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from confusion.analyses import auroc, transfer_report
-from confusion.difficulty import SCORES, WITH_LABELS, difficulty_scores, early_epoch_position, hardness
+from confusion.difficulty import NEIGHBOURHOOD, SCORES, VIEW_SCORES, WITH_LABELS, difficulty_scores, early_epoch_position, hardness
 from confusion.errors import InputError
 from confusion.importing import import_predictions
 from confusion.store import RunStore
@@ -83,7 +83,11 @@ def test_difficulty_command_writes_every_score(tmp_path, cli, probs_file):
     result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.parquet")
     assert result.exit_code == 0, result.stderr
     table = pd.read_parquet(tmp_path / "d.parquet")
-    assert len(table) == 200 and set(SCORES) <= set(table.columns) and table[list(SCORES)].notna().all().all()
+    assert len(table) == 200 and set(SCORES) <= set(table.columns)
+    # An imported run keeps no embeddings or views: those columns are empty and the command says why.
+    empty = NEIGHBOURHOOD + VIEW_SCORES
+    assert table[[n for n in SCORES if n not in empty]].notna().all().all() and table[empty].isna().all().all()
+    assert "keeps no embeddings" in result.stderr and "no test-time views" in result.stderr
     result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.txt")
     assert result.exit_code == 2 and ".csv or .parquet" in result.stderr
     result = cli("difficulty", tmp_path / "run", "--out", tmp_path / "d.csv", "--split", "test")
@@ -110,11 +114,11 @@ def test_only_the_scores_asked_for_are_computed_and_they_equal_the_full_table(ta
 
 
 def test_a_score_is_one_registered_class():
-    from confusion.difficulty import REGISTRY, FromRecord, FromScores
+    from confusion.difficulty import REGISTRY, FromFit, FromNeighbourhood, FromRecord, FromScores, FromViews
 
     assert list(REGISTRY) == list(SCORES)
     for name, score in REGISTRY.items():
-        assert score.info is SCORES[name] and isinstance(score, (FromScores, FromRecord))
+        assert score.info is SCORES[name] and isinstance(score, (FromScores, FromRecord, FromNeighbourhood, FromViews, FromFit))
         assert score.info.needs_labels == (name in WITH_LABELS)
         if isinstance(score, FromRecord):
             assert score.fields, f"{name} declares the record fields it reads"
@@ -195,6 +199,7 @@ def test_every_column_matches_an_independent_float64_reference(tmp_path, keep):
     store = RunStore.open(tmp_path / "run")
     table = difficulty_scores(store, "val")
     reference = _reference(probs, labels, np.array(store.recorded_epochs))
-    assert set(reference) == set(SCORES)
+    # The scores of embeddings, views and the fit have their references in tests/test_signals.py.
+    assert set(reference) == set(SCORES) - set(NEIGHBOURHOOD) - set(VIEW_SCORES) - {"combined"}
     for name, expected in reference.items():
         np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-6, rtol=0, err_msg=name)

@@ -101,7 +101,7 @@ def test_import_overwrite_is_crash_safe_between_every_pair_of_filesystem_steps(t
     import os
     import shutil
 
-    import confusion.store.commit as commit
+    import confusion.store.splits as split_changes  # where a split is replaced
     from confusion.importing import import_predictions
     from confusion.scores import confusion_scores
     from confusion.store.format import SplitData
@@ -127,8 +127,8 @@ def test_import_overwrite_is_crash_safe_between_every_pair_of_filesystem_steps(t
 
     fake_os = type("os", (), {name: staticmethod(getattr(os, name)) for name in ("path", "getpid")})
     fake_os.rename = staticmethod(step(os.rename))
-    monkeypatch.setattr(commit, "os", fake_os)
-    monkeypatch.setattr(commit, "shutil", type("shutil", (), {"rmtree": staticmethod(step(shutil.rmtree))}))
+    monkeypatch.setattr(split_changes, "os", fake_os)
+    monkeypatch.setattr(split_changes, "shutil", type("shutil", (), {"rmtree": staticmethod(step(shutil.rmtree))}))
     monkeypatch.setattr(RunStore, "save_meta", step(RunStore.save_meta))
     try:
         import_predictions(new, run, split="val", overwrite=True)

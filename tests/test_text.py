@@ -132,8 +132,13 @@ def test_float_feature_vectors_train_score_and_evaluate(cli, tmp_path):
     result = cli("evaluate", tmp_path / "run", "--hardset", tmp_path / "hard.csv", "--out", tmp_path / "eval.csv")
     assert result.exit_code == 0, result.stderr
     evaluation = pd.read_csv(tmp_path / "eval.csv")
-    recorded = store.final_probs("val").mean(axis=0).argmax(axis=1) != store.labels("val")
-    assert evaluation["overall_error"].iloc[0] == pytest.approx(recorded.mean(), abs=1e-9)  # weights reproduce the recording
+    average = store.final_probs("val").mean(axis=0)
+    recorded = average.argmax(axis=1) != store.labels("val")
+    # The weights reproduce the recording, up to samples whose two top classes the stored float16
+    # probabilities cannot tell apart (3 epochs of a linear model: near ties; they vary by CPU).
+    top2 = np.sort(average, axis=1)[:, -2:]
+    near_ties = int((top2[:, 1] - top2[:, 0] < 5e-4).sum())  # float16 steps by 2.4e-4 at 0.25-0.5
+    assert abs(evaluation["overall_error"].iloc[0] - recorded.mean()) <= near_ties / len(recorded) + 1e-9
 
 
 def test_members_that_differ_disagree_more_and_the_report_says_so(news_csv, news_run, tmp_path, cli):
