@@ -79,3 +79,58 @@ def test_importing_an_integration_without_its_extra_names_the_extra(module, miss
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and f"needs the {extra} extra: pip install 'ensemble-confusion[{extra}]'" in last, result.stderr
+
+
+def test_lightning_callback_records_views_of_images(tmp_path):
+    """Images through the module itself: at the last epoch, the embeddings and the four 2-pixel
+    shifts' predictions, each equal to the module's own output on that view."""
+    import pytorch_lightning as pl
+    import torch
+    from sklearn.datasets import load_digits
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from confusion.engine import view_of
+    from confusion.integrations.lightning import ConfusionCallback
+
+    class Small(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(256, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    digits = load_digits()
+    x = torch.tensor(digits.images[:, None] / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target)
+    val = DataLoader(TensorDataset(x[1500:], y[1500:]), batch_size=64)
+    torch.manual_seed(0)
+    model = Small()
+    callback = ConfusionCallback(tmp_path / "run", member=0, members=1, dataloaders={"val": val})
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(model, DataLoader(TensorDataset(x[:1500], y[:1500]), batch_size=64, shuffle=True))
+    store = RunStore.open(tmp_path / "run")
+    assert store.embedding_epochs(["val"]) == [2] and store.view_epochs(["val"]) == [2]
+    assert store.embeddings("val", 0, 2).shape == (297, 64)  # 256 wide, on 64 axes
+    views = store.views("val", 0, 2).astype(np.float64)
+    assert views.shape == (297, 4, 10)
+    with torch.no_grad():
+        model.eval()
+        expected = torch.softmax(model(view_of(x[1500:], "up")), dim=1).numpy()
+    np.testing.assert_allclose(views[:, 2], expected, atol=2e-3)  # float16 storage
+    with pytest.raises(InputError, match="views must name each of"):
+        ConfusionCallback(tmp_path / "r2", member=0, members=1, dataloaders={"val": val}, views=("tilt",))

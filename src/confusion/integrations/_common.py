@@ -48,6 +48,15 @@ def check_embeddings(choice: str) -> str:
     return choice
 
 
+def check_view_names(views: Sequence[str]) -> tuple[str, ...]:
+    from ..engine import VIEWS
+
+    names = (views,) if isinstance(views, str) else tuple(views)
+    if any(v not in VIEWS for v in names) or len(set(names)) != len(names):
+        raise InputError(f"views must name each of {', '.join(VIEWS)} at most once, got {views!r}")
+    return names
+
+
 def embeds_at(choice: str, epoch: int, last: bool) -> bool:
     """Whether embeddings are recorded after `epoch` (`last`: the framework says training ends now)."""
     return choice == "all" or (choice == "last" and last)

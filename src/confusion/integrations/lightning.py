@@ -34,8 +34,9 @@ except ModuleNotFoundError as error:  # one line that names the extra, not a bar
         name=error.name,
     ) from None
 
+from ..engine import view_of
 from ..reduced import check_keep
-from ._common import check_embeddings, check_member, embeds_at, head_inputs, open_or_create
+from ._common import check_embeddings, check_member, check_view_names, embeds_at, head_inputs, open_or_create
 
 __all__ = [
     "INDEX_KEYS",
@@ -71,6 +72,10 @@ class ConfusionCallback(pl.Callback):
         the neighbourhood scores and `combined` (`MemberWriter.log_embeddings`).
     embedding_layer : the head whose input is the embedding; default the module's last
         ``nn.Linear``.
+    views : test-time views recorded with the embeddings where the inputs are images (a 4-D
+        tensor, called through the module itself): default 2-pixel shifts left, right, up and
+        down; add "flip" where a horizontal flip keeps the label; () for none
+        (`MemberWriter.log_views`, the view scores).
     """
 
     def __init__(
@@ -86,11 +91,13 @@ class ConfusionCallback(pl.Callback):
         keep: str = "raw",
         embeddings: str = "last",
         embedding_layer: torch.nn.Module | None = None,
+        views: Sequence[str] = ("left", "right", "up", "down"),
     ):
         check_member(member, members)
         self.keep = check_keep(keep)
         self.embeddings = check_embeddings(embeddings)
         self.embedding_layer = embedding_layer
+        self.views = check_view_names(views)
         if not dataloaders or not isinstance(dataloaders, Mapping):
             raise InputError("dataloaders must be a dict {split: DataLoader}, e.g. {'val': val_loader}")
         self.path = Path(path)
@@ -130,8 +137,8 @@ class ConfusionCallback(pl.Callback):
 
     # ----------------------------------------------------------------- work
     def _predict(self, loader: DataLoader, pl_module, rank: int, world: int, embed: bool):
-        """This rank's share of one split: (positions, outputs float32, labels, embeddings or None)
-        as numpy arrays."""
+        """This rank's share of one split: (positions, outputs float32, labels, embeddings or None,
+        views or None) as numpy arrays."""
         dataset = loader.dataset
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             if world > 1:
@@ -141,7 +148,7 @@ class ConfusionCallback(pl.Callback):
             size = loader.batch_size or 256
             plan = [list(range(a, min(a + size, len(dataset)))) for a in range(0, len(dataset), size)][rank::world]
             batches = DataLoader(dataset, batch_sampler=plan, collate_fn=loader.collate_fn, num_workers=loader.num_workers)
-        positions, outputs, labels = [], [], []
+        positions, outputs, labels, viewed = [], [], [], []
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -154,17 +161,23 @@ class ConfusionCallback(pl.Callback):
                     out = self.forward(pl_module, on_device) if self.forward else pl_module(_inputs(on_device))
                     positions.append(np.asarray(torch.as_tensor(index).cpu(), dtype=np.int64))
                     outputs.append(out.detach().float().cpu().numpy())
+                    if embed and self.views and self.forward is None and _inputs(on_device).dim() == 4:
+                        kept = len(embedded)  # the views' own head inputs are not embeddings
+                        seen = [pl_module(view_of(_inputs(on_device), v)).detach().float().cpu().numpy() for v in self.views]
+                        del embedded[kept:]
+                        viewed.append(np.stack(seen, axis=1))
                     label = _field(batch, LABEL_KEYS, 1)
                     labels.append(np.full(len(out), -1) if label is None else torch.as_tensor(label).cpu().numpy().astype(np.int64))
         finally:
             pl_module.train(was_training)
-        return np.concatenate(positions), np.concatenate(outputs), np.concatenate(labels), np.concatenate(embedded) if embed else None
+        views = np.concatenate(viewed) if viewed and len(viewed) == len(outputs) else None
+        return np.concatenate(positions), np.concatenate(outputs), np.concatenate(labels), np.concatenate(embedded) if embed else None, views
 
     def _record(self, epoch: int, splits: dict, pl_module) -> None:
         if self.writer is None:
             n_classes = next(iter(splits.values()))[1].shape[1]
             labels = {}
-            for split, (positions, _, split_labels, _) in splits.items():
+            for split, (positions, _, split_labels, _, _) in splits.items():
                 dataset = self.dataloaders[split].dataset
                 n = len(dataset) if hasattr(dataset, "__len__") else int(positions.max()) + 1
                 labels[split] = np.full(n, -1, dtype=np.int64)
@@ -176,10 +189,12 @@ class ConfusionCallback(pl.Callback):
             self.writer = recorder.member(self.member)
             if epoch <= self.writer.last_epoch:
                 return
-        for split, (positions, outputs, _, embedded) in splits.items():
+        for split, (positions, outputs, _, embedded, views) in splits.items():
             self.writer.log(split, epoch, outputs, index=positions, logits=self.logits)
             if embedded is not None:
                 self.writer.log_embeddings(split, epoch, embedded, index=positions)
+            if views is not None:
+                self.writer.log_views(split, epoch, views, index=positions, logits=self.logits)
         self.writer.end_epoch(epoch)
 
 
@@ -200,6 +215,6 @@ def _inputs(batch):
     return found
 
 
-def _concatenate(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    embedded = None if parts[0][3] is None else np.concatenate([p[3] for p in parts])
-    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), embedded)  # type: ignore[return-value]
+def _concatenate(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    optional = [None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts]) for i in (3, 4)]
+    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), *optional)  # type: ignore[return-value]
