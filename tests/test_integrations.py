@@ -134,3 +134,56 @@ def test_lightning_callback_records_views_of_images(tmp_path):
     np.testing.assert_allclose(views[:, 2], expected, atol=2e-3)  # float16 storage
     with pytest.raises(InputError, match="views must name each of"):
         ConfusionCallback(tmp_path / "r2", member=0, members=1, dataloaders={"val": val}, views=("tilt",))
+
+
+def test_hf_callback_records_embeddings_and_views_of_an_image_model(tmp_path):
+    """A tiny ViT (random weights, offline) through the Trainer's own loop: at the last epoch the
+    classifier's input and the four 2-pixel shifts' predictions."""
+    import torch
+    from sklearn.datasets import load_digits
+    from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+    from confusion.engine import view_of
+    from confusion.integrations.transformers import ConfusionCallback as HFCallback
+
+    digits = load_digits()
+    pixels = torch.tensor(digits.images[:, None] / 16.0, dtype=torch.float32)
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, start, stop):
+            self.start, self.stop = start, stop
+
+        def __len__(self):
+            return self.stop - self.start
+
+        def __getitem__(self, i):
+            return {"pixel_values": pixels[self.start + i], "labels": int(digits.target[self.start + i])}
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=10
+    )
+    model = ViTForImageClassification(config)
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=64,
+        per_device_eval_batch_size=128,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=arguments, train_dataset=Images(0, 600), eval_dataset=Images(1500, 1797))
+    HFCallback(tmp_path / "run", member=0, members=1).attach(trainer)
+    trainer.train()
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1, 2] and store.embedding_epochs(["val"]) == [2] and store.view_epochs(["val"]) == [2]
+    assert store.embeddings("val", 0, 2).shape == (297, 16)  # the ViT's 16-wide CLS state, kept as it is
+    views = store.views("val", 0, 2).astype(np.float64)
+    assert views.shape == (297, 4, 10)
+    with torch.no_grad():
+        model.eval()
+        expected = torch.softmax(model(pixel_values=view_of(pixels[1500:], "left")).logits, dim=1).numpy()
+    np.testing.assert_allclose(views[:, 0], expected, atol=2e-3)

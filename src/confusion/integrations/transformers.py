@@ -16,6 +16,7 @@ members' jobs join it. Needs the `transformers` extra.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 from ..errors import InputError, install_extra
 
 try:
+    import torch
     import transformers
     from transformers import TrainerCallback
 except ModuleNotFoundError as error:  # one line that names the extra, not a bare "No module named"
@@ -34,7 +36,7 @@ except ModuleNotFoundError as error:  # one line that names the extra, not a bar
     ) from None
 
 from ..reduced import check_keep
-from ._common import check_embeddings, check_member, embeds_at, head_inputs, open_or_create
+from ._common import check_embeddings, check_member, check_view_names, embeds_at, head_inputs, open_or_create
 
 __all__ = [
     "ConfusionCallback",
@@ -59,6 +61,10 @@ class ConfusionCallback(TrainerCallback):
         `combined` (`MemberWriter.log_embeddings`).
     embedding_layer : the head whose input is the embedding; default the model's last
         ``nn.Linear`` (``classifier`` in the ``*ForSequenceClassification`` models).
+    views : test-time views recorded with the embeddings for image models (a 4-D
+        ``pixel_values``): one more prediction pass each, through the trainer's own loop; default
+        2-pixel shifts left, right, up and down; add "flip" where a flip keeps the label; () for
+        none (`MemberWriter.log_views`, the view scores).
     """
 
     def __init__(
@@ -74,11 +80,13 @@ class ConfusionCallback(TrainerCallback):
         keep: str = "raw",
         embeddings: str = "last",
         embedding_layer: Any = None,
+        views: Sequence[str] = ("left", "right", "up", "down"),
     ):
         check_member(member, members)
         self.keep = check_keep(keep)
         self.embeddings = check_embeddings(embeddings)
         self.embedding_layer = embedding_layer
+        self.views = check_view_names(views)
         self.path = Path(path)
         self.member = member
         self.members = members
@@ -108,12 +116,14 @@ class ConfusionCallback(TrainerCallback):
             return
         last = epoch >= round(args.num_train_epochs) or control.should_training_stop
         embed = embeds_at(self.embeddings, epoch, last)
-        predicted, embedded = {}, {}
+        predicted, embedded, viewed = {}, {}, {}
         for split, dataset in self._splits().items():
-            with head_inputs(self.trainer.model, self.embedding_layer, embed) as captured:
+            with head_inputs(self.trainer.model, self.embedding_layer, embed) as captured, _pixels_seen(self.trainer.model) as pixels:
                 predicted[split] = self.trainer.predict(dataset)
             if embed:
                 embedded[split] = np.concatenate(captured)
+            if embed and self.views and pixels and pixels[0] == 4:
+                viewed[split] = np.stack([_logits(self._predict_view(dataset, v).predictions) for v in self.views], axis=1)
         if not state.is_world_process_zero:
             return
         outputs = {split: _logits(result.predictions) for split, result in predicted.items()}
@@ -138,6 +148,8 @@ class ConfusionCallback(TrainerCallback):
             self.writer.log(split, epoch, values, logits=True)
             if split in embedded:
                 self.writer.log_embeddings(split, epoch, embedded[split])
+            if split in viewed:
+                self.writer.log_views(split, epoch, viewed[split], logits=True)
         self.writer.end_epoch(epoch)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -146,6 +158,23 @@ class ConfusionCallback(TrainerCallback):
             self.writer = None
 
     # ----------------------------------------------------------------- helpers
+    def _predict_view(self, dataset, view: str):
+        """The trainer's prediction loop with every batch's pixel_values seen through `view`."""
+        from ..engine import view_of
+
+        def through_view(_module, args, kwargs):
+            if isinstance(kwargs.get("pixel_values"), torch.Tensor):
+                kwargs = {**kwargs, "pixel_values": view_of(kwargs["pixel_values"], view)}
+            elif args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+                args = (view_of(args[0], view), *args[1:])
+            return args, kwargs
+
+        hook = self.trainer.model.register_forward_pre_hook(through_view, with_kwargs=True)
+        try:
+            return self.trainer.predict(dataset)
+        finally:
+            hook.remove()
+
     def _splits(self) -> dict[str, Any]:
         if self.datasets is not None:
             return self.datasets
@@ -163,6 +192,23 @@ class ConfusionCallback(TrainerCallback):
         if len(names) == n_classes:
             return [str(names.get(i, names.get(str(i), i))) for i in range(n_classes)]
         return None
+
+
+@contextlib.contextmanager
+def _pixels_seen(model):
+    """Note the number of axes of the first pixel_values the model is given (images: 4)."""
+    seen: list[int] = []
+
+    def note(_module, args, kwargs):
+        pixels = kwargs.get("pixel_values", args[0] if args else None)
+        if not seen and isinstance(pixels, torch.Tensor):
+            seen.append(pixels.dim())
+
+    hook = model.register_forward_pre_hook(note, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        hook.remove()
 
 
 def _logits(predictions) -> np.ndarray:
