@@ -1,8 +1,14 @@
 """The `confusion` console script: Ctrl-C while the command's modules are still importing
-(matplotlib, scipy, zarr take a second or two) ends like any other interrupt, in one line."""
+(matplotlib, scipy, zarr take a second or two) ends like any other interrupt, in one line.
+
+While they import, a Ctrl-C is only noted, and acted on once the import is done: a
+KeyboardInterrupt raised inside importlib's own machinery (a module lock's weakref callback)
+cannot propagate, so Python prints "Exception ignored ... Traceback" and the command would run
+on as if no key had been pressed."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -19,11 +25,17 @@ def _interrupted(error: BaseException | None) -> bool:
 
 
 def main() -> None:
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
     try:
         from .cli import main as run
     except (KeyboardInterrupt, ImportError) as error:
         if not _interrupted(error):
             raise
+        pressed.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
         print("confusion: interrupted", file=sys.stderr)
         sys.exit(130)
     run()
