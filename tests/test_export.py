@@ -56,7 +56,9 @@ def test_a_feature_hard_set_round_trips(cli, tmp_path):
     y = (x[:, 0] > 0).astype(int)
     np.savez(tmp_path / "table.npz", x=x, y=y)
     run = tmp_path / "run"
-    result = cli("train", "--data", f"features:{tmp_path / 'table.npz'}", "--arch", "mlp-s", "--members", "2", "--epochs", "2", "--out", run)
+    result = cli(
+        "train", "--data", f"features:{tmp_path / 'table.npz'}", "--arch", "mlp-s", "--members", "2", "--epochs", "2", "--workers", "0", "--out", run
+    )
     assert result.exit_code == 0, result.stderr
     result = cli("hardset", run, "--top", "0.2", "--out", tmp_path / "hard.csv", "--export", f"hf:{tmp_path / 'hf'}")
     assert result.exit_code == 0, result.stderr

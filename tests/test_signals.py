@@ -389,7 +389,7 @@ def test_views_are_refused_in_one_line(tmp_path):
 
 
 def test_the_trainer_records_embeddings_and_views_at_the_last_epoch(tmp_path, cli):
-    result = cli("train", "--data", "digits", "--members", "2", "--epochs", "2", "--limit-train", "300", "--out", tmp_path / "run")
+    result = cli("train", "--data", "digits", "--members", "2", "--epochs", "2", "--limit-train", "300", "--workers", "0", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
     store = RunStore.open(tmp_path / "run")
     assert store.embedding_epochs(["train", "val"]) == [2] and store.view_epochs(["train", "val"]) == [2]
