@@ -221,14 +221,9 @@ class MemberWriter:
         else:
             if cursor is not None:
                 raise InputError(f"split {split!r} was logged in order (no index) this epoch; log all of it that way")
-            positions = to_numpy(index, "index")
-            if positions.dtype.kind not in "iu" or positions.shape != (rows.shape[0],):
-                raise InputError(f"index must be ({rows.shape[0]},) integer sample positions, got {positions.dtype} {positions.shape}")
-            if positions.size and (positions.min() < 0 or positions.max() >= n_samples):
-                raise InputError(f"index holds positions outside 0..{n_samples - 1} of split {split!r}")
-        problem = validate and describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
-        if problem:
-            raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
+            positions = self._positions(split, index, rows.shape[0])
+        if validate:
+            self._check_probabilities(rows, logits, epoch)
         epoch = self._begin(epoch)  # only now: a refused call leaves the writer as it was
         if index is None:
             self._cursor[split] = int(positions[-1]) + 1 if len(positions) else (cursor or 0)
@@ -296,12 +291,16 @@ class MemberWriter:
         if values.dtype.kind != "f":
             raise InputError(f"view outputs must be floating point, got dtype {values.dtype}")
         rows = values.reshape(-1, values.shape[2])
-        problem = describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
-        if problem:
-            raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
+        self._check_probabilities(rows, logits, epoch)
         probs = (softmax(rows) if logits else rows).reshape(values.shape[0], -1)
         positions = None if index is None else self._positions(split, index, values.shape[0])
         self._views.log(split, self._begin(epoch), probs, positions)
+
+    def _check_probabilities(self, rows: np.ndarray, logits: bool, epoch: int) -> None:
+        """(rows, classes) probabilities, or logits with `logits`: no NaN, none negative, rows summing to 1."""
+        problem = describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
+        if problem:
+            raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
 
     def _positions(self, split: str, index, batch: int) -> np.ndarray:
         """`index` as checked sample positions of `split`."""
@@ -354,8 +353,10 @@ class MemberWriter:
                 )
         if epoch in self.store.member_state(self.member)["ended"]:  # another writer of this member, or a file edited
             raise InputError(f"member {self.member} already ended epoch {epoch} (its member file says so)")
-        self._embeddings.finish(epoch)  # in place before the member file: committed together
-        self._views.finish(epoch)
+        for side in (self._embeddings, self._views):
+            side.check_whole(epoch)  # both, before either is put in place
+        for side in (self._embeddings, self._views):
+            side.finish(epoch)  # in place before the member file: committed together
         ended = [*self._ended, epoch]
         infos = {**self._info, **({str(epoch): info} if info else {})}
         # The member file first; this writer's state only once it is written, so a failed write

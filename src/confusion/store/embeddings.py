@@ -131,8 +131,8 @@ class EmbeddingLog:
         """Whether any row was logged this epoch."""
         return bool(self._rows)
 
-    def finish(self, epoch: int) -> None:
-        """Project every split's rows and put `epoch-E/` in place (one rename).
+    def check_whole(self, epoch: int) -> None:
+        """Every row of every split logged this epoch, or none of them.
 
         Parameters
         ----------
@@ -154,6 +154,23 @@ class EmbeddingLog:
                     f"member {self.member}, epoch {epoch}: {missing} of {n} {self.what} rows of split {split!r} were never logged; "
                     f"log {self.what} of every sample of every split, or of none"
                 )
+
+    def finish(self, epoch: int) -> None:
+        """Project every split's rows and put `epoch-E/` in place (one rename).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch being ended.
+
+        Raises
+        ------
+        InputError
+            Where a split, or a row of one, was not logged.
+        """
+        if not self._rows:
+            return
+        self.check_whole(epoch)
         basis_split = "train" if "train" in self._rows else next(iter(self._rows))
         mean, axes = (None, None) if self.dims is None else principal_axes(self._rows[basis_split], self.dims, seed=self.member)
         final = _member_dir(self.run, self.member, self.folder) / f"epoch-{epoch}"
