@@ -35,6 +35,7 @@ from .base import (
     Block,
     DifficultyScore,
     FromFit,
+    FromKept,
     FromNeighbourhood,
     FromRecord,
     FromScores,
@@ -199,24 +200,30 @@ def difficulty_scores(
     streamed = [score for name in chosen if isinstance(score := REGISTRY[name], FromRecord)]
     if streamed:
         columns.update(_streamed(store, split, streamed, labels, epoch_array, progress))
-    around = [score for name in chosen if isinstance(score := REGISTRY[name], FromNeighbourhood)]
-    if around:
-        if neighbourhood_epoch(store, split) is not None or names is not None:
-            found = neighbourhood(store, split, k=k)
-            columns.update({score.info.name: np.asarray(score.compute(found), dtype=np.float64) for score in around})
+    kept_signals: tuple[tuple[type[FromKept], Callable[[RunStore, str], int | None], Callable[[], Any], str], ...] = (
+        (
+            FromNeighbourhood,
+            neighbourhood_epoch,
+            lambda: neighbourhood(store, split, k=k),
+            "the run keeps no embeddings (train with --embeddings last)",
+        ),
+        (
+            FromViews,
+            view_epoch,
+            lambda: view_scores(store, split),
+            "the run keeps no test-time views at its last epoch (train images with --views auto)",
+        ),
+    )
+    for kind, kept_at, read, absent in kept_signals:  # scores of what a run keeps beside its predictions
+        reading = [score for name in chosen if isinstance(score := REGISTRY[name], kind)]
+        if not reading:
+            continue
+        if kept_at(store, split) is not None or names is not None:  # asked by name: no such data is an error
+            found = read()
+            columns.update({score.info.name: np.asarray(score.compute(found), dtype=np.float64) for score in reading})
         else:
-            notes.append(f"{', '.join(s.info.name for s in around)}: empty, the run keeps no embeddings (train with --embeddings last)")
-            columns.update({score.info.name: np.full(len(labels), np.nan) for score in around})
-    seen = [score for name in chosen if isinstance(score := REGISTRY[name], FromViews)]
-    if seen:
-        if view_epoch(store, split) is not None or names is not None:
-            moved = view_scores(store, split)
-            columns.update({score.info.name: np.asarray(score.compute(moved), dtype=np.float64) for score in seen})
-        else:
-            notes.append(
-                f"{', '.join(s.info.name for s in seen)}: empty, the run keeps no test-time views at its last epoch (train images with --views auto)"
-            )
-            columns.update({score.info.name: np.full(len(labels), np.nan) for score in seen})
+            notes.append(f"{', '.join(s.info.name for s in reading)}: empty, {absent}")
+            columns.update({score.info.name: np.full(len(labels), np.nan) for score in reading})
     if "combined" in chosen:
         try:
             columns["combined"] = combined_values(store, split, k=k, known=columns)

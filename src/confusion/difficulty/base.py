@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..neighbours import Neighbourhood
 from ..scores import Scores
-from ..views import ViewScores
 
 __all__ = [
     "REGISTRY",
     "Block",
     "DifficultyScore",
     "FromFit",
+    "FromKept",
     "FromNeighbourhood",
     "FromViews",
     "FromRecord",
@@ -157,47 +156,38 @@ class LabelScore(FromRecord):
         return out
 
 
-class FromNeighbourhood(DifficultyScore):
+class FromKept(DifficultyScore):
+    """A score of what a run keeps beside its predictions, read once per split for every score of
+    its kind (`found`: `Neighbourhood` or `ViewScores`)."""
+
+    def compute(self, found: Any) -> np.ndarray:
+        """The score of every sample.
+
+        Parameters
+        ----------
+        found : Neighbourhood or ViewScores
+            What the split keeps, as its reader gives it.
+
+        Returns
+        -------
+        ndarray, shape (samples,)
+            The score.
+        """
+        raise NotImplementedError
+
+
+class FromNeighbourhood(FromKept):
     """A score of where a sample sits among the training samples in the members' embeddings
-    (`confusion.neighbours`)."""
+    (`confusion.neighbours`): `compute` gets the split's `Neighbourhood`."""
 
     reads = "neighbours"
 
-    def compute(self, found: Neighbourhood) -> np.ndarray:
-        """The score of every sample.
 
-        Parameters
-        ----------
-        found : Neighbourhood
-            The neighbourhood scores of the split.
-
-        Returns
-        -------
-        ndarray, shape (samples,)
-            The score.
-        """
-        raise NotImplementedError
-
-
-class FromViews(DifficultyScore):
-    """A score of how the members' predictions move under test-time views (`confusion.views`)."""
+class FromViews(FromKept):
+    """A score of how the members' predictions move under test-time views (`confusion.views`):
+    `compute` gets the split's `ViewScores`."""
 
     reads = "views"
-
-    def compute(self, found: ViewScores) -> np.ndarray:
-        """The score of every sample.
-
-        Parameters
-        ----------
-        found : ViewScores
-            The view scores of the split.
-
-        Returns
-        -------
-        ndarray, shape (samples,)
-            The score.
-        """
-        raise NotImplementedError
 
 
 class FromFit(DifficultyScore):
