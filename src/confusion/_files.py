@@ -68,6 +68,14 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_npz_atomic(path: str | os.PathLike, **arrays: Any) -> None:
+    """numpy arrays as one uncompressed .npz at `path`, whole or not at all."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def write_table_atomic(frame, path: str | os.PathLike) -> None:
     """Write a pandas DataFrame as CSV or Parquet, chosen by the file's suffix."""
     path = Path(path)

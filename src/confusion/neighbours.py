@@ -20,6 +20,7 @@ exact brute-force search, block by block of queries, so memory stays bounded by 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_path
+from ._files import write_npz_atomic
 from .errors import InputError, ParameterError
 from .store import RunReads
 from .store.format import CACHE_DIR
@@ -251,8 +252,5 @@ def _read_cache(path: Path | None) -> dict[str, np.ndarray] | None:
 
 def _write_cache(path: Path, disagreement: np.ndarray, untrust: np.ndarray) -> None:
     """Best effort: a run directory we may not write into is searched again next time."""
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, knn_disagreement=disagreement, untrust=untrust)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_npz_atomic(path, knn_disagreement=disagreement, untrust=untrust)

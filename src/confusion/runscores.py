@@ -10,6 +10,7 @@ through its layout's `score_rows`, the same numbers either way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import atomic_path
+from ._files import write_npz_atomic
 from .errors import InputError, RunStoreError
 from .scores import LN2, InvalidProbabilities, Scores, check_base, confusion_scores
 from .store import RunStore
@@ -326,18 +327,14 @@ def _read_cached_scores(path: Path, recorded_epochs: list[int]) -> Scores | None
 
 def _write_cached_scores(path: Path, scores: Scores, recorded_epochs: list[int]) -> None:
     """Best effort: a run directory we may not write into is scored again next time."""
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(
-                    handle,
-                    per_epoch=scores.per_epoch,
-                    per_epoch_expected=scores.per_epoch_expected,
-                    n_classes=scores.n_classes,
-                    base=scores.base,
-                    members=np.asarray(scores.members, dtype=np.int64),
-                    epochs=np.asarray(scores.epochs, dtype=np.int64),
-                    recorded_epochs=np.asarray(recorded_epochs, dtype=np.int64),
-                )
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_npz_atomic(
+            path,
+            per_epoch=scores.per_epoch,
+            per_epoch_expected=scores.per_epoch_expected,
+            n_classes=scores.n_classes,
+            base=scores.base,
+            members=np.asarray(scores.members, dtype=np.int64),
+            epochs=np.asarray(scores.epochs, dtype=np.int64),
+            recorded_epochs=np.asarray(recorded_epochs, dtype=np.int64),
+        )

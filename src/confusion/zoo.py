@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_path, write_json_atomic
+from ._files import write_json_atomic, write_npz_atomic
 from .datasets import data_kind
 from .engine import FeatureData, fit_epoch, make_member, predict
 from .errors import InputError, UnknownNameError
@@ -170,9 +170,7 @@ def pretrained_features(dataset, cache: Path, image_size: int = 64, progress=Non
                     progress(len(parts[-1]))
             features[name] = np.concatenate(parts).astype(np.float32)
     cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **features)
+    write_npz_atomic(path, **features)
     return features
 
 
