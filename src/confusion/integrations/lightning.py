@@ -158,12 +158,13 @@ class ConfusionCallback(pl.Callback):
                     if index is None:
                         raise InputError("batches of an IterableDataset must carry their sample positions (key 'index')")
                     on_device = move_data_to_device(batch, pl_module.device)
-                    out = self.forward(pl_module, on_device) if self.forward else pl_module(_inputs(on_device))
+                    inputs = None if self.forward else _inputs(on_device)
+                    out = self.forward(pl_module, on_device) if self.forward else pl_module(inputs)
                     positions.append(np.asarray(torch.as_tensor(index).cpu(), dtype=np.int64))
                     outputs.append(out.detach().float().cpu().numpy())
-                    if embed and self.views and self.forward is None and _inputs(on_device).dim() == 4:
+                    if embed and self.views and inputs is not None and inputs.dim() == 4:
                         kept = len(embedded)  # the views' own head inputs are not embeddings
-                        seen = [pl_module(view_of(_inputs(on_device), v)).detach().float().cpu().numpy() for v in self.views]
+                        seen = [pl_module(view_of(inputs, v)).detach().float().cpu().numpy() for v in self.views]
                         del embedded[kept:]
                         viewed.append(np.stack(seen, axis=1))
                     label = _field(batch, LABEL_KEYS, 1)
