@@ -1,14 +1,17 @@
-"""Kill -9 soak: commands killed at seeded random moments, then rerun; prints a tally.
+"""Kill -9 soak: commands killed at seeded moments of their own progress, then rerun; prints a tally.
 
     python bench/faults.py                 # 50 kills over import, score --out, report, train
     python bench/faults.py --kills 200 --seed 3
 
-Each case runs a command once uninterrupted (the reference), then again from scratch and
-kills it (SIGKILL, its whole process group) after a random fraction of the reference's
-duration, checks what the kill left (the run store opens, or the output is absent or whole;
-nothing half-written), reruns the same command, and compares the result with the reference
-(scores of the run, bytes of a table, metrics of a report). tests/test_faults.py runs a few
-cases of the same harness.
+Each case runs a command once uninterrupted (the reference) and keeps the progress lines it
+printed on stderr. It then runs it again from scratch and kills it (SIGKILL, its whole process
+group) the moment it prints a seeded one of those lines (never the last), so the kill lands
+while the command is working, not after a timer that a fast machine outruns. It records what
+the kill left committed (epochs, files present or absent), checks it is whole (the run store
+opens, or the output is absent or complete; nothing half-written), reruns the same command,
+and compares the result with the reference (scores of the run, bytes of a table, metrics of a
+report). tests/test_faults.py runs one kill per command of the same harness and asserts the
+committed state before the rerun.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +34,33 @@ from confusion.runscores import score_run
 CONFUSION = [sys.executable, "-m", "confusion.cli"]
 
 
-def _run(args: list[str], cwd: Path, kill_after: float | None = None) -> tuple[int | None, float]:
-    started = time.perf_counter()
-    process = subprocess.Popen(CONFUSION + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    if kill_after is None:
-        _, stderr = process.communicate(timeout=900)
-        if process.returncode != 0:
-            raise RuntimeError(f"confusion {' '.join(args)} failed: {stderr.decode()[-2000:]}")
-        return process.returncode, time.perf_counter() - started
-    try:
-        process.wait(timeout=kill_after)
-        return process.returncode, time.perf_counter() - started  # finished before the kill
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return None, time.perf_counter() - started
+def _run(args: list[str], cwd: Path) -> list[str]:
+    """Run a command to its end; its stderr lines (progress, then the closing line)."""
+    process = subprocess.run(CONFUSION + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    if process.returncode != 0:
+        raise RuntimeError(f"confusion {' '.join(args)} failed: {process.stderr[-2000:]}")
+    return process.stderr.splitlines()
+
+
+def _line_key(line: str) -> str:
+    """A progress line without its timing, "(... s ...)" at the end, which differs between runs."""
+    return line[: line.rindex(" (")] if line.endswith(")") and " (" in line else line
+
+
+def _run_killed_at(args: list[str], cwd: Path, line: str) -> tuple[bool, str]:
+    """Run a command and kill -9 its process group as it prints `line` (compared without
+    timings). Returns (killed while working, the line it was killed at or why not)."""
+    process = subprocess.Popen(
+        CONFUSION + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True
+    )
+    assert process.stderr is not None
+    for printed in process.stderr:
+        if _line_key(printed.rstrip("\n")) == _line_key(line):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return process.returncode == -signal.SIGKILL, printed.rstrip("\n")
+    process.wait()
+    return False, f"finished (exit {process.returncode}) without printing {line!r}"
 
 
 def make_inputs(work: Path, samples: int = 4000, classes: int = 10) -> None:
@@ -104,10 +118,28 @@ def _left_whole(kind: str, work: Path) -> str | None:
     return None
 
 
+def committed(kind: str, work: Path) -> dict:
+    """What a killed command had committed: for a run, each member's ended epochs and whether it
+    is complete; for a table or a report, whether it exists."""
+    if kind == "table":
+        return {"exists": (work / "scores.csv").exists()}
+    if kind == "report":
+        return {"exists": (work / "report").exists()}
+    if not (work / "run" / "run.json").exists():
+        return {"exists": False}
+    from confusion.store import RunStore
+
+    store = RunStore.open(work / "run")
+    ended, planned = store.ended_epochs(), store.meta.get("planned_epochs")
+    complete = store.meta.get("import_complete") is not False and (planned is None or all(e == planned for e in ended))
+    return {"exists": True, "recorded_epochs": store.recorded_epochs, "ended_epochs": ended, "complete": complete}
+
+
 def run_case(name: str, fraction: float, base: Path) -> dict:
-    """One kill: reference, killed run, rerun; returns what happened."""
+    """One kill: reference, killed run, rerun; returns what happened. `fraction` (0-1) picks
+    the progress line of the reference at which the second run is killed."""
     setup, command, kind = CASES[name]
-    outcome = {"case": name, "fraction": round(fraction, 3)}
+    outcome: dict = {"case": name, "fraction": round(fraction, 3)}
     reference_dir, work = base / f"{name}-reference", base / f"{name}-{fraction:.3f}"
     for folder in (reference_dir, work):
         shutil.rmtree(folder, ignore_errors=True)
@@ -117,10 +149,13 @@ def run_case(name: str, fraction: float, base: Path) -> dict:
                 os.link(base / file, folder / file)
         if setup:
             _run(setup, folder)
-    _, seconds = _run(command, reference_dir)
+    lines = _run(command, reference_dir)
     reference = _result(kind, reference_dir)
-    code, _ = _run(command, work, kill_after=seconds * fraction)
-    outcome["killed"] = code is None
+    if len(lines) < 2:
+        raise RuntimeError(f"confusion {' '.join(command)} printed {len(lines)} line(s): no progress line to kill it at")
+    at = lines[min(int(fraction * (len(lines) - 1)), len(lines) - 2)]  # never the closing line
+    outcome["killed"], outcome["killed_at"] = _run_killed_at(command, work, at)
+    outcome["committed"] = committed(kind, work)
     outcome["left"] = _left_whole(kind, work)
     # The same command again: it resumes, starts over cleanly, or (killed after its last write)
     # refuses in one line to redo finished work. Either way the result must be the reference.
@@ -158,7 +193,7 @@ def main() -> None:
         make_inputs(base)
         for k in range(args.kills):
             name = names[k % len(names)]
-            outcome = run_case(name, float(rng.uniform(0.05, 0.95)), base)
+            outcome = run_case(name, float(rng.uniform(0.0, 1.0)), base)
             row = tally[name]
             row["cases"] += 1
             row["killed"] += outcome["killed"]

@@ -605,18 +605,30 @@ def test_workers_of_a_parent_killed_during_their_start_up_exit(tmp_path):
     assert not (out / "checkpoints").exists()  # no member trained an epoch
 
 
-@pytest.mark.parametrize("case, fraction", [("import", 0.5), ("score", 0.6), ("report", 0.4), ("train", 0.55)])
-def test_kill_9_at_a_seeded_moment_then_rerun_is_exact(tmp_path, case, fraction):
-    """The soak of bench/faults.py, one kill per command: what the kill left is whole or
-    absent, and the rerun gives exactly the uninterrupted result."""
+MID_WORK = {  # what a kill at the chosen progress line must have left committed: proof it landed mid-work
+    "import": lambda state: state["exists"] and not state["complete"] and 0 < len(state["recorded_epochs"]) < 6,
+    "score": lambda state: not state["exists"],
+    "report": lambda state: not state["exists"],
+    "train": lambda state: state["exists"] and not state["complete"] and any(state["ended_epochs"]),
+}
+
+
+@pytest.mark.parametrize("case, fraction", [("import", 0.5), ("score", 0.0), ("report", 0.0), ("train", 0.4)])
+def test_kill_9_at_a_progress_line_then_rerun_is_exact(tmp_path, case, fraction):
+    """The soak of bench/faults.py, one kill per command, at one of the command's own progress
+    lines (not a timer): the kill landed while it worked (what it had committed is checked
+    before the rerun), what it left is whole or absent, and the rerun gives exactly the
+    uninterrupted result."""
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("faults", Path(__file__).parent.parent / "bench" / "faults.py")
     faults = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(faults)
-    faults.make_inputs(tmp_path, samples=1500)
+    faults.make_inputs(tmp_path, samples=6000)
     outcome = faults.run_case(case, fraction, tmp_path)
+    assert outcome["killed"], outcome  # by SIGKILL, at the line, not after it had finished
+    assert MID_WORK[case](outcome["committed"]), outcome
     assert outcome["left"] is None and outcome["exact"] and not outcome["stray"], outcome
 
 

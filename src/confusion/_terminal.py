@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,9 +19,10 @@ stdout = Console(highlight=False, soft_wrap=True)
 
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, unit: str = "") -> Iterator[Callable[[int], None]]:
-    """Yield advance(n). Draws a bar on a terminal; stays silent when stderr is not one."""
+    """Yield advance(n). Draws a bar on a terminal; otherwise (a log, a pipe) prints one line as
+    each quarter of the work is done, "DESCRIPTION: DONE/TOTAL UNIT (S s)", the last one at the end."""
     if not stderr.is_terminal:
-        yield lambda n=1: None
+        yield _quarter_lines(total, description, unit)
         return
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -33,6 +35,20 @@ def progress_bar(total: int, description: str, unit: str = "") -> Iterator[Calla
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def _quarter_lines(total: int, description: str, unit: str) -> Callable[[int], None]:
+    started, done, said = time.perf_counter(), 0, 0
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, said
+        done += n
+        quarter = 4 if done >= total else 4 * done // max(total, 1)
+        if quarter > said:
+            said = quarter
+            info(f"{description}: {done}/{total}{' ' + unit if unit else ''} ({time.perf_counter() - started:.1f} s)")
+
+    return advance
 
 
 def info(message: str) -> None:

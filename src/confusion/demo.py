@@ -108,6 +108,8 @@ FEATURES_FULL = Preset(
     band_quantiles=(0.9,),
 )
 FEATURES_QUICK = replace(FEATURES_FULL, small_epochs=8, large_epochs=8, zoo_epochs=4, mitigation_epochs=4, mitigation_seeds=2)
+# The larger ensemble and the zoo are compared by their predictions only: no embeddings or views.
+ERRORS_ONLY = {"embeddings": "none", "views": "none"}
 DIVERSITY = {  # name (and run directory runs/diversity-NAME) -> how the members are made to differ
     "bagging": {"bagging": True},
     "subsets": {"feature_subset": 0.5},  # each member sees a random half of the features
@@ -151,7 +153,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
 
     stage(f"2/6 larger ensemble of the same family: {large_arch}, 3 seeds")
     with term.TrainingDisplay(3, preset.large_epochs, f"{large_arch} ") as display:
-        large = train(replace(base, arch=large_arch, members=3, epochs=preset.large_epochs), runs / large_arch, hooks=display)
+        large = train(replace(base, arch=large_arch, members=3, epochs=preset.large_epochs, **ERRORS_ONLY), runs / large_arch, hooks=display)
     variants = {}
     if preset.diversity:
         for name, change in DIVERSITY.items():
@@ -159,7 +161,7 @@ def run_demo(out: str | Path, *, quick: bool = False, data: str = "fashion-mnist
             variants[name] = train(replace(small_config, **change), runs / _variant_dir(name))
 
     stage("3/6 model zoo")
-    zoo_config = replace(base, members=1, epochs=preset.zoo_epochs, record_every=preset.zoo_epochs, limit_train=preset.zoo_limit_train)
+    zoo_config = replace(base, members=1, epochs=preset.zoo_epochs, record_every=preset.zoo_epochs, limit_train=preset.zoo_limit_train, **ERRORS_ONLY)
     zoo = train_zoo(list(preset.zoo_archs), out / "zoo", zoo_config, on_model=lambda arch: term.info(f"demo   zoo: {arch}"))
 
     stage(f"4/6 hard set (top {top:.0%} of val by confusion) and every model on it")

@@ -205,14 +205,35 @@ def import_(
         return
     sample_ids = _read_ids(ids)
     split, why = split_from_name(probs, split)
-    store = import_predictions(
-        probs, out, logits=logits, labels=labels, split=split, sample_ids=sample_ids, classes=class_names, overwrite=overwrite, meta=meta, keep=keep
-    )
+    with term.progress_bar(_slices(probs), "import", "member-epochs") as advance:
+        store = import_predictions(
+            probs,
+            out,
+            logits=logits,
+            labels=labels,
+            split=split,
+            sample_ids=sample_ids,
+            classes=class_names,
+            overwrite=overwrite,
+            meta=meta,
+            keep=keep,
+            progress=advance,
+        )
     term.info(
         f"imported split {split!r} ({why}): {store.n_members} members x {len(store.recorded_epochs)} epochs x "
         f"{store.n_samples(split)} samples x {store.n_classes} classes into {out}"
         + (f", with the metadata columns of {meta}" if meta is not None else "")
     )
+
+
+def _slices(probs: Path) -> int:
+    """How many (member, epoch) slices an import of `probs` copies, for its progress (0 when the
+    file cannot be read: the import itself then says why)."""
+    try:
+        n_members, n_epochs, *_ = as_four_d(tuple(load_predictions(probs).shape))
+    except (InputError, ValueError, OSError):
+        return 0
+    return n_members * n_epochs
 
 
 def _read_ids(ids: Path | None) -> list[str] | None:
