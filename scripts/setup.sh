@@ -32,13 +32,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="[all]"; [ "$mode" = test ] && extras="[all,test,peers]"
 stamp=".venv/.confusion-setup"
-want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16) $extras"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
-  echo "setup: installing the package and its pinned dependencies (torch is large; a few minutes)"
+  echo "setup: installing the package and the exact versions of constraints.txt (torch is large; a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   # An install made before the distribution was renamed (confusion -> ensemble-confusion) goes first.
   .venv/bin/python -m pip uninstall -q -y confusion >/dev/null 2>&1 || true
   rm -rf src/confusion.egg-info
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
   echo "$want" > "$stamp"
 fi

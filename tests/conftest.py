@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from confusion.cli import app
+
+# Tests that train a run need the train extra. Everywhere the suite runs it is installed; the
+# lowest-versions job (tests/test_packaging.py) installs the scoring side only and skips them.
+needs_torch = pytest.mark.skipif(find_spec("torch") is None, reason="trains a run: needs the train extra")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -203,3 +203,13 @@ def test_every_column_matches_an_independent_float64_reference(tmp_path, keep):
     assert set(reference) == set(SCORES) - set(NEIGHBOURHOOD) - set(VIEW_SCORES) - {"combined"}
     for name, expected in reference.items():
         np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-6, rtol=0, err_msg=name)
+
+
+def test_every_score_documents_its_range_unit_direction_reads_and_source():
+    """README: 19 scores, each with its range, unit, which way is harder, what it reads and the
+    paper it comes from (`confusion.difficulty.SCORES`)."""
+    assert len(SCORES) == 19
+    for name, info in SCORES.items():
+        assert info.name == name and info.harder in ("higher", "lower"), name
+        for field in ("range", "unit", "reads", "source", "description"):
+            assert getattr(info, field).strip(), f"{name} has no {field}"

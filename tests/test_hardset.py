@@ -11,6 +11,8 @@ from confusion.importing import import_predictions
 from confusion.runscores import score_run
 from confusion.store import RunStore
 
+from .conftest import needs_torch
+
 
 def test_top_fraction_threshold_and_ties():
     scores = np.array([0.1, 0.9, 0.5, 0.9, 0.2, 0.7])
@@ -79,6 +81,7 @@ def test_materialize_round_trips(tmp_path):
         assert archive["ids"].tolist() == ["a/x.png", "b", "c"] and archive["y"].tolist() == [1, -1, 0]
 
 
+@needs_torch
 def test_hardset_command_on_a_trained_run(tmp_path, cli):
     assert (
         cli("train", "--out", tmp_path / "run", "--data", "digits", "--arch", "mlp-s", "--members", "2", "--epochs", "2", "--workers", "0").exit_code

@@ -1,9 +1,14 @@
 """The scoring side installs and runs without PyTorch; commands that need an extra say which."""
 
+import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 BLOCKED = ("torch", "torchvision", "mlxtend", "pytorch_lightning", "transformers")  # scikit-learn is a core dependency
 # A finder placed first that refuses the optional packages, as if they were not installed.
@@ -97,3 +102,80 @@ def test_only_commands_that_draw_import_matplotlib(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["False", "['fig2_distribution.png', 'fig2_distribution.svg']", "True agg"]
     assert (tmp_path / "fig2_distribution.png").stat().st_size > 0
+
+
+ROOT = Path(__file__).parent.parent
+# The scoring side's tests that need neither torch nor a browser (issue 27: lowest versions).
+SCORING_TESTS = ["test_scores.py", "test_store.py", "test_topk.py", "test_analyses.py", "test_cli_score.py", "test_difficulty.py"]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pairs = (line.split("#")[0].strip().split("==") for line in path.read_text().splitlines())
+    return {pair[0].lower(): pair[1] for pair in pairs if len(pair) == 2}
+
+
+@pytest.mark.slow
+def test_the_scoring_side_at_its_lowest_declared_versions(tmp_path):
+    """pyproject's lower bounds are real: a fresh venv with every core dependency at its lower
+    bound (constraints-lowest.txt) installs the package without changing one of them, and the
+    scoring side's torch-free tests pass there."""
+    lowest = _pins(ROOT / "constraints-lowest.txt")
+    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.M | re.S).group(1)
+    declared = {name.lower(): spec for name, spec in re.findall(r'^\s*"([A-Za-z0-9_.-]+)([^"]*)"', block, re.M)}
+    assert set(lowest) == set(declared), "constraints-lowest.txt names every core dependency"
+    for name, version in lowest.items():
+        assert declared[name] == f">={version}", f"{name}=={version} is not the lower bound {name}{declared[name]}"
+    source = tmp_path / "source"  # a copy, so the build writes nothing into the repository
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    tools = [f"{name}=={version}" for name, version in _pins(ROOT / "constraints.txt").items() if name in ("pytest", "pytest-timeout", "hypothesis")]
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    done = subprocess.run([*pip, "-c", str(ROOT / "constraints-lowest.txt"), *lowest_pins(lowest), *tools], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([*pip, str(source)], capture_output=True, text=True)  # no constraint: pip may upgrade, and must not need to
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check"], capture_output=True, text=True, check=True)
+    installed = {row["name"].lower(): row["version"] for row in json.loads(listed.stdout)}
+    assert {name: installed.get(name) for name in lowest} == lowest  # the install changed none of them
+    assert "torch" not in installed
+    tests = [str(ROOT / "tests" / name) for name in SCORING_TESTS]
+    done = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-W",
+            "ignore::DeprecationWarning",
+            "--basetemp",
+            str(tmp_path / "t"),
+            *tests,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert " passed" in done.stdout.splitlines()[-1], done.stdout[-500:]
+
+
+def lowest_pins(lowest: dict[str, str]) -> list[str]:
+    return [f"{name}=={version}" for name, version in lowest.items()]
+
+
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "python").exists(), reason="runs where scripts/setup.sh made .venv")
+def test_setup_run_twice_installs_nothing_the_second_time():
+    """README: the two commands are safe to run twice. After the test command's own set-up, a
+    second `scripts/setup.sh test` finds everything done: no package is installed again."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "installing" not in done.stdout + done.stderr, done.stdout + done.stderr

@@ -16,6 +16,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    pytest.importorskip("torch", reason="trains a run: needs the train extra")
     root = tmp_path_factory.mktemp("runs")
     base = dict(data="digits", members=2, epochs=5, batch_size=32, lr=3e-3, workers=0)
     small = train(TrainConfig(arch="mlp-s", **base), root / "small")

@@ -11,6 +11,8 @@ from confusion.runscores import score_run
 from confusion.scores import confusion_scores
 from confusion.store import RunStore, SplitData, hold_lock
 
+from .conftest import needs_torch
+
 
 def test_import_round_trip(tmp_path, probs_file):
     path, labels_path, probs, labels = probs_file
@@ -66,6 +68,7 @@ def test_a_failed_added_split_is_never_listed_and_can_be_retried(tmp_path, probs
     np.testing.assert_allclose(score_run(RunStore.open(tmp_path / "run"), "pool").confusion, confusion_scores(probs[:, :, :50]).confusion, atol=2e-3)
 
 
+@needs_torch
 def test_nothing_is_written_into_a_users_folder_that_is_not_a_run(tmp_path, probs_file, cli):
     path, _, _, _ = probs_file
     folder = tmp_path / "mine"

@@ -76,6 +76,7 @@ def test_bounds_hold_for_every_way_of_spreading_the_missing_mass(seed):
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
+    pytest.importorskip("torch", reason="trains a run: needs the train extra")
     root = tmp_path_factory.mktemp("topk-real")
     store = train(TrainConfig(data="digits", arch="mlp-s", members=3, epochs=4, batch_size=32, lr=1e-2, workers=0), root / "run")
     return root, store

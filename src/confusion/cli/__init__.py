@@ -25,7 +25,10 @@ app.registered_commands.sort(key=lambda info: COMMANDS.index(info.name or info.c
 def main() -> None:
     """The console entry point: usage errors (a missing argument, a bad choice, an unreadable
     path) become one `confusion: error:` line and exit code 2, like every other error."""
-    from typer._click import exceptions as usage  # typer's own copy of click
+    try:
+        from typer._click import exceptions as usage  # typer's own copy of click (typer 0.2x)
+    except ImportError:  # an older typer, on click itself
+        from click import exceptions as usage
 
     try:
         code = app(standalone_mode=False)

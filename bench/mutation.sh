@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Mutation testing of the modules that hold the maths and the contract, each against its own
+# test files (issue 29). Not part of the test command: it takes tens of minutes (the table in
+# bench/README.md gives the time it took).
+#
+#   bash bench/mutation.sh                 # every module below, 2 workers
+#   bash bench/mutation.sh topk scores     # some of them
+#   JOBS=4 WORK=/tmp/mutation bash bench/mutation.sh
+#
+# It runs mutmut 3 (picked over cosmic-ray by measurement: mutmut runs only the tests that
+# cover a mutated function, in forked workers; cosmic-ray runs the whole test command per
+# mutant) in a venv of its own with the scoring side's exact versions from constraints.txt and
+# no PyTorch: torch's thread pools do not survive mutmut's fork, so tests that train are
+# skipped there (tests/conftest.py: needs_torch) and the modules are checked by the tests that
+# build their runs through the Recorder or `import`. mutmut does not mutate decorated
+# functions, so the numba kernels of _kernels.py are not mutated (their numpy twins in
+# scores.py are, and tests/test_scores.py checks the kernels against them).
+# Prints, per module, the mutants, killed, survived, not covered by its tests, timeouts and the
+# kill rate over the non-equivalent ones (bench/mutation-equivalent.txt lists the equivalent
+# mutants, one line each with its reason), then the surviving mutants.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="${WORK:-${TMPDIR:-/tmp}/confusion-mutation}"
+jobs="${JOBS:-2}"
+declare -A SOURCES=(
+  [scores]="src/confusion/scores.py src/confusion/_kernels.py src/confusion/runscores.py"
+  [topk]="src/confusion/topk.py"
+  [reduced]="src/confusion/reduced.py"
+  [difficulty]="src/confusion/difficulty/*"
+  [store-commit]="src/confusion/store/commit.py"
+  [analyses]="src/confusion/analyses.py"
+)
+declare -A TESTS=(
+  [scores]="tests/test_scores.py tests/test_cli_score.py"
+  [topk]="tests/test_topk.py"
+  [reduced]="tests/test_difficulty.py tests/test_store.py"
+  [difficulty]="tests/test_difficulty.py"
+  [store-commit]="tests/test_store.py"
+  [analyses]="tests/test_analyses.py"
+)
+modules=("$@"); [ "${#modules[@]}" -gt 0 ] || modules=(scores topk reduced difficulty store-commit analyses)
+for module in "${modules[@]}"; do
+  [ -n "${SOURCES[$module]:-}" ] || { echo "mutation.sh: unknown module $module (one of: ${!SOURCES[*]})" >&2; exit 2; }
+done
+
+mkdir -p "$work"
+venv="$work/venv"
+if [ ! -x "$venv/bin/mutmut" ]; then
+  echo "mutation.sh: a venv for mutmut in $venv (the scoring side's versions from constraints.txt, no torch)"
+  python3 -m venv "$venv"
+  core="numpy scipy zarr pandas pyarrow matplotlib typer rich numba pillow scikit-learn pytest pytest-timeout hypothesis"
+  pins=()
+  for name in $core; do pins+=("$(grep -i "^$name==" "$root/constraints.txt")"); done
+  "$venv/bin/pip" install -q --disable-pip-version-check -c "$root/constraints.txt" "${pins[@]}" mutmut==3.8.1
+fi
+python3 -c "import platform; print('CPU:', open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split('\n')[0].strip(), '|', __import__('os').cpu_count(), 'cores')" 2>/dev/null || true
+
+report="$work/report.tsv"
+: > "$report"
+for module in "${modules[@]}"; do
+  copy="$work/$module"
+  rm -rf "$copy"; mkdir -p "$copy"
+  cp -r "$root/src" "$root/tests" "$root/pyproject.toml" "$root/README.md" "$copy/"
+  find "$copy" -name __pycache__ -prune -exec rm -rf {} +
+  only=""; for pattern in ${SOURCES[$module]}; do only+="\"$pattern\", "; done
+  tests=""; for file in ${TESTS[$module]}; do tests+="\"$file\", "; done
+  cat >> "$copy/pyproject.toml" <<TOML
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [${only%, }]
+tests_dir = [${tests%, }]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning"]
+TOML
+  started=$(date +%s)
+  echo "mutation.sh: $module (${SOURCES[$module]}) against ${TESTS[$module]}"
+  (cd "$copy" && "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  seconds=$(( $(date +%s) - started ))
+  (cd "$copy" && "$venv/bin/mutmut" results --all true 2>/dev/null) | sed "s/^ *//" > "$copy/results.txt"
+  printf '%s\t%s\t%s\n' "$module" "$seconds" "$copy/results.txt" >> "$report"
+done
+"$venv/bin/python" "$root/bench/mutation_table.py" "$report" "$root/bench/mutation-equivalent.txt"
