@@ -74,7 +74,10 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "
 TOML
   started=$(date +%s)
   echo "mutation.sh: $module (${SOURCES[$module]}) against ${TESTS[$module]}"
-  (cd "$copy" && "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  # Tests that start a process (`python -m confusion.cli`, a lock holder) import the mutated
+  # package too: the mutant under test reaches them through mutmut's environment variable.
+  (cd "$copy" && PYTHONPATH="$copy/mutants/src" "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  grep -q "failed to collect stats" "$copy/mutmut.log" && echo "mutation.sh: $module: the tests fail before any mutant (see $copy/mutmut.log)" >&2
   seconds=$(( $(date +%s) - started ))
   (cd "$copy" && "$venv/bin/mutmut" results --all true 2>/dev/null) | sed "s/^ *//" > "$copy/results.txt"
   printf '%s\t%s\t%s\n' "$module" "$seconds" "$copy/results.txt" >> "$report"

@@ -179,3 +179,16 @@ def test_setup_run_twice_installs_nothing_the_second_time():
     done = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "test"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "installing" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`confusion --help` stays fast (issue 27: under 0.5 s; bench/startup.py times it) because
+    importing the command line imports none of the libraries a command needs: each command
+    imports them when it runs."""
+    code = "import sys, confusion.cli; print(' '.join(m for m in ('numpy', 'pandas', 'zarr', 'scipy', 'sklearn', 'matplotlib', 'numba', 'torch') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == ""
+    done = subprocess.run([sys.executable, "-m", "confusion.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("score", "import", "train", "difficulty", "combine", "status", "report", "hardset", "evaluate", "zoo", "mitigate", "demo"):
+        assert command in done.stdout, command

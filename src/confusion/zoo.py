@@ -30,6 +30,7 @@ from .errors import InputError, UnknownNameError
 from .store import RunStore, hold_lock, is_run_store
 from .text import default_cache
 from .training import TrainConfig, describe_dataset_for_run, final_accuracy, load_training_data, train
+from .zoonames import DEFAULT_ARCHS, PRETRAINED, SKLEARN
 
 __all__ = [
     "DEFAULT_ARCHS",
@@ -43,14 +44,6 @@ __all__ = [
     "train_zoo",
     "zoo_names",
 ]
-
-SKLEARN = ("sklearn:logreg", "sklearn:forest", "sklearn:tfidf")
-PRETRAINED = ("pretrained:efficientnet-lite0",)
-DEFAULT_ARCHS = {
-    "images": ("mlp-s", "mlp-l", "cnn-s", "cnn-m", "resnet-s", "resnet-m", "sklearn:logreg", "pretrained:efficientnet-lite0"),
-    "features": ("linear", "mlp-s", "mlp-l", "sklearn:logreg", "sklearn:forest"),
-    "text": ("linear", "mlp-s", "mlp-l", "sklearn:logreg", "sklearn:tfidf"),
-}
 
 
 def check_archs(archs: list[str], kind: str) -> None:

@@ -10,11 +10,14 @@ import tempfile
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import ConfusionError, InputError, ParameterError, install_extra
-from ..store import RunStore
+
+if TYPE_CHECKING:
+    from ..store import RunStore
 
 __all__ = [
     "DATA_HELP",

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import _terminal as term
 from .._files import check_replaceable_folder, write_table_atomic
-from ..analyses import MAX_BINS
 from ..cluster import check_spec as check_dask_spec
 from ..cluster import dask_client
-from ..combined import COMBINED_FILE, check_folds
-from ..datasets import load_for_run
-from ..difficulty import SCORES, difficulty_scores, fit_combined_run
 from ..errors import InputError
-from ..hardset import images_for, manifest
-from ..hardset import materialize as write_images
-from ..hardset import materialize_texts as write_texts
-from ..hfexport import check_export, export_hf
-from ..importing import archive_labels, attach_metadata, import_predictions, import_topk, load_labels, load_predictions, split_from_name
-from ..neighbours import check_k
-from ..report import ReportOptions, build_report, check_inputs, check_signal_join, read_signal
-from ..runscores import score_table
-from ..scores import as_four_d, confusion_scores
-from ..store import RunStore, is_run_store
 from .common import KEEP_HELP, Base, app, check_output_folder, handles_errors, table_path, with_metadata
+
+if TYPE_CHECKING:
+    from ..store import RunStore
 
 __all__ = [
     "difficulty",
@@ -89,6 +78,11 @@ def score(
     ] = None,
 ):
     """Confusion score of every sample (the paper's equations 1-3): higher = harder, in [0, log C] bits (or nats)."""
+    from ..importing import archive_labels, load_labels, load_predictions
+    from ..runscores import score_table
+    from ..scores import as_four_d, confusion_scores
+    from ..store import RunStore
+
     out = table_path(out)
     if (run is None) == (probs is None):
         raise InputError("give either a run directory or --probs FILE, not both or neither")
@@ -177,6 +171,9 @@ def import_(
     logprobs: Annotated[bool, typer.Option(help="With --topk: the values are log-probabilities (natural log), as model APIs return them.")] = False,
 ):
     """Turn predictions made by any framework into a run store (float16, chunked along samples)."""
+    from ..importing import attach_metadata, import_predictions, split_from_name
+    from ..store import RunStore, is_run_store
+
     class_names = [c.strip() for c in classes.split(",")] if classes else None
     if topk is not None:
         _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs)
@@ -229,6 +226,9 @@ def import_(
 def _slices(probs: Path) -> int:
     """How many (member, epoch) slices an import of `probs` copies, for its progress (0 when the
     file cannot be read: the import itself then says why)."""
+    from ..importing import load_predictions
+    from ..scores import as_four_d
+
     try:
         n_members, n_epochs, *_ = as_four_d(tuple(load_predictions(probs).shape))
     except (InputError, ValueError, OSError):
@@ -249,6 +249,8 @@ def _read_ids(ids: Path | None) -> list[str] | None:
 
 
 def _import_topk(out, topk, probs, logits, labels, split, overwrite, ids, class_names, meta, keep, n_classes, logprobs) -> None:
+    from ..importing import import_topk, split_from_name
+
     for name, value in (("--probs", probs), ("--logits", logits), ("--overwrite", overwrite), ("--meta", meta), ("--keep", keep)):
         if value:
             raise InputError(f"{name} does not go with --topk" + (" (log-probabilities: --logprobs)" if name == "--logits" else ""))
@@ -284,6 +286,10 @@ def difficulty(
     over the label-free scores fitted on the labels of val, cross-fitted so no val sample is scored by a fit
     that saw it (`confusion combine` fits it another way)."""
     import pandas as pd
+
+    from ..difficulty import SCORES, difficulty_scores
+    from ..neighbours import check_k
+    from ..store import RunStore
 
     table_path(out)
     check_k(k)
@@ -324,6 +330,11 @@ def combine(
     it with the defaults. It needs the labels of the calibration split, never those of the samples it scores:
     each calibration sample is scored by the fit of the folds it is not in, every other split by the fit on
     all of them."""
+    from ..combined import COMBINED_FILE, check_folds
+    from ..difficulty import fit_combined_run
+    from ..neighbours import check_k
+    from ..store import RunStore
+
     check_folds(folds)
     check_k(k)
     store = RunStore.open(run)
@@ -348,6 +359,8 @@ def status(
     """Per member, the epochs it has ended and whether a process is writing it now; and which
     epochs are committed (ended by every member, so scoring reads them)."""
     import json
+
+    from ..store import RunStore
 
     store = RunStore.open(run)
     store.check_chunks()  # a committed epoch with a chunk file missing is damage, said here as by every command
@@ -393,6 +406,10 @@ def report(
     ] = 0.9,
 ):
     """Draw the paper's analyses of a run as an offline HTML page with figures, CSV tables and metrics.json."""
+    from ..analyses import MAX_BINS
+    from ..report import ReportOptions, build_report, check_inputs, check_signal_join, read_signal
+    from ..store import RunStore
+
     if not 2 <= bins <= MAX_BINS or min_count < 1 or gallery < 1:
         raise InputError(f"--bins must be 2 to {MAX_BINS:,}, --min-count and --gallery at least 1")
     if not 0 < ceiling_threshold < 1:
@@ -441,6 +458,8 @@ def export_facts(store: RunStore, run: Path, split: str, table, score: str, sele
     """What a hard set's card says of how it was built, and the scoring ensemble's error on it
     against the rest of the split where every label is known."""
     import numpy as np
+
+    from ..difficulty import SCORES
 
     labels = store.labels(split)
     config = store.meta.get("config") or {}
@@ -506,6 +525,13 @@ def hardset(
     ] = None,
 ):
     """Choose the most confusing samples of a split as a hard benchmark set (a manifest)."""
+    from ..datasets import load_for_run
+    from ..hardset import images_for, manifest
+    from ..hardset import materialize as write_images
+    from ..hardset import materialize_texts as write_texts
+    from ..hfexport import check_export, export_hf
+    from ..store import RunStore
+
     table_path(out)
     if format not in ("folders", "npz"):
         raise InputError(f"--format must be folders or npz, got {format!r}")

@@ -10,20 +10,10 @@ import typer
 
 from .. import _terminal as term
 from .._files import write_table_atomic
-from ..analyses import MAX_BINS
 from ..cluster import check_spec as check_dask_spec
 from ..cluster import dask_client
-from ..datasets import check_root, data_kind
-from ..demo import run_demo
 from ..errors import InputError
-from ..evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
-from ..hardset import read_manifest
-from ..mitigation import MitigationConfig
-from ..mitigation import mitigate as run_mitigation
-from ..store import RunStore, is_run_store
-from ..training import TrainConfig, check_device, final_accuracy, train_on_cluster
-from ..training import train as train_ensemble
-from ..zoo import DEFAULT_ARCHS, train_zoo
+from ..zoonames import DEFAULT_ARCHS
 from .common import DATA_HELP, EMBEDDINGS_HELP, KEEP_HELP, app, handles_errors, table_path
 
 __all__ = [
@@ -122,6 +112,9 @@ def train(
     """Train M members (by default they differ only by seed; --bagging, --feature-subset and a list of --arch
     make them differ more); after every epoch record each member's probabilities on every split into the
     run store. Rerun the same command to resume."""
+    from ..training import TrainConfig, final_accuracy, train_on_cluster
+    from ..training import train as train_ensemble
+
     config = TrainConfig(
         data=data,
         arch=arch,
@@ -207,6 +200,13 @@ def evaluate(
     ] = None,
 ):
     """Top-1 error of any model on a hard set, on its complement and overall (and per confusion band)."""
+    from ..analyses import MAX_BINS
+    from ..datasets import check_root
+    from ..evaluate import by_id, dataset_for, evaluate_on_hardset, limit_to_scored, load_predictors, read_score_table
+    from ..hardset import read_manifest
+    from ..store import RunStore, is_run_store
+    from ..training import check_device
+
     table_path(out)
     check_device(device)
     if not 1 <= bins <= MAX_BINS:
@@ -274,6 +274,10 @@ def zoo(
     encoder: Annotated[str | None, typer.Option(help="Text data: the sentence encoder (as for train).")] = None,
 ):
     """Train one model per architecture across sizes and families (and scikit-learn and a pre-trained probe)."""
+    from ..datasets import data_kind
+    from ..training import TrainConfig
+    from ..zoo import train_zoo
+
     names = [a.strip() for a in (archs if archs is not None else ",".join(DEFAULT_ARCHS[data_kind(data)])).split(",") if a.strip()]
     if not names:
         raise InputError("--archs lists no model")
@@ -335,6 +339,8 @@ def mitigate(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ):
     """Train with confusion bands as groups (GroupDRO, upsampling) against ERM; report error per band."""
+    from ..mitigation import MitigationConfig
+    from ..mitigation import mitigate as run_mitigation
 
     def numbers(text: str | None, name: str) -> list[float] | None:
         if text is None:
@@ -387,4 +393,6 @@ def demo(
 ):
     """The paper end to end: scoring ensemble, larger ensemble, zoo, hard set, mitigation, report.
     Rerunning continues an interrupted demo."""
+    from ..demo import run_demo
+
     run_demo(out, quick=quick, data=data, root=str(root) if root else None, top=top)
