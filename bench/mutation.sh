@@ -69,14 +69,16 @@ for module in "${modules[@]}"; do
 [tool.mutmut]
 source_paths = ["src"]
 only_mutate = [${only%, }]
-tests_dir = [${tests%, }]
+pytest_add_cli_args_test_selection = [${tests%, }]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning"]
 TOML
   started=$(date +%s)
   echo "mutation.sh: $module (${SOURCES[$module]}) against ${TESTS[$module]}"
   # Tests that start a process (`python -m confusion.cli`, a lock holder) import the mutated
-  # package too: the mutant under test reaches them through mutmut's environment variable.
-  (cd "$copy" && PYTHONPATH="$copy/mutants/src" "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  # package too (a .pth file of the venv; mutmut drops a PYTHONPATH entry), and the mutant
+  # under test reaches them through mutmut's environment variable.
+  echo "$copy/mutants/src" > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/confusion-mutants.pth"
+  (cd "$copy" && "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
   grep -q "failed to collect stats" "$copy/mutmut.log" && echo "mutation.sh: $module: the tests fail before any mutant (see $copy/mutmut.log)" >&2
   seconds=$(( $(date +%s) - started ))
   (cd "$copy" && "$venv/bin/mutmut" results --all true 2>/dev/null) | sed "s/^ *//" > "$copy/results.txt"

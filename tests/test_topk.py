@@ -185,3 +185,142 @@ def test_exact_float16_scores_lie_inside_their_bounds_on_many_rows(tmp_path):
         scores = score_run(import_topk(cut(probs.astype(np.float32), k), tmp_path / f"k{k}", n_classes=10), "val")
         outside = int(((exact < scores.confusion_low) | (exact > scores.confusion_high)).sum())
         assert outside == 0, f"k = {k}: {outside} of 10,000 exact scores outside their bounds"
+
+
+# Issue 29 (bench/mutation.sh): the checks and helpers of confusion.topk, each to its exact result.
+def test_the_ensemble_arg_max_spreads_each_members_missing_mass_evenly():
+    from confusion.topk import ensemble_argmax
+
+    values = np.array([[[0.5, 0.3]], [[0.6, 0.2]]])  # 2 members, 1 sample, k = 2 of 4 classes
+    indices = np.array([[[0, 1]], [[2, 1]]])
+    # class 0: 0.5 + 0.1, class 1: 0.3 + 0.2, class 2: 0.1 + 0.6, class 3: 0.1 + 0.1
+    assert ensemble_argmax(values, indices, 4).tolist() == [2]
+    values = np.array([[[0.2, 0.1]], [[0.2, 0.1]]])  # much mass missing: class 3, listed by nobody, wins (0.7)
+    indices = np.array([[[0, 1]], [[2, 1]]])
+    assert ensemble_argmax(values, indices, 4).tolist() == [3]
+    rng = np.random.default_rng(3)
+    for n_classes, k in ((6, 2), (5, 5)):
+        probs = rng.dirichlet(np.full(n_classes, 0.3), size=(3, 50))
+        indices = np.argsort(-probs, axis=-1)[..., :k]
+        values = np.take_along_axis(probs, indices, axis=-1)
+        dense = np.zeros_like(probs)
+        for i in range(3):
+            missing = np.clip(1 - values[i].sum(-1), 0, None)
+            dense[i] = (missing / (n_classes - k))[:, None] if k < n_classes else 0.0
+            np.put_along_axis(dense[i], indices[i], values[i], axis=-1)
+        np.testing.assert_array_equal(ensemble_argmax(values, indices, n_classes), dense.sum(0).argmax(-1))
+
+
+@pytest.mark.parametrize(
+    "values, indices, n_classes, message",
+    [
+        ([[0.5, 0.3, 0.2]], [[0, 1, 2]], 2, "topk: k = 3 probabilities per prediction, more than the 2 classes"),
+        ([[0.5, np.nan]], [[0, 1]], 4, "topk: values hold NaN or inf"),
+        ([[0.5, np.inf]], [[0, 1]], 4, "topk: values hold NaN or inf"),
+        ([[0.5, -0.25]], [[0, 1]], 4, "topk: a value of -0.25 is not a probability (0..1); pass logprobs if these are log-probabilities"),
+        ([[1.5, 0.0]], [[0, 1]], 4, "topk: a value of 1.5 is not a probability (0..1); pass logprobs if these are log-probabilities"),
+        ([[0.3, 0.2], [0.7, 0.5]], [[0, 1], [0, 1]], 4, "topk: the top-k probabilities of one prediction sum to 1.2000 > 1 (at (1,))"),
+        ([[0.5, 0.3]], [[0, 4]], 4, "topk: class index 4 is outside 0..3"),
+        ([[0.5, 0.3]], [[-1, 2]], 4, "topk: class index -1 is outside 0..3"),
+        ([[0.5, 0.3, 0.1]], [[2, 0, 2]], 4, "topk: a prediction lists the same class twice among its top k"),
+    ],
+)
+def test_check_topk_names_the_first_thing_wrong(values, indices, n_classes, message):
+    from confusion.errors import ParameterError
+    from confusion.topk import check_topk
+
+    with pytest.raises(ParameterError) as caught:
+        check_topk(np.array(values, dtype=np.float64), np.array(indices), n_classes)
+    assert str(caught.value) == message
+
+
+def test_check_topk_takes_zeros_ones_and_the_rounding_tolerance():
+    from confusion.topk import TOLERANCE, check_topk
+
+    check_topk(np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[0, 1], [1, 0]]), 2)  # exact zeros and a certain prediction
+    check_topk(np.array([[0.6, 0.4 + TOLERANCE / 2]]), np.array([[0, 1]]), 3)  # a row that sums to 1 + rounding
+    check_topk(np.array([[1.0 + TOLERANCE / 2]]), np.array([[2]]), 3)  # k = 1: no duplicate to find
+
+
+def test_load_and_prepare_topk_say_what_is_wrong_in_one_line(tmp_path):
+    from confusion.errors import InputError, ParameterError
+    from confusion.topk import load_topk, prepare_topk
+
+    values, indices = np.array([[0.5, 0.25], [0.75, 0.125]]), np.array([[1, 0], [2, 1]])
+    with pytest.raises(ParameterError) as caught:
+        load_topk(tmp_path / "none.npz", n_classes=3, logprobs=False)
+    assert str(caught.value) == f"topk {tmp_path / 'none.npz'} does not exist"
+    np.savez(tmp_path / "other.npz", a=values, b=indices)
+    with pytest.raises(ParameterError) as caught:
+        load_topk(tmp_path / "other.npz", n_classes=3, logprobs=False)
+    assert str(caught.value) == f"topk {tmp_path / 'other.npz'} must hold arrays 'values' and 'indices' (it has a, b)"
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ParameterError, match=r"^topk .*junk.npz is not a readable .npz file: "):
+        load_topk(tmp_path / "junk.npz", n_classes=3, logprobs=False)
+    np.savez(tmp_path / "top.npz", values=values, indices=indices, n_classes=3)
+    with pytest.raises(ParameterError) as caught:
+        load_topk(tmp_path / "top.npz", n_classes=4, logprobs=False)
+    assert str(caught.value) == f"topk {tmp_path / 'top.npz'} says 3 classes, and 4 were given"
+    got_values, got_indices, n_classes = load_topk(tmp_path / "top.npz", n_classes=None, logprobs=False)  # the file's own count
+    assert n_classes == 3 and got_values.shape == (1, 1, 2, 2) and got_values.dtype == np.float64 and got_indices.dtype == np.int64
+    np.testing.assert_array_equal(got_values[0, 0], values)
+    np.testing.assert_array_equal(got_indices[0, 0], indices)
+    logs = prepare_topk(np.log(values), indices, n_classes=3, logprobs=True)[0]
+    np.testing.assert_allclose(logs[0, 0], values, rtol=1e-12)
+    with pytest.raises(InputError) as caught:
+        prepare_topk(values, indices[:, :1], n_classes=3, logprobs=False)
+    assert str(caught.value) == "--topk: values (2, 2) and indices (2, 1) must have one shape, (members, epochs, samples, k) or (samples, k)"
+    with pytest.raises(InputError, match="must have one shape"):
+        prepare_topk(values[None], indices[None], n_classes=3, logprobs=False)  # 3-D
+    with pytest.raises(InputError, match="must have one shape"):
+        prepare_topk(np.zeros((0, 2)), np.zeros((0, 2), int), n_classes=3, logprobs=False)  # empty
+    with pytest.raises(ParameterError) as caught:
+        prepare_topk(values, indices.astype(float), n_classes=3, logprobs=False)
+    assert str(caught.value) == "topk: values must be floating point and indices integers, got float64 and float64"
+    with pytest.raises(ParameterError) as caught:
+        prepare_topk(values, indices, n_classes=None, logprobs=False)
+    assert str(caught.value) == "topk needs the number of classes: n_classes C, classes NAMES, or 'n_classes' in the .npz"
+    with pytest.raises(ParameterError) as caught:
+        prepare_topk(np.array([[-0.5, 0.25]]), np.array([[0, 1]]), n_classes=3, logprobs=True)
+    assert str(caught.value) == "topk logprobs: a log-probability of 0.25 is above 0"
+
+
+def test_certain_in_top_counts_who_could_still_score_above():
+    from confusion.topk import certain_in_top
+
+    low, high = np.array([5.0, 4.0, 1.0, 0.5]), np.array([5.5, 4.5, 4.2, 0.6])
+    # sample 0: nobody else can reach 5.0; sample 1: only 0 can (and 2 only reaches 4.2 > 4.0)
+    assert certain_in_top(low, high, np.array([0, 1, 2]), 1).tolist() == [True, False, False]
+    assert certain_in_top(low, high, np.array([0, 1, 2]), 3).tolist() == [True, True, True]
+    assert certain_in_top(low, high, np.array([1]), 2).tolist() == [False]  # 0 and 2 could both be above it
+    exact = np.array([1.0, 2.0])
+    assert certain_in_top(exact, exact, np.array([1]), 1).tolist() == [True]  # exact scores: itself is not counted
+
+
+def test_read_topk_rows_tells_damage_from_data():
+    from confusion.errors import RunStoreError
+    from confusion.topk import read_topk_rows
+
+    values = np.arange(2 * 3 * 4 * 2, dtype=np.float32).reshape(2, 3, 4, 2) / 100
+    indices = np.zeros((2, 3, 4, 2), dtype=np.int16)
+    got_values, got_indices = read_topk_rows(values, indices, [1], np.array([0, 2]), 1, 3, "run/val")
+    np.testing.assert_array_equal(got_values, values[[1]][:, [0, 2], 1:3])
+    assert got_indices.shape == (1, 2, 2, 2)
+    holes = values.copy()
+    holes[1, 2, 2, 0] = np.nan
+    with pytest.raises(RunStoreError) as caught:
+        read_topk_rows(holes, indices, [1], np.array([2]), 0, 4, "run/val")
+    assert str(caught.value) == "run/val: its top-k logs are missing for committed epochs (chunk files damaged)"
+    read_topk_rows(holes, indices, [0], np.array([2]), 0, 4, "run/val")  # another member's rows are whole
+    filled = indices.copy()
+    filled[0, 0, 0, 1] = np.iinfo(np.int16).max
+    with pytest.raises(RunStoreError, match="missing for committed epochs"):
+        read_topk_rows(values, filled, [0], np.array([0]), 0, 1, "run/val")
+
+    class Broken:
+        def __getitem__(self, key):
+            raise OSError("gone")
+
+    with pytest.raises(RunStoreError) as caught:
+        read_topk_rows(Broken(), indices, [0], np.array([0]), 0, 1, "run/val")
+    assert str(caught.value) == "run/val: its top-k logs are damaged (OSError)"
