@@ -39,3 +39,39 @@ def test_every_example_a_page_embeds_is_run_by_the_suite():
         embedded |= set(re.findall(r'--8<-- "examples/([^"]+)"', page.read_text()))
     assert {"pytorch_loop.py", "lightning_members.py", "lightning_ddp.py", "huggingface_trainer.py"} <= embedded
     assert embedded <= set(CHECKS), f"examples shown in the docs but not run by tests/test_examples.py: {embedded - set(CHECKS)}"
+
+
+def _command_lines(text: str) -> list[str]:
+    """The `confusion ...` lines of the bash blocks of a page, comments and `...` dropped."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("confusion ") and "..." not in line:
+                lines.append(line)
+    return lines
+
+
+def test_every_command_line_in_the_readme_and_the_docs_names_real_commands_and_options():
+    """The tutorials' command lines (text, features, ImageNet scale, ...) stay true to the
+    command line: every command exists and every option it gives is one of that command's."""
+    import shlex
+
+    import typer.main
+
+    from confusion.cli import app
+
+    group = typer.main.get_command(app)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    checked = 0
+    for page in pages:
+        for line in _command_lines(page.read_text()):
+            words = shlex.split(line)
+            command = group.commands.get(words[1])
+            assert command is not None, f"{page.name}: {line}: no command {words[1]!r}"
+            options = {name for parameter in command.params for name in getattr(parameter, "opts", [])}
+            for word in words[2:]:
+                if word.startswith("--"):
+                    assert word.split("=")[0] in options, f"{page.name}: {line}: {words[1]} has no option {word}"
+            checked += 1
+    assert checked >= 30
