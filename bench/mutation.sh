@@ -78,7 +78,10 @@ TOML
   # package too (a .pth file of the venv; mutmut drops a PYTHONPATH entry), and the mutant
   # under test reaches them through mutmut's environment variable.
   echo "$copy/mutants/src" > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/confusion-mutants.pth"
-  (cd "$copy" && "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  # numba's default threading layer here is GNU OpenMP, which aborts a forked child that runs a
+  # parallel kernel ("fork() called from a process already using GNU OpenMP"): mutmut forks one
+  # child per mutant, so the kernels use numba's own workqueue layer, which survives a fork.
+  (cd "$copy" && NUMBA_THREADING_LAYER=workqueue "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
   grep -q "failed to collect stats" "$copy/mutmut.log" && echo "mutation.sh: $module: the tests fail before any mutant (see $copy/mutmut.log)" >&2
   seconds=$(( $(date +%s) - started ))
   (cd "$copy" && "$venv/bin/mutmut" results --all true 2>/dev/null) | sed "s/^ *//" > "$copy/results.txt"

@@ -6,7 +6,8 @@ REPORT.tsv has one row per module: name, seconds, the path of `mutmut results --
 The equivalent file lists mutants that cannot change behaviour, one per line: the mutant's
 name, then its reason. The kill rate counts killed and timed-out mutants (a mutant that makes a
 test hang is caught) over every mutant that is not equivalent; a mutant no test of the module
-reaches counts as not killed.
+reaches, or whose test run ended with any other exit ("suspicious" in mutmut's words: a crash),
+counts as not killed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-CAUGHT = {"killed", "timeout", "segfault", "suspicious"}
+CAUGHT = {"killed", "timeout", "segfault"}  # "suspicious" (any other exit) is listed, not counted
 
 
 def read_results(path: Path) -> dict[str, str]:
@@ -54,9 +55,11 @@ def main() -> None:
             (module, len(results), counts["killed"], counts["timeout"], counts["survived"], counts["no tests"], len(same), rate, int(seconds))
         )
         survivors += [(module, name, status) for name, status in results.items() if status not in CAUGHT and name not in equivalent]
-    print(f"\n{'module':<14}{'mutants':>8}{'killed':>8}{'timeout':>8}{'survived':>9}{'no test':>8}{'equiv.':>7}{'kill rate':>10}{'seconds':>9}")
-    for module, total, killed, timeout, survived, untested, same, rate, seconds in rows:
-        print(f"{module:<14}{total:>8}{killed:>8}{timeout:>8}{survived:>9}{untested:>8}{same:>7}{rate:>10.1%}{seconds:>9}")
+    print(
+        f"\n{'module':<14}{'mutants':>8}{'killed':>8}{'timeout':>8}{'survived':>9}{'no test':>8}{'odd exit':>9}{'equiv.':>7}{'kill rate':>10}{'seconds':>9}"
+    )
+    for module, total, killed, timeout, survived, untested, odd, same, rate, seconds in rows:
+        print(f"{module:<14}{total:>8}{killed:>8}{timeout:>8}{survived:>9}{untested:>8}{odd:>9}{same:>7}{rate:>10.1%}{seconds:>9}")
     print(f"\nnot killed ({len(survivors)}): show one with `cd WORK/MODULE && mutmut show NAME`")
     for module, name, status in survivors:
         print(f"  {module:<14}{status:<10}{name}")

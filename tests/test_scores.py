@@ -1,6 +1,7 @@
 """The score against hand-computed cases and the properties eqs. 1-3 imply."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -269,3 +270,107 @@ def test_the_kernels_log_is_within_float32_rounding_of_the_true_log():
     error = np.abs(logs(x).astype(np.float64) - exact)
     assert (error <= 2.5e-7 * np.maximum(np.abs(exact), 1.0)).all(), float(error.max())
     assert logs(np.array([1.0], np.float32))[0] == 0.0
+
+
+# Issue 29 (bench/mutation.sh): the score cache, Scores.for_epochs and softmax, to their exact results.
+def _imported(tmp_path, seed=5, shape=(3, 4, 120, 5)):
+    from confusion.importing import import_predictions
+    from confusion.store import RunStore
+
+    probs = np.random.default_rng(seed).dirichlet(np.full(shape[-1], 0.5), size=shape[:-1]).astype(np.float32)
+    import_predictions(probs, tmp_path / "run")
+    return probs.astype(np.float16), RunStore.open(tmp_path / "run")  # what the store keeps
+
+
+SELECTIONS = [
+    ({}, {}),
+    ({"base": "e"}, {"base": math.e}),
+    ({"members": [0, 2]}, {"members": [0, 2]}),
+    ({"epochs": [2, 4]}, {"epochs": [1, 3]}),
+    ({"members": [1], "epochs": slice(-1, None)}, {"members": [1], "epochs": [3]}),
+]
+
+
+def test_score_run_caches_each_selection_apart_and_reads_it_back_exactly(tmp_path, monkeypatch):
+    from confusion import runscores
+
+    probs, store = _imported(tmp_path)
+    first = []
+    for run_args, plain_args in SELECTIONS:
+        scores = runscores.score_run(store, "val", **run_args)
+        plain = confusion_scores(probs, **plain_args)
+        np.testing.assert_allclose(scores.per_epoch, plain.per_epoch, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(scores.per_epoch_expected, plain.per_epoch_expected, rtol=0, atol=1e-6)
+        assert scores.base == plain.base and scores.members == plain.members and scores.epochs == plain.epochs
+        first.append(scores)
+    assert len(list((tmp_path / "run" / "cache").glob("scores-*.npz"))) == len(SELECTIONS)  # one entry each, none shared
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("scored again instead of read from the cache")
+
+    monkeypatch.setattr(runscores, "confusion_scores", recomputed)
+    for (run_args, _), before in zip(SELECTIONS, first, strict=True):
+        seen = []
+        again = runscores.score_run(store, "val", progress=seen.append, **run_args)
+        assert seen == [120]
+        np.testing.assert_array_equal(again.per_epoch, before.per_epoch)
+        np.testing.assert_array_equal(again.per_epoch_expected, before.per_epoch_expected)
+        assert (again.n_classes, again.base, again.members, again.epochs) == (before.n_classes, before.base, before.members, before.epochs)
+        assert again.training_epochs == before.training_epochs
+    only = runscores.score_run(store, "val", decomposition=False)  # the cached decomposition serves it
+    np.testing.assert_array_equal(only.confusion, first[0].confusion)
+    with pytest.raises(AssertionError, match="scored again"):
+        runscores.score_run(store, "val", cache=False)
+    with pytest.raises(AssertionError, match="scored again"):
+        runscores.score_run(store, "val", members=[0])  # a selection never scored is not in the cache
+
+
+def test_a_stale_damaged_or_oversized_cache_entry_is_scored_again(tmp_path, monkeypatch):
+    from confusion import runscores
+
+    probs, store = _imported(tmp_path, seed=6)
+    runscores.score_run(store, "val")
+    (entry,) = (tmp_path / "run" / "cache").glob("scores-*.npz")
+    assert runscores._read_cached_scores(entry, [1, 2, 3]) is None  # computed from other epochs
+    assert runscores._read_cached_scores(entry, store.recorded_epochs) is not None
+    entry.write_bytes(b"damaged")
+    assert runscores._read_cached_scores(entry, store.recorded_epochs) is None
+    assert runscores._read_cached_scores(tmp_path / "absent.npz", store.recorded_epochs) is None
+    again = runscores.score_run(store, "val")  # recomputed and kept again
+    np.testing.assert_allclose(again.per_epoch, confusion_scores(probs).per_epoch, rtol=0, atol=1e-6)
+    assert runscores._read_cached_scores(entry, store.recorded_epochs) is not None
+    decomposed = runscores._score_cache(store, "val", 2.0, None, np.arange(4), True)
+    assert runscores._score_cache(store, "val", 2.0, None, np.arange(4), False) != decomposed
+    assert runscores._score_cache(store, "val", 2.0, [0, 1, 2], np.arange(4), True) != decomposed
+    assert runscores._score_cache(store, "val", 2.0, None, np.arange(4), True) == decomposed
+    monkeypatch.setattr(runscores, "SCORE_CACHE_BYTES", 2 * 4 * 120 * 8 - 1)  # one byte short of (epochs x samples) x 2
+    assert runscores._score_cache(store, "val", 2.0, None, np.arange(4), True) is None
+    monkeypatch.setattr(runscores, "SCORE_CACHE_BYTES", 2 * 4 * 120 * 8)
+    assert runscores._score_cache(store, "val", 2.0, None, np.arange(4), True) == decomposed
+
+
+def test_for_epochs_keeps_exactly_the_chosen_epochs():
+    probs = np.random.default_rng(8).dirichlet(np.ones(4), size=(2, 5, 30))
+    scores = confusion_scores(probs)
+    for which, positions in (([0, 3], [0, 3]), ([4], [4]), (slice(1, 4), [1, 2, 3]), (slice(-2, None), [3, 4])):
+        part = scores.for_epochs(which)
+        np.testing.assert_array_equal(part.per_epoch, scores.per_epoch[positions])
+        np.testing.assert_array_equal(part.per_epoch_expected, scores.per_epoch_expected[positions])
+        assert part.epochs == tuple(scores.epochs[p] for p in positions)
+        assert (part.n_classes, part.base, part.members) == (scores.n_classes, scores.base, scores.members)
+        np.testing.assert_allclose(part.confusion, confusion_scores(probs[:, positions]).confusion, rtol=0, atol=1e-12)
+    assert scores.for_epochs([1]).per_epoch_low is None
+    bounded = replace(scores, per_epoch_low=scores.per_epoch - 0.1, per_epoch_high=scores.per_epoch + 0.1, training_epochs=(2, 4, 6, 8, 10))
+    part = bounded.for_epochs([1, 4])
+    np.testing.assert_array_equal(part.per_epoch_low, scores.per_epoch[[1, 4]] - 0.1)
+    np.testing.assert_array_equal(part.per_epoch_high, scores.per_epoch[[1, 4]] + 0.1)
+    assert part.training_epochs == (4, 10)
+
+
+def test_softmax_by_hand_along_any_axis():
+    np.testing.assert_allclose(softmax(np.array([0.0, math.log(3.0)])), [0.25, 0.75], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(softmax(np.array([1000.0, 1000.0 + math.log(3.0)])), [0.25, 0.75], rtol=0, atol=1e-13)  # no overflow
+    logits = np.array([[0.0, 0.0], [math.log(3.0), 0.0]])
+    np.testing.assert_allclose(softmax(logits, axis=0), [[0.25, 0.5], [0.75, 0.5]], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(softmax(logits), [[0.5, 0.5], [0.75, 0.25]], rtol=0, atol=1e-15)
+    assert softmax(np.array([1, 2], dtype=np.float16)).dtype == np.float64
