@@ -374,3 +374,46 @@ def test_softmax_by_hand_along_any_axis():
     np.testing.assert_allclose(softmax(logits, axis=0), [[0.25, 0.5], [0.75, 0.5]], rtol=0, atol=1e-15)
     np.testing.assert_allclose(softmax(logits), [[0.5, 0.5], [0.75, 0.25]], rtol=0, atol=1e-15)
     assert softmax(np.array([1, 2], dtype=np.float16)).dtype == np.float64
+
+
+def test_confusion_score_is_the_confusion_column_in_either_unit():
+    from confusion.scores import confusion_score
+
+    probs = np.random.default_rng(9).dirichlet(np.ones(6), size=(2, 3, 40))
+    np.testing.assert_array_equal(confusion_score(probs), confusion_scores(probs).confusion)
+    np.testing.assert_allclose(confusion_score(probs, base="e"), confusion_scores(probs).confusion * math.log(2), rtol=1e-12)
+    np.testing.assert_array_equal(confusion_score(probs, members=[1], epochs=[0, 2]), confusion_scores(probs, members=[1], epochs=[0, 2]).confusion)
+    np.testing.assert_allclose(confusion_score(np.full((3, 2, 4, 8), 1 / 8)), [3.0] * 4, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("keep", ["reduced", "topk"])
+def test_a_reduced_or_top_k_run_is_scored_block_by_block_as_the_raw_run(tmp_path, keep, monkeypatch):
+    """The block scorer (`_scores_by_block`, `score_rows`) and the reduced record's kernel
+    (`reduce_epoch`), against the raw run scored by the whole-array scorer; blocks are forced
+    small so that several are scored and put back in order."""
+    from confusion import runscores
+    from confusion.importing import import_predictions, import_topk
+    from confusion.store import RunStore
+
+    rng = np.random.default_rng(10)
+    probs = rng.dirichlet(np.full(6, 0.4), size=(3, 4, 500)).astype(np.float16)
+    import_predictions(probs, tmp_path / "raw")
+    if keep == "reduced":
+        import_predictions(probs, tmp_path / "run", keep="reduced")
+    else:  # every class listed: the bounds close on the exact score
+        order = np.argsort(-probs.astype(np.float64), axis=-1)
+        values = np.take_along_axis(probs.astype(np.float64), order, axis=-1)
+        np.savez(tmp_path / "top.npz", values=values, indices=order, n_classes=6)
+        import_topk(tmp_path / "top.npz", tmp_path / "run", n_classes=6, logprobs=False)
+    raw = runscores.score_run(RunStore.open(tmp_path / "raw"), "val", cache=False)
+    monkeypatch.setattr(runscores, "BLOCK_BYTES", 2**11)  # a few blocks of whole chunks
+    for options in ({}, {"base": "e"}, {"epochs": [2, 3]}):
+        seen = []
+        other = runscores.score_run(RunStore.open(tmp_path / "run"), "val", cache=False, progress=seen.append, **options)
+        plain = runscores.score_run(RunStore.open(tmp_path / "raw"), "val", cache=False, **options)
+        assert sum(seen) == 500 and len(seen) > 1
+        precision = 3e-7 * math.log2(6) * (1 if options.get("base") != "e" else math.log(2))
+        np.testing.assert_allclose(other.per_epoch, plain.per_epoch, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
+        np.testing.assert_allclose(other.confusion, plain.confusion, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
+        assert other.epochs == plain.epochs and other.base == plain.base
+    np.testing.assert_allclose(runscores.score_run(RunStore.open(tmp_path / "run"), "val", cache=False).confusion, raw.confusion, rtol=0, atol=2e-5)
