@@ -417,3 +417,20 @@ def test_a_reduced_or_top_k_run_is_scored_block_by_block_as_the_raw_run(tmp_path
         np.testing.assert_allclose(other.confusion, plain.confusion, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
         assert other.epochs == plain.epochs and other.base == plain.base
     np.testing.assert_allclose(runscores.score_run(RunStore.open(tmp_path / "run"), "val", cache=False).confusion, raw.confusion, rtol=0, atol=2e-5)
+
+
+def test_the_threads_of_a_cluster_are_counted_and_an_unreachable_one_is_one():
+    from confusion.runscores import _cluster_threads
+
+    class Cluster:
+        def __init__(self, threads):
+            self.threads = threads
+
+        def nthreads(self):
+            if self.threads is None:
+                raise OSError("gone")
+            return self.threads
+
+    assert _cluster_threads(Cluster({"tcp://a": 2, "tcp://b": 3})) == 5
+    assert _cluster_threads(Cluster({})) == 1
+    assert _cluster_threads(Cluster(None)) == 1

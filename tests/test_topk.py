@@ -1,5 +1,7 @@
 """Top-k logs: every exact score lies inside its bounds, widths shrink with k, bad logs are refused."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -324,3 +326,46 @@ def test_read_topk_rows_tells_damage_from_data():
     with pytest.raises(RunStoreError) as caught:
         read_topk_rows(Broken(), indices, [0], np.array([0]), 0, 1, "run/val")
     assert str(caught.value) == "run/val: its top-k logs are damaged (OSError)"
+
+
+def test_top_k_checks_at_their_exact_boundaries():
+    """The limits themselves are allowed (a value or a row mass of exactly 1 + TOLERANCE, a
+    log-probability of exactly TOLERANCE), and the value an error names is the bad one."""
+    from confusion.errors import ParameterError
+    from confusion.topk import TOLERANCE, check_topk, ensemble_argmax, prepare_topk
+
+    edge = 1 + TOLERANCE
+    check_topk(np.array([[edge]]), np.array([[0]]), 2)
+    check_topk(np.array([[edge - 0.5, 0.5]]), np.array([[0, 1]]), 2)
+    with pytest.raises(ParameterError) as caught:
+        check_topk(np.array([[0.0, -0.25]]), np.array([[0, 1]]), 3)
+    assert "a value of -0.25 " in str(caught.value)  # not the zero before it
+    with pytest.raises(ParameterError) as caught:
+        check_topk(np.array([[0.9995, 1.5]]), np.array([[0, 1]]), 3)
+    assert "a value of 1.5 " in str(caught.value)  # not the valid value before it
+    values, _, _ = prepare_topk(np.array([[TOLERANCE, -10.0]]), np.array([[0, 1]]), n_classes=3, logprobs=True)
+    assert values[0, 0, 0, 0] == 1.0 and values[0, 0, 0, 1] == pytest.approx(math.exp(-10.0), rel=1e-15)  # clamped to log 1
+    out = ensemble_argmax(np.array([[[0.6, 0.3]]]), np.array([[[1, 0]]]), 3)
+    assert out.dtype == np.int64 and out.tolist() == [1]
+
+
+def test_load_topk_names_an_empty_archive_and_the_reader_s_reason(tmp_path):
+    from confusion.errors import ParameterError
+    from confusion.topk import load_topk
+
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(ParameterError) as caught:
+        load_topk(tmp_path / "empty.npz", n_classes=3, logprobs=False)
+    assert str(caught.value).endswith("must hold arrays 'values' and 'indices' (it has none)")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ParameterError) as caught:
+        load_topk(tmp_path / "junk.npz", n_classes=3, logprobs=False)
+    reason = str(caught.value).split("is not a readable .npz file: ")[1]
+    assert reason and reason != "None"
+
+
+def test_a_sample_whose_bounds_meet_is_not_counted_above_itself():
+    from confusion.topk import certain_in_top
+
+    exact = np.array([3.0, 2.0, 1.0])
+    assert certain_in_top(exact, exact, np.array([0, 1]), 1).tolist() == [True, False]  # sample 0 is above sample 1
