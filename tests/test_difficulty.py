@@ -213,3 +213,58 @@ def test_every_score_documents_its_range_unit_direction_reads_and_source():
         assert info.name == name and info.harder in ("higher", "lower"), name
         for field in ("range", "unit", "reads", "source", "description"):
             assert getattr(info, field).strip(), f"{name} has no {field}"
+
+
+def test_label_free_scores_are_checked_by_name_and_computed_as_the_table(tmp_path):
+    """`check_label_free` and `label_free_score` (what hardset and mitigate rank by)."""
+    from confusion.difficulty import LABEL_FREE, check_label_free, label_free_score
+    from confusion.errors import ParameterError
+    from confusion.runscores import score_run
+
+    for name in LABEL_FREE:
+        check_label_free(name)
+    for name in ("margin", "no such score"):
+        with pytest.raises(ParameterError) as caught:
+            check_label_free(name)
+        assert str(caught.value) == f"score must be a label-free score ({', '.join(LABEL_FREE)}), got {name!r}"
+    assert "confusion" in LABEL_FREE and not set(WITH_LABELS) & set(LABEL_FREE)
+    probs = np.random.default_rng(4).dirichlet(np.ones(4), size=(2, 3, 30))
+    import_predictions(probs, tmp_path / "run", labels=np.random.default_rng(5).integers(0, 4, 30))
+    store = RunStore.open(tmp_path / "run")
+    np.testing.assert_array_equal(label_free_score(store, "val"), score_run(store, "val", decomposition=False).confusion)
+    table = difficulty_scores(store, "val")
+    for name in ("disagreement", "last_epoch_entropy", "ensemble_msp"):
+        got = label_free_score(store, "val", name)
+        assert got.dtype == np.float64 and got.shape == (30,)
+        np.testing.assert_allclose(got, table[name].to_numpy(np.float64), rtol=0, atol=1e-12)
+    with pytest.raises(ParameterError, match="got 'margin'"):
+        label_free_score(store, "val", "margin")
+
+
+def test_combined_is_refused_in_one_line_without_a_usable_calibration_split_or_target(tmp_path):
+    from confusion.difficulty import fit_combined_run
+    from confusion.errors import ParameterError
+
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(3), size=(2, 2, 60))
+    import_predictions(probs, tmp_path / "run", labels=rng.integers(0, 3, 60))
+    store = RunStore.open(tmp_path / "run")
+    with pytest.raises(ParameterError) as caught:
+        fit_combined_run(store, calibration="test")
+    assert str(caught.value) == f"calibration must be a split of {store.path} (val), got 'test'"
+    import_predictions(probs, tmp_path / "other", split="test")
+    with pytest.raises(ParameterError) as caught:
+        fit_combined_run(store, target=tmp_path / "other")
+    assert str(caught.value) == f"target {tmp_path / 'other'} has no split 'val'"
+    import_predictions(probs[:, :, :50], tmp_path / "fewer", labels=rng.integers(0, 3, 50))
+    with pytest.raises(ParameterError) as caught:
+        fit_combined_run(store, target=tmp_path / "fewer")
+    assert str(caught.value) == f"target {tmp_path / 'fewer'} lacks 10 samples of split 'val' (first: '50')"
+    import_predictions(probs[:, :, ::-1], tmp_path / "same", labels=rng.integers(0, 3, 60), sample_ids=[str(i) for i in range(59, -1, -1)])
+    fit = fit_combined_run(store, target=tmp_path / "same", folds=2)
+    assert fit.target == str((tmp_path / "same").resolve())
+    unlabeled = tmp_path / "unlabeled"
+    import_predictions(probs, unlabeled)
+    with pytest.raises(InputError) as caught:
+        fit_combined_run(RunStore.open(unlabeled))
+    assert str(caught.value) == "combined is fitted on the labels of split 'val', and it has 0 labelled samples"

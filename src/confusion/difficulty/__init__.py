@@ -338,7 +338,7 @@ def _other_run_predictions(store: RunStore, other_path: Path, calibration: str, 
     position = {sample: i for i, sample in enumerate(other.sample_ids(calibration))}
     missing = [sample for sample in ids if sample not in position]
     if missing:
-        raise ParameterError(f"{{target}} {other_path} lacks {len(missing)} samples of split {calibration!r} (first: {missing[0]!r})", "target")
+        raise ParameterError(f"{{target}} {other_path} lacks {len(missing)} samples of split {calibration!r} (first: {str(missing[0])!r})", "target")
     own = other.final_predictions(calibration).ensemble_argmax
     return own[[position[sample] for sample in ids]], str(other_path.resolve())
 
