@@ -105,3 +105,17 @@ def test_ensemble_and_mean_member_accuracy_are_different_things():
     assert analyses.mean_member_accuracy(final, labels) == pytest.approx(2 / 3)
     assert analyses.ensemble_accuracy(final, np.array([-1, 0, -1])) == pytest.approx(1.0)  # unknown labels left out
     assert np.isnan(analyses.mean_member_accuracy(final, np.full(3, -1)))
+
+
+def test_positions_and_align_join_by_id_and_name_what_is_missing():
+    from confusion.errors import InputError
+
+    ids = np.array(["a", "b", "c", "d"])
+    assert analyses.positions(ids, ["c", "a"], "the run").tolist() == [2, 0]
+    assert analyses.positions(np.array([10, 11]), np.array([11]), "the run").tolist() == [1]  # ids compared as text
+    with pytest.raises(InputError) as caught:
+        analyses.positions(ids, np.array(["b", "x", "y"]), "the run")
+    assert str(caught.value) == "2 of these samples are not in the run (e.g. 'x')"
+    in_a, in_b = analyses.align(np.array(["d", "a", "z", "b"]), ids)
+    assert in_a.tolist() == [0, 1, 3] and in_b.tolist() == [3, 0, 1]
+    assert in_a.dtype == np.intp and analyses.align(np.array(["q"]), ids)[0].tolist() == []

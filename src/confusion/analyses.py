@@ -313,7 +313,7 @@ def positions(ids: np.ndarray, wanted, where: str) -> np.ndarray:
     wanted = np.asarray(wanted).astype(str)
     missing = [s for s in wanted if s not in position]
     if missing:
-        raise InputError(f"{len(missing)} of these samples are not in {where} (e.g. {missing[0]!r})")
+        raise InputError(f"{len(missing)} of these samples are not in {where} (e.g. {str(missing[0])!r})")
     return np.array([position[s] for s in wanted], dtype=np.intp)
 
 

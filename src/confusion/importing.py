@@ -346,7 +346,7 @@ def read_metadata(path: str | Path, ids: np.ndarray) -> dict[str, np.ndarray]:
     ids = np.asarray(ids).astype(str)
     matched = int(table[key].isin(ids).sum())
     if matched == 0:
-        raise ParameterError(f"{{meta}} {path}: none of its {len(table)} sample ids is a sample of this split (e.g. {ids[0]!r})", "meta")
+        raise ParameterError(f"{{meta}} {path}: none of its {len(table)} sample ids is a sample of this split (e.g. {str(ids[0])!r})", "meta")
     aligned = table.set_index(key).reindex(ids)
     return {str(column): aligned[column].to_numpy() for column in aligned.columns if column != "sample"}
 
