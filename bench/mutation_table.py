@@ -52,7 +52,18 @@ def main() -> None:
         caught = sum(counts[s] for s in CAUGHT)
         rate = caught / considered if considered else float("nan")
         rows.append(
-            (module, len(results), counts["killed"], counts["timeout"], counts["survived"], counts["no tests"], len(same), rate, int(seconds))
+            (
+                module,
+                len(results),
+                counts["killed"],
+                counts["timeout"],
+                counts["survived"],
+                counts["no tests"],
+                counts["suspicious"],
+                len(same),
+                rate,
+                int(seconds),
+            )
         )
         survivors += [(module, name, status) for name, status in results.items() if status not in CAUGHT and name not in equivalent]
     print(
