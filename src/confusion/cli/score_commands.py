@@ -202,7 +202,8 @@ def import_(
         return
     sample_ids = _read_ids(ids)
     split, why = split_from_name(probs, split)
-    with term.progress_bar(_slices(probs), "import", "member-epochs") as advance:
+    slices = _slices(probs)
+    with term.progress_bar(slices, "import", "member-epochs") if slices else contextlib.nullcontext(None) as advance:
         store = import_predictions(
             probs,
             out,
@@ -223,16 +224,21 @@ def import_(
     )
 
 
-def _slices(probs: Path) -> int:
-    """How many (member, epoch) slices an import of `probs` copies, for its progress (0 when the
-    file cannot be read: the import itself then says why)."""
-    from ..importing import load_predictions
+def _slices(probs: Path) -> int | None:
+    """How many (member, epoch) slices an import of `probs` copies, for its progress, where the
+    shape costs no read of the data: a .npy file's header (memory-mapped) or a file pattern.
+    None for .npz and torch files, which the import itself reads whole (reading them here too
+    would read them twice: their import prints no progress lines), and for a file that cannot
+    be read (the import then says why)."""
+    from ..importing import TORCH_SUFFIXES, load_predictions
     from ..scores import as_four_d
 
+    if Path(str(probs)).suffix.lower() in (".npz", *TORCH_SUFFIXES):
+        return None
     try:
         n_members, n_epochs, *_ = as_four_d(tuple(load_predictions(probs).shape))
     except (InputError, ValueError, OSError):
-        return 0
+        return None
     return n_members * n_epochs
 
 
