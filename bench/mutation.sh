@@ -35,7 +35,7 @@ declare -A TESTS=(
   [topk]="tests/test_topk.py"
   [reduced]="tests/test_reduced_record.py tests/test_difficulty.py tests/test_store.py"
   [difficulty]="tests/test_difficulty.py"
-  [store-commit]="tests/test_store.py"
+  [store-commit]="tests/test_store.py tests/test_recorder.py tests/test_signals.py"
   [analyses]="tests/test_analyses.py"
 )
 modules=("$@"); [ "${#modules[@]}" -gt 0 ] || modules=(scores topk reduced difficulty store-commit analyses)

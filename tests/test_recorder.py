@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from confusion import Recorder
 from confusion.errors import InputError, RunStoreError
@@ -130,6 +129,7 @@ def test_racing_creators_end_with_one_store(tmp_path):
 
 
 def test_torch_tensors_logits_and_bf16_are_recorded(tmp_path):
+    torch = pytest.importorskip("torch")
     logits = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
     recorder = Recorder.create(tmp_path / "run", n_classes=4, members=2, splits={"val": torch.tensor([0, 1, 2, 3, 0, 1])}, classes=list("abcd"))
     for member in range(2):
@@ -282,6 +282,7 @@ def test_the_readmes_first_loop_runs_as_written(tmp_path, monkeypatch):
     import pathlib
     import re
 
+    pytest.importorskip("torch")
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Use it from your own training loop") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -311,3 +312,109 @@ def test_a_loader_in_order_needs_no_index_and_the_two_ways_do_not_mix(tmp_path):
         writer.log("val", 3, probs[:5], index=np.arange(5))
         with pytest.raises(InputError, match="was logged with index"):
             writer.log("val", 3, probs[5:])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda w, p: w.log("val", 0, p[0, 0]), "epoch must be the 1-based training epoch number, got 0"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10, :3], index=np.arange(10)), "outputs must be (batch, 5) for this run, got shape (10, 3)"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(10) - 1), "index holds positions outside 0..299 of split 'val'"),
+        (lambda w, p: w.log("val", 1, p[0, 0, :10], index=np.arange(9)), "index must be (10,) integer sample positions, got int64 (9,)"),
+        (lambda w, p: w.log("val", 1, np.zeros((10, 5), dtype=int), index=np.arange(10)), "outputs must be floating point, got dtype int64"),
+        (
+            lambda w, p: (w.log("val", 1, p[0, 0]), w.log("val", 1, p[0, 0, :10])),
+            "310 rows of split 'val' (300 samples) logged in order this epoch: a loader that shuffles, or goes round twice, must give index",
+        ),
+        (
+            lambda w, p: (w.log("val", 1, p[0, 0, :5], index=np.arange(5)), w.log("val", 1, p[0, 0, 5:])),
+            "split 'val' was logged with index this epoch; give index for every batch of it",
+        ),
+        (
+            lambda w, p: (w.log("val", 1, p[0, 0, :5]), w.log("val", 1, p[0, 0, 5:], index=np.arange(5, 300))),
+            "split 'val' was logged in order (no index) this epoch; log all of it that way",
+        ),
+        (lambda w, p: w.end_epoch(1), "member 0 logged nothing for epoch 1; log every split before end_epoch"),
+        (
+            lambda w, p: (w.log("val", 1, p[0, 0]), w.log("val", 2, p[0, 1])),
+            "member 0 is still logging epoch 1; call end_epoch(1) before logging epoch 2",
+        ),
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.end_epoch(1), w.log("val", 1, p[0, 0])), "member 0 already ended epoch 1; log a later epoch"),
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.end_epoch(1), w.end_epoch(1)), "member 0 already ended epoch 1"),
+        (lambda w, p: (w.log("val", 2, p[0, 0]), w.end_epoch(3)), "member 0 is logging epoch 2, not 3"),
+        (
+            lambda w, p: (w.log("val", 1, p[0, 0, :250], index=np.arange(250)), w.end_epoch(1)),
+            "member 0, epoch 1: 50 of 300 rows of split 'val' were never logged; log every sample before end_epoch",
+        ),
+        (lambda w, p: w.log_views("val", 1, p[0, 0]), "view outputs must be (batch, views, 5) for this run, got shape (300, 5)"),
+        (lambda w, p: w.log_views("val", 1, np.zeros((300, 2, 5), dtype=int)), "view outputs must be floating point, got dtype int64"),
+        (lambda w, p: w.log_views("val", 1, np.zeros((300, 0, 5))), "view outputs must be (batch, views, 5) for this run, got shape (300, 0, 5)"),
+        (lambda w, p: (w.log("val", 1, p[0, 0]), w.end_epoch(1, info=[1])), "info must be a dict of JSON-able values, got list"),
+        (lambda w, p: w.log("val", 1, [[0.5, 0.5], [1.0]]), None),  # "outputs is not an array: " and numpy's reason
+    ],
+)
+def test_the_writers_refusals_word_for_word(run, call, message):
+    """Each refusal of the member writer, exactly (a changed word is a changed contract), and
+    the writer can go on after it: nothing was half-logged."""
+    path, _, probs = run
+    with Recorder.open(path).member(0) as writer:
+        with pytest.raises((InputError, ValueError)) as caught:
+            call(writer, probs)
+        if message is None:
+            assert str(caught.value).startswith("outputs is not an array: ")
+        else:
+            assert str(caught.value) == message
+    with Recorder.open(path).member(0) as writer:  # a refused epoch was dropped with the writer
+        start = writer.last_epoch + 1
+        writer.log("val", start, probs[0, 0])
+        assert writer.end_epoch(start) == []
+
+
+def test_members_are_named_by_whole_numbers_in_range(run):
+    path, _, probs = run
+    recorder = Recorder.open(path)
+    for member in (3, -1, True, 1.0, "0"):
+        with pytest.raises(InputError) as caught:
+            recorder.member(member)
+        assert str(caught.value) == f"member must be an integer in 0..2, got {member!r}"
+    with recorder.member(np.int64(2)) as writer:
+        assert writer.member == 2 and type(writer.member) is int and writer.open_epoch is None
+        writer.log("val", 4, probs[2, 0])
+        assert writer.open_epoch == 4 and writer.ended_epochs == [] and writer.last_epoch == 0
+        assert writer.end_epoch(4, info={"loss": np.float64(0.5), "per_class": np.array([1, 2]), "nested": {"k": (np.int32(1),)}}) == []
+        assert writer.open_epoch is None and writer.ended_epochs == [4] and writer.last_epoch == 4
+    assert RunStore.open(path).history(2)[0] == {"loss": 0.5, "per_class": [1, 2], "nested": {"k": [1]}, "epoch": 4}
+
+
+def test_an_epoch_commits_when_the_last_member_ends_it_and_never_before(run):
+    path, _, probs = run
+    recorder = Recorder.open(path)
+    for member in range(M):
+        with recorder.member(member) as writer:
+            for epoch in (1, 2):
+                writer.log("val", epoch, probs[member, epoch - 1])
+                committed = writer.end_epoch(epoch)
+                assert committed == ([] if member < M - 1 else [epoch])
+        store = RunStore.open(path)
+        assert store.recorded_epochs == ([] if member < M - 1 else [1, 2])
+        assert store.ended_epochs()[member] == [1, 2]
+    with recorder.member(0) as writer:  # a member ahead of the others commits nothing
+        writer.log("val", 3, probs[0, 2])
+        assert writer.end_epoch(3) == [] and RunStore.open(path).recorded_epochs == [1, 2]
+    scores = score_run(RunStore.open(path), "val")
+    np.testing.assert_allclose(scores.confusion, by_hand(probs[:, :2]), atol=1e-6)
+
+
+def test_rows_buffered_past_the_flush_size_are_written_in_place(run, monkeypatch):
+    from confusion.store.commit import MemberWriter
+
+    path, _, probs = run
+    monkeypatch.setattr(MemberWriter, "FLUSH_BYTES", 64)  # a flush after every few rows
+    order = np.random.default_rng(1).permutation(N)
+    for member in range(M):
+        with Recorder.open(path).member(member) as writer:
+            for start in range(0, N, 7):
+                part = order[start : start + 7]
+                writer.log("val", 1, probs[member, 0, part], index=part)
+            writer.end_epoch(1)
+    np.testing.assert_allclose(score_run(RunStore.open(path), "val").confusion, by_hand(probs[:, :1]), atol=1e-6)

@@ -434,3 +434,137 @@ def test_the_threads_of_a_cluster_are_counted_and_an_unreachable_one_is_one():
     assert _cluster_threads(Cluster({"tcp://a": 2, "tcp://b": 3})) == 5
     assert _cluster_threads(Cluster({})) == 1
     assert _cluster_threads(Cluster(None)) == 1
+
+
+def test_the_base_is_bits_or_nats_by_number_or_name():
+    from confusion.scores import check_base
+
+    for base in (2, 2.0, "2", "bits", " Bit ", "BITS"):
+        assert check_base(base) == 2.0
+    for base in (math.e, "e", "nats", "NAT", " e "):
+        assert check_base(base) == math.e
+    for base in (10, 0, "ten", "", 2.5):
+        with pytest.raises(InputError) as caught:
+            check_base(base)
+        assert str(caught.value) == f"base must be 2 (bits) or e (nats), got {base!r}"
+
+
+def test_shapes_are_read_as_members_epochs_samples_classes_or_refused_word_for_word():
+    from confusion.scores import as_four_d
+
+    assert as_four_d((5, 3)) == (1, 1, 5, 3) and as_four_d((2, 4, 5, 3)) == (2, 4, 5, 3)
+    assert all(type(s) is int for s in as_four_d((np.int64(2), 1, 5, 3)))
+    refusals = {
+        (2, 3, 4): "probs must be 4-D (members, epochs, samples, classes) or 2-D (samples, classes); got 3-D with shape (2, 3, 4)",
+        (0, 3): "probs is empty: shape (members, epochs, samples, classes) = (1, 1, 0, 3)",
+        (2, 0, 3, 4): "probs is empty: shape (members, epochs, samples, classes) = (2, 0, 3, 4)",
+        (4, 1): "probs has 1 class; confusion needs at least 2 (shape (members, epochs, samples, classes) = (1, 1, 4, 1))",
+    }
+    for shape, message in refusals.items():
+        with pytest.raises(InputError) as caught:
+            as_four_d(shape)
+        assert str(caught.value) == message
+    with pytest.raises(InputError) as caught:
+        as_four_d((3,), name="logits")
+    assert str(caught.value).startswith("logits must be 4-D")
+
+
+def test_the_engine_is_chosen_by_dtype_and_option(monkeypatch):
+    from confusion.scores import _engine
+
+    f16, f32, f64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+    assert _engine("auto", f32, False) == "numba" and _engine("auto", f16, False) == "numba"
+    assert _engine("auto", f64, False) == "numpy" and _engine("auto", f32, True) == "numpy"
+    assert _engine("numpy", f32, False) == "numpy" and _engine("numba", f16, False) == "numba"
+    monkeypatch.setenv("CONFUSION_ENGINE", "NumPy")
+    assert _engine("auto", f32, False) == "numpy" and _engine("numba", f32, False) == "numba"
+    monkeypatch.setenv("CONFUSION_ENGINE", "numba")
+    assert _engine("auto", f32, False) == "numba"
+    with pytest.raises(InputError) as caught:
+        _engine("fast", f32, False)
+    assert str(caught.value) == "engine must be auto, numpy or numba, got 'fast'"
+    for dtype, logits in ((f64, False), (f32, True)):
+        with pytest.raises(InputError) as caught:
+            _engine("numba", dtype, logits)
+        assert str(caught.value) == "the numba engine takes float16/float32 probabilities only"
+
+
+def test_invalid_blocks_are_named_word_for_word():
+    from confusion.scores import describe_invalid
+
+    good = np.full((2, 3, 4, 2), 0.5, dtype=np.float32)
+    assert describe_invalid(good, good.dtype, 0, False) is None
+    cases = [
+        ((1, 2, 3, 1), np.nan, False, "NaN or inf at member 11, epoch 7, sample 103, class 1"),
+        ((0, 1, 0, 0), -np.inf, False, "NaN or inf at member 10, epoch 6, sample 100, class 0"),
+        ((1, 0, 2, 0), -0.25, False, "negative probability -0.25 at member 11, epoch 5, sample 102, class 0 (are these logits? pass --logits)"),
+        (
+            (0, 0, 1, 1),
+            0.6,
+            False,
+            "probabilities do not sum to 1 (sum 1.1 at member 10, epoch 5, sample 101; tolerance 0.001 for float32); if these are logits, pass --logits",
+        ),
+        ((0, 2, 3, 1), np.inf, True, "NaN or +inf logit at member 10, epoch 7, sample 103, class 1"),
+        ((1, 1, 0, 0), np.nan, True, "NaN or +inf logit at member 11, epoch 6, sample 100, class 0"),
+    ]
+    for where, value, logits, message in cases:
+        block = good.copy()
+        block[where] = value
+        assert describe_invalid(block, block.dtype, 100, logits, members=[10, 11], epochs=[5, 6, 7]) == message
+    block = good.copy()
+    block[1, 2, 1] = -np.inf
+    assert describe_invalid(block, block.dtype, 0, True) == "every class's logit is -inf at member 1, epoch 2, sample 1"
+    block[1, 2, 1, 0] = 3.0  # one class left: a valid logit row; the rest are still probabilities
+    assert describe_invalid(block, block.dtype, 0, True) is None
+    assert describe_invalid(good, good.dtype, 0, True) == (
+        "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; drop --logits"
+    )
+    assert describe_invalid(good * 0.99, good.dtype, 0, True) is None  # rows of 0.99: logits, however odd
+    half = np.full((1, 1, 1, 2), 0.5, dtype=np.float16)
+    half[..., 0] = 0.495  # sums to 0.995: inside float16's tolerance, outside float32's
+    assert describe_invalid(half, np.dtype(np.float16), 0, False) is None
+    assert "tolerance 0.001 for float32" in describe_invalid(half.astype(np.float32), np.dtype(np.float32), 0, False)
+    assert "tolerance 0.001 for int8" in describe_invalid(np.full((1, 1, 1, 2), 0.4), np.dtype(np.int8), 0, False)  # the default
+    edge = np.array([[[[0.5, 0.5 + 1e-3]]]], dtype=np.float64)  # a deviation of 1e-3 is tolerated
+    assert describe_invalid(edge, edge.dtype, 0, False) is None
+
+
+def test_a_scores_table_by_hand():
+    from confusion.scores import Scores
+
+    per_epoch = np.array([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]])
+    expected = np.array([[0.5, 0.5, 0.0], [0.0, 0.25, 1.0 + 1e-9]])  # the last: rounding above confusion
+    scores = Scores(per_epoch, expected, n_classes=4, epochs=(0, 1))
+    assert scores.unit == "bits" and scores.max_score == 2.0 and not scores.bounded
+    np.testing.assert_array_equal(scores.confusion, [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(scores.confusion_normalized, [0.25, 0.25, 0.25])
+    np.testing.assert_array_equal(scores.confusion_low, scores.confusion)
+    np.testing.assert_array_equal(scores.confusion_high, scores.confusion)
+    np.testing.assert_allclose(scores.expected_entropy, [0.25, 0.375, 0.5 + 5e-10])
+    np.testing.assert_allclose(scores.disagreement, [0.25, 0.125, 0.0])  # never below zero
+    table = scores.to_frame()
+    assert list(table.columns) == ["sample", "confusion", "confusion_normalized", "expected_entropy", "disagreement", "unit"]
+    assert table["sample"].tolist() == [0, 1, 2] and set(table["unit"]) == {"bits"}
+    table = scores.to_frame(sample_ids=["a", "b", "c"], labels=[1, -1, 0], split="val")
+    assert list(table.columns) == ["sample", "split", "confusion", "confusion_normalized", "expected_entropy", "disagreement", "label", "unit"]
+    assert table["sample"].tolist() == ["a", "b", "c"] and table["label"].tolist() == [1, -1, 0] and set(table["split"]) == {"val"}
+    nats = Scores(per_epoch, expected, n_classes=4, base=math.e)
+    assert nats.unit == "nats" and nats.max_score == pytest.approx(math.log(4))
+    np.testing.assert_allclose(nats.confusion_normalized, 0.5 / math.log(4))
+    single = Scores(per_epoch, expected, n_classes=1)
+    np.testing.assert_array_equal(single.confusion_normalized, [0.0, 0.0, 0.0])
+    low, high = per_epoch - 0.25, per_epoch + np.array([[0.5], [0.25]])
+    bounded = Scores(per_epoch, expected, n_classes=4, epochs=(0, 1), per_epoch_low=low, per_epoch_high=high, training_epochs=(3, 6))
+    assert bounded.bounded
+    np.testing.assert_allclose(bounded.confusion_low, [0.25, 0.25, 0.25])
+    np.testing.assert_allclose(bounded.confusion_high, [0.875, 0.875, 0.875])
+    table = bounded.to_frame()
+    assert list(table.columns)[-4:] == ["confusion_low", "confusion_high", "bound_width", "unit"]
+    np.testing.assert_allclose(table["bound_width"], 0.625)
+    last = bounded.for_epochs([1])
+    assert last.epochs == (1,) and last.training_epochs == (6,) and last.n_classes == 4 and last.base == 2.0
+    np.testing.assert_array_equal(last.per_epoch_low, low[1:]) and np.testing.assert_array_equal(last.per_epoch_high, high[1:])
+    np.testing.assert_array_equal(last.confusion, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(bounded.for_epochs(slice(None, None, -1)).per_epoch, per_epoch[::-1])
+    assert bounded.for_epochs(slice(None, None, -1)).training_epochs == (6, 3)
+    assert scores.for_epochs([0]).training_epochs == () and scores.for_epochs([0]).per_epoch_low is None

@@ -219,7 +219,8 @@ def error_ceiling(confusion: np.ndarray, reference, final_probs, labels: np.ndar
     -------
     dict
         threshold, shared_confident_error_share (of the model's error events), auroc_ceiling,
-        n_errors (events). NaN where the reference keeps no ensemble top probability (top-k).
+        n_errors (events). NaN where the reference keeps no ensemble top probability (top-k);
+        the ceiling is NaN where `confusion` has no value for some sample.
     """
     if not 0 < threshold < 1:
         raise InputError(f"the ceiling's threshold must be a probability in (0, 1), got {threshold}")
@@ -230,9 +231,10 @@ def error_ceiling(confusion: np.ndarray, reference, final_probs, labels: np.ndar
     if reference.ensemble_top1 is None or not errors.any():
         return out
     shared = errors & (final.argmax == reference.ensemble_argmax[None]) & (reference.ensemble_top1[None] > threshold)
-    top = np.nanmax(confusion) + 1.0 if np.isfinite(confusion).any() else 1.0
-    ceiling = np.where(errors & ~shared, top, np.broadcast_to(confusion, errors.shape))
     out["shared_confident_error_share"] = float(shared.sum() / errors.sum())
+    if not np.isfinite(confusion).all():  # a score missing somewhere has no order to keep
+        return out
+    ceiling = np.where(errors & ~shared, confusion.max() + 1.0, np.broadcast_to(confusion, errors.shape))
     out["auroc_ceiling"] = auroc(ceiling, errors)
     return out
 
