@@ -390,3 +390,83 @@ def test_accuracies_by_hand():
     assert analyses.mean_member_accuracy(FINAL, LABELS) == pytest.approx(1 - 6 / 10)
     assert analyses.mean_member_accuracy(FINAL, np.array([0, -1, -1, -1, 1])) == pytest.approx(0.5)  # sample 0 right, 4 wrong
     assert math.isnan(analyses.ensemble_accuracy(FINAL, np.full(5, -1)))
+
+
+def test_edge_cases_give_their_answer_without_a_warning():
+    """One positive and one negative is enough for an AUROC; errors given as 0/1 floats are
+    events; one class only, constant inputs and empty rests are NaN by decision, not by a 0/0."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analyses.auroc(np.array([0.2, 0.7]), np.array([0.0, 1.0])) == 1.0
+        assert analyses.auroc(np.array([0.9, 0.1, 0.5, 0.3]), np.array([1, 0, 0, 0])) == 1.0  # one positive
+        assert analyses.auroc(np.array([0.9, 0.1, 0.5, 0.3]), np.array([1, 1, 0, 1])) == pytest.approx(1 / 3)  # one negative
+        assert math.isnan(analyses.auroc(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])))
+        assert math.isnan(analyses.auroc(np.array([0.1, 0.2, 0.3]), np.zeros(3)))
+        assert math.isnan(analyses.aurc(np.array([]), np.array([])))
+        row = analyses.transfer_report({"s": np.array([np.nan, np.nan, 1.0, np.nan, np.nan])}, FINAL, LABELS)["scores"]["s"]
+        assert math.isnan(row["rest_error"])
+        flat = analyses.error_by_bin(np.repeat([0.1, 0.4, 0.8], 3), np.full(9, 0.5), max_score=1.0, bins=3, min_count=1)
+        assert math.isnan(flat.pearson)
+        for confusion, accuracy in (([0.1, 0.2, 0.3], [0.9, 0.9, 0.9]), ([0.2, 0.2, 0.2], [0.9, 0.8, 0.7])):
+            assert math.isnan(analyses.aggregate(np.array(confusion), np.array(accuracy))["pearson"])
+
+
+def test_scores_of_any_dtype_and_scores_without_values_in_any_order():
+    flag = np.array([False, True, True, False, True])  # a boolean score: flagged = harder
+    found = analyses.transfer_report({"none": np.full(5, np.nan), "flag": flag, "count": np.array([0, 2, 3, 1, 4])}, FINAL, LABELS, top=0.4)
+    assert list(found["scores"]) == ["flag", "count"]  # a score without values is skipped, not the end
+    per_sample = WRONG.mean(axis=0)
+    assert found["scores"]["flag"]["hard_error"] == pytest.approx(per_sample[[1, 2]].mean())  # the first two flagged
+    assert found["scores"]["count"]["hard_error"] == pytest.approx(per_sample[[4, 2]].mean())
+
+
+def test_ties_keep_the_sample_order_wherever_a_ranking_is_cut():
+    """The hard set, the gallery and the risk-coverage curve cut a ranking; samples that tie
+    keep their order (a stable sort), so the same scores always give the same set."""
+    rng = np.random.default_rng(7)
+    n = 200
+    score = rng.integers(0, 3, n).astype(float)  # three values: long runs of ties
+    labels = np.zeros(n, dtype=int)
+    predicted = rng.integers(0, 2, n)
+    final = np.stack([np.eye(2)[predicted] * 0.8 + 0.1])  # one member, right where it predicts 0
+    wrong = predicted != labels
+    row = analyses.transfer_report({"s": score}, final, labels, top=0.1)["scores"]["s"]
+    hardest_first = sorted(range(n), key=lambda i: -score[i])  # Python's sort is stable
+    assert row["hard_error"] == pytest.approx(wrong[hardest_first[:20]].mean())
+    assert row["aurc_error"] == pytest.approx(risk_coverage_area(score, wrong.astype(float)))
+    picks = analyses.gallery(score, np.zeros(n, dtype=int), per_class=30)[0]
+    assert picks["easiest"].tolist() == sorted(range(n), key=lambda i: score[i])[:30]
+    assert picks["hardest"].tolist() == sorted(range(n), key=lambda i: score[i])[::-1][:30]
+
+
+def test_the_default_bins_are_twenty_of_at_least_twenty_samples(monkeypatch):
+    scores = np.repeat(np.arange(20) / 20 + 0.025, 20)[:-1]  # 20 samples in every bin, 19 in the last
+    errors = np.tile([0.0, 1.0], 200)[: len(scores)]
+    binned = analyses.error_by_bin(scores, errors, max_score=1.0)
+    assert len(binned.counts) == 20 and binned.used.tolist() == [True] * 19 + [False]
+    one = analyses.error_by_bin(np.array([0.1, 0.6]), np.array([1.0, 1.0]), max_score=1.0, bins=2, min_count=1)
+    assert one.error.tolist() == [1.0, 1.0]  # a bin of one sample holds its error
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.full(3, 0.6), size=(2, 4, 300))
+    full, single = confusion_scores(probs), confusion_scores(probs, members=[0])
+    calls = []
+
+    def spy(scores, errors, **options):
+        calls.append(options)
+        return real(scores, errors, **options)
+
+    real = analyses.error_by_bin
+    monkeypatch.setattr(analyses, "error_by_bin", spy)
+    analyses.robustness(full, single, rng.random(300), max_score=math.log2(3))
+    assert calls and all(options == {"max_score": math.log2(3), "bins": 20, "min_count": 20} for options in calls)
+
+
+def test_empty_joins_are_positions_and_both_scores_are_clipped():
+    ids = np.array(["a", "b"])
+    in_a, in_b = analyses.align(np.array(["q"]), ids)
+    assert in_a.dtype == np.intp and in_b.dtype == np.intp and len(in_a) == len(in_b) == 0
+    assert analyses.positions(ids, [], "the run").dtype == np.intp
+    counts, _ = analyses.joint_histogram(np.array([0.1, 0.1, 0.9]), np.array([-2.0, 7.0, 0.1]), max_score=1.0, bins=2)
+    assert counts.tolist() == [[1, 1], [1, 0]]  # b below 0 and above the top are clipped into the edge bins

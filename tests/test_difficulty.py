@@ -268,3 +268,22 @@ def test_combined_is_refused_in_one_line_without_a_usable_calibration_split_or_t
     with pytest.raises(InputError) as caught:
         fit_combined_run(RunStore.open(unlabeled))
     assert str(caught.value) == "combined is fitted on the labels of split 'val', and it has 0 labelled samples"
+
+
+def test_the_documented_table_of_scores_is_the_catalogue():
+    """docs/scores.md lists every score with its range, unit, direction, cost and source, word
+    for word as `SCORES` holds them (a changed word in one is a changed contract)."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "scores.md").read_text(encoding="utf-8")
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    documented = {}
+    for line in rows:
+        cells = [cell.strip().replace("\\|", "|") for cell in line.strip("|").split(" | ")]
+        documented[cells[0].strip("`")] = cells[1:]
+    assert list(documented) == list(SCORES)
+    for name, info in SCORES.items():
+        expected = ["yes" if info.needs_labels else "no", info.harder, info.range, info.unit, info.reads, info.source, info.description]
+        assert documented[name] == expected, name
+    assert {name for name, info in SCORES.items() if info.needs_labels} == set(WITH_LABELS)
+    assert {name: info.harder for name, info in SCORES.items() if info.harder == "lower"} == {"cartography_confidence": "lower", "margin": "lower"}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from confusion.errors import InputError
-from confusion.scores import confusion_scores, entropy, softmax
+from confusion.scores import confusion_score, confusion_scores, entropy, softmax
 
 ENGINES = ["numpy", "numba"]
 
@@ -548,7 +548,7 @@ def test_a_scores_table_by_hand():
     table = scores.to_frame(sample_ids=["a", "b", "c"], labels=[1, -1, 0], split="val")
     assert list(table.columns) == ["sample", "split", "confusion", "confusion_normalized", "expected_entropy", "disagreement", "label", "unit"]
     assert table["sample"].tolist() == ["a", "b", "c"] and table["label"].tolist() == [1, -1, 0] and set(table["split"]) == {"val"}
-    nats = Scores(per_epoch, expected, n_classes=4, base=math.e)
+    nats = Scores(per_epoch, expected, n_classes=4, base=math.e, epochs=(0, 1))
     assert nats.unit == "nats" and nats.max_score == pytest.approx(math.log(4))
     np.testing.assert_allclose(nats.confusion_normalized, 0.5 / math.log(4))
     single = Scores(per_epoch, expected, n_classes=1)
@@ -568,3 +568,125 @@ def test_a_scores_table_by_hand():
     np.testing.assert_array_equal(bounded.for_epochs(slice(None, None, -1)).per_epoch, per_epoch[::-1])
     assert bounded.for_epochs(slice(None, None, -1)).training_epochs == (6, 3)
     assert scores.for_epochs([0]).training_epochs == () and scores.for_epochs([0]).per_epoch_low is None
+    assert nats.for_epochs([1]).base == math.e and nats.for_epochs([1]).unit == "nats"
+    np.testing.assert_array_equal(table["confusion_low"], [0.25] * 3)
+    np.testing.assert_array_equal(table["confusion_high"], [0.875] * 3)
+    np.testing.assert_allclose(table["expected_entropy"], [0.25, 0.375, 0.5 + 5e-10])
+    np.testing.assert_allclose(table["disagreement"], [0.25, 0.125, 0.0])
+
+
+def test_a_raw_run_scored_block_by_block_as_a_cluster_does_equals_the_whole_array_scorer(tmp_path, monkeypatch):
+    """`_scores_by_block` on a raw run is what each Dask task computes (`score_rows` through the
+    raw layout): every option reaches it, and damage is named with the run and split."""
+    from confusion import runscores
+    from confusion.importing import import_predictions
+    from confusion.store import RunStore
+
+    rng = np.random.default_rng(11)
+    probs = rng.dirichlet(np.full(5, 0.5), size=(3, 3, 300)).astype(np.float16)  # as the store keeps them
+    store = import_predictions(probs, tmp_path / "raw")
+    monkeypatch.setattr(runscores, "BLOCK_BYTES", 2**12)
+    for base, members, engine in ((2.0, None, "numba"), (math.e, [0, 2], "numpy")):
+        seen = []
+        slots = np.array([0, 2])
+        blocked = runscores._scores_by_block(store, "val", base, members, slots, True, engine, seen.append, None)
+        whole = confusion_scores(probs, base=base, members=members, epochs=slots)
+        assert sum(seen) == 300
+        np.testing.assert_allclose(blocked.per_epoch, whole.per_epoch, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(blocked.per_epoch_expected, whole.per_epoch_expected, rtol=0, atol=1e-6)
+        assert blocked.base == base and blocked.epochs == (0, 2) and blocked.members == (tuple(range(3)) if members is None else tuple(members))
+    only = runscores._scores_by_block(store, "val", 2.0, None, np.array([1]), False, "numpy", None, None)
+    assert np.isnan(only.per_epoch_expected).all() and np.isfinite(only.per_epoch).all()
+    with pytest.raises(InputError) as caught:
+        runscores._scores_by_block(store, "val", 2.0, None, np.array([1]), True, "fast", None, None)
+    assert "engine must be auto, numpy or numba" in str(caught.value)
+    chunk = sorted(p for p in (store.path / "predictions.zarr" / "val" / "probs" / "c").rglob("*") if p.is_file())[0]
+    chunk.write_bytes(b"")  # an emptied chunk file reads as zeros
+    with pytest.raises(Exception) as caught:
+        runscores._scores_by_block(RunStore.open(store.path), "val", 2.0, None, np.array([0, 1, 2]), True, "numpy", None, None)
+    assert str(caught.value).startswith(f"{store.path}: split 'val' is damaged: probabilities do not sum to 1 (sum 0 at member 0, epoch 0, sample 0")
+
+
+def test_one_member_of_a_reduced_run_is_scored_as_that_member_of_the_raw_run(tmp_path):
+    from confusion.importing import import_predictions
+    from confusion.runscores import score_run
+
+    rng = np.random.default_rng(12)
+    probs = rng.dirichlet(np.full(4, 0.5), size=(3, 2, 200)).astype(np.float16)
+    raw, reduced = import_predictions(probs, tmp_path / "raw"), import_predictions(probs, tmp_path / "reduced", keep="reduced")
+    for members in ([1], [2]):
+        found = score_run(reduced, "val", members=members, cache=False)
+        expected = score_run(raw, "val", members=members, cache=False)
+        assert found.members == tuple(members)
+        np.testing.assert_allclose(found.confusion, expected.confusion, rtol=0, atol=3e-7 * 2)
+        np.testing.assert_allclose(found.expected_entropy, expected.expected_entropy, rtol=0, atol=3e-7 * 2)
+
+
+def test_a_split_replaced_after_scoring_is_scored_again_and_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    from confusion import runscores
+    from confusion.importing import import_predictions
+    from confusion.store import RunStore
+
+    rng = np.random.default_rng(13)
+    first, second = (rng.dirichlet(np.full(3, 0.5), size=(2, 2, 100)).astype(np.float16) for _ in range(2))
+    import_predictions(first, tmp_path / "run")
+    before = runscores.score_run(RunStore.open(tmp_path / "run"), "val").confusion
+    np.testing.assert_allclose(before, confusion_score(first), rtol=0, atol=1e-6)
+    import_predictions(second, tmp_path / "run", overwrite=True)  # the same shape, other predictions
+    after = runscores.score_run(RunStore.open(tmp_path / "run"), "val").confusion
+    np.testing.assert_allclose(after, confusion_score(second), rtol=0, atol=1e-6)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runscores, "write_npz_atomic", full_disk)
+    store = import_predictions(first, tmp_path / "other")
+    np.testing.assert_allclose(runscores.score_run(store, "val").confusion, before, rtol=0, atol=0)
+    assert not any((tmp_path / "other" / runscores.CACHE_DIR).glob("scores-*.npz"))
+
+
+def test_the_score_table_of_every_split_with_ids_labels_and_unit(tmp_path):
+    from confusion.importing import import_predictions
+    from confusion.runscores import score_table
+    from confusion.store import RunStore
+
+    rng = np.random.default_rng(14)
+    val, train = (rng.dirichlet(np.full(3, 0.5), size=(2, 2, n)).astype(np.float16) for n in (6, 4))
+    import_predictions(val, tmp_path / "run", labels=np.array([0, 0, 0, -1, 0, 0]), sample_ids=[f"v{i}" for i in range(6)])
+    import_predictions(train, tmp_path / "run", split="train", sample_ids=[f"t{i}" for i in range(4)])
+    store = RunStore.open(tmp_path / "run")
+    seen = []
+    table = score_table(store, progress=seen.append)
+    assert table["split"].tolist() == ["val"] * 6 + ["train"] * 4 and sum(seen) == 10
+    assert table.index.tolist() == list(range(10))
+    assert table["sample"].tolist() == [f"v{i}" for i in range(6)] + [f"t{i}" for i in range(4)]
+    assert table["label"].dtype == np.int64 and table["label"].tolist() == [0, 0, 0, -1, 0, 0] + [-1] * 4  # labels of 0 are labels
+    assert set(table["unit"]) == {"bits"}
+    np.testing.assert_allclose(table["confusion"][:6], confusion_score(val), rtol=0, atol=1e-6)
+    nats = score_table(store, ["train"], base="e")
+    assert set(nats["unit"]) == {"nats"} and "label" not in nats  # no labelled sample: no label column
+    np.testing.assert_allclose(nats["confusion"], confusion_score(train, base="e"), rtol=0, atol=1e-6)
+
+
+def test_whole_arrays_scored_by_the_kernel_in_many_blocks(monkeypatch):
+    import confusion._blocks as blocks
+
+    rng = np.random.default_rng(15)
+    probs = rng.dirichlet(np.full(4, 0.5), size=(3, 2, 50)).astype(np.float32)
+    monkeypatch.setattr(blocks, "WHOLE_BLOCK", 7)
+    found = confusion_scores(probs, engine="numba", members=[2, 0], epochs=[1])
+    expected = confusion_scores(probs, engine="numpy", members=[2, 0], epochs=[1])
+    np.testing.assert_allclose(found.per_epoch, expected.per_epoch, rtol=0, atol=3e-7 * 2)
+    np.testing.assert_allclose(found.per_epoch_expected, expected.per_epoch_expected, rtol=0, atol=3e-7 * 2)
+
+
+def test_entropy_and_softmax_in_float64_whatever_comes_in():
+    probs = np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]], dtype=np.float16)
+    exact = -(probs.astype(np.float64) * np.log2(probs.astype(np.float64))).sum(axis=-1)
+    found = entropy(probs)
+    assert found.dtype == np.float64
+    np.testing.assert_allclose(found, exact, rtol=0, atol=1e-12)
+    wide = softmax(np.array([[1000.0, 0.0], [-1000.0, -1001.0]]))  # each row shifted by its own maximum
+    np.testing.assert_allclose(wide, [[1.0, 0.0], [1 / (1 + math.exp(-1)), 1 - 1 / (1 + math.exp(-1))]], rtol=1e-12)
+    columns = softmax(np.array([[1000.0, -1000.0], [0.0, -1001.0]]), axis=0)
+    np.testing.assert_allclose(columns, [[1.0, 1 / (1 + math.exp(-1))], [0.0, 1 - 1 / (1 + math.exp(-1))]], rtol=1e-12)
