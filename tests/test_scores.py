@@ -407,7 +407,7 @@ def test_a_reduced_or_top_k_run_is_scored_block_by_block_as_the_raw_run(tmp_path
         import_topk(tmp_path / "top.npz", tmp_path / "run", n_classes=6, logprobs=False)
     raw = runscores.score_run(RunStore.open(tmp_path / "raw"), "val", cache=False)
     monkeypatch.setattr(runscores, "BLOCK_BYTES", 2**11)  # a few blocks of whole chunks
-    for options in ({}, {"base": "e"}, {"epochs": [2, 3]}):
+    for options in ({}, {"base": "e"}, {"epochs": [2, 3]}, {"members": [1]}):
         seen = []
         other = runscores.score_run(RunStore.open(tmp_path / "run"), "val", cache=False, progress=seen.append, **options)
         plain = runscores.score_run(RunStore.open(tmp_path / "raw"), "val", cache=False, **options)
@@ -415,7 +415,12 @@ def test_a_reduced_or_top_k_run_is_scored_block_by_block_as_the_raw_run(tmp_path
         precision = 3e-7 * math.log2(6) * (1 if options.get("base") != "e" else math.log(2))
         np.testing.assert_allclose(other.per_epoch, plain.per_epoch, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
         np.testing.assert_allclose(other.confusion, plain.confusion, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
-        assert other.epochs == plain.epochs and other.base == plain.base
+        assert other.epochs == plain.epochs and other.base == plain.base and other.training_epochs == plain.training_epochs
+        assert other.members == plain.members and other.n_classes == 6 and other.bounded == (keep == "topk")
+        np.testing.assert_allclose(other.per_epoch_expected, plain.per_epoch_expected, rtol=0, atol=precision + (1e-5 if keep == "topk" else 0))
+        if keep == "topk":  # every class listed: the bounds close on the score (the float16 mass tolerance apart)
+            assert (other.per_epoch_low <= plain.per_epoch + 1e-6).all() and (other.per_epoch_high >= plain.per_epoch - 1e-6).all()
+            assert (other.per_epoch_high - other.per_epoch_low).max() < 1e-4
     np.testing.assert_allclose(runscores.score_run(RunStore.open(tmp_path / "run"), "val", cache=False).confusion, raw.confusion, rtol=0, atol=2e-5)
 
 
@@ -690,3 +695,106 @@ def test_entropy_and_softmax_in_float64_whatever_comes_in():
     np.testing.assert_allclose(wide, [[1.0, 0.0], [1 / (1 + math.exp(-1)), 1 - 1 / (1 + math.exp(-1))]], rtol=1e-12)
     columns = softmax(np.array([[1000.0, -1000.0], [0.0, -1001.0]]), axis=0)
     np.testing.assert_allclose(columns, [[1.0, 1 / (1 + math.exp(-1))], [0.0, 1 - 1 / (1 + math.exp(-1))]], rtol=1e-12)
+
+
+def test_a_runs_epochs_and_members_are_chosen_by_number_or_slice_and_refused_in_one_line(tmp_path):
+    from confusion import Recorder
+    from confusion.errors import RunStoreError
+    from confusion.importing import import_predictions
+    from confusion.runscores import score_run
+
+    rng = np.random.default_rng(16)
+    probs = rng.dirichlet(np.full(3, 0.5), size=(3, 4, 40)).astype(np.float16)
+    store = import_predictions(probs, tmp_path / "run")
+    chosen = score_run(store, "val", epochs=[2, 4], cache=False)
+    assert chosen.epochs == (1, 3) and chosen.training_epochs == (2, 4)
+    np.testing.assert_allclose(chosen.confusion, confusion_score(probs, epochs=[1, 3]), rtol=0, atol=1e-6)
+    last = score_run(store, "val", epochs=slice(-1, None))
+    assert last.epochs == (3,) and last.training_epochs == (4,)
+    pair = score_run(store, "val", members=slice(0, 2), cache=False)
+    assert pair.members == (0, 1)
+    np.testing.assert_allclose(pair.confusion, confusion_score(probs, members=[0, 1]), rtol=0, atol=1e-6)
+    with pytest.raises(InputError) as caught:
+        score_run(store, "val", epochs=[4, 5, 7])
+    assert str(caught.value) == f"epochs [5, 7] are not committed in {store.path} (committed: [1, 2, 3, 4])"
+    empty = Recorder.create(tmp_path / "empty", n_classes=3, members=2, splits={"val": 5}).store
+    with pytest.raises(RunStoreError) as caught:
+        score_run(empty, "val")
+    assert str(caught.value) == f"{empty.path} has no committed epoch yet; nothing to score"
+
+
+def test_the_score_cache_keeps_each_selection_and_unit_apart(tmp_path):
+    """What score_run caches is keyed by split, unit, members, epochs and whether the
+    decomposition was computed: a confusion-only result never stands in for the full one, bits
+    never for nats, and `cache=False` neither reads nor writes."""
+    from confusion.importing import import_predictions
+    from confusion.runscores import CACHE_DIR, score_run
+
+    rng = np.random.default_rng(17)
+    probs = rng.dirichlet(np.full(3, 0.5), size=(2, 3, 60)).astype(np.float16)
+    store = import_predictions(probs, tmp_path / "run")
+    cached = lambda: sorted(p.name for p in (store.path / CACHE_DIR).glob("scores-*.npz"))  # noqa: E731
+    assert np.isnan(score_run(store, "val", decomposition=False, cache=False).per_epoch_expected).all()
+    assert cached() == []  # cache=False keeps nothing
+    seen = []
+    only = score_run(store, "val", decomposition=False, progress=seen.append)
+    assert sum(seen) == 60 and len(cached()) == 1  # a confusion-only result is kept too
+    full = score_run(store, "val")
+    assert np.isfinite(full.per_epoch_expected).all() and len(cached()) == 2
+    np.testing.assert_array_equal(full.confusion, only.confusion)
+    nats = score_run(store, "val", decomposition=False, base="e")
+    np.testing.assert_allclose(nats.confusion, full.confusion * math.log(2), rtol=1e-12)
+    one = score_run(store, "val", decomposition=False, members=[1])
+    np.testing.assert_allclose(one.confusion, confusion_score(probs, members=[1]), rtol=0, atol=1e-6)
+    again = score_run(store, "val", decomposition=False, members=[1])  # read back
+    np.testing.assert_array_equal(again.confusion, one.confusion)
+    with pytest.raises(InputError) as caught:
+        score_run(store, "val", engine="fast", cache=False)
+    assert str(caught.value) == "engine must be auto, numpy or numba, got 'fast'"
+
+
+def test_a_damaged_raw_run_is_named_by_the_whole_array_scorer(tmp_path):
+    from confusion.errors import RunStoreError
+    from confusion.importing import import_predictions
+    from confusion.runscores import score_run
+    from confusion.store import RunStore
+
+    probs = np.random.default_rng(18).dirichlet(np.full(3, 0.5), size=(2, 2, 50)).astype(np.float16)
+    store = import_predictions(probs, tmp_path / "run")
+    chunk = sorted(p for p in (store.path / "predictions.zarr" / "val" / "probs" / "c").rglob("*") if p.is_file())[0]
+    chunk.write_bytes(b"")
+    for engine in ("numpy", "numba"):
+        with pytest.raises(RunStoreError) as caught:
+            score_run(RunStore.open(store.path), "val", engine=engine, cache=False)
+        assert str(caught.value).startswith(
+            f"{store.path}: split 'val' is damaged: probabilities do not sum to 1 (sum 0 at member 0, epoch 0, sample 0"
+        )
+
+
+def test_the_engine_falls_back_to_numpy_without_numba_unless_numba_is_asked_for(monkeypatch):
+    import sys
+
+    from confusion.scores import _engine
+
+    import confusion
+
+    monkeypatch.setitem(sys.modules, "confusion._kernels", None)  # as if numba were not installed
+    monkeypatch.delattr(confusion, "_kernels", raising=False)
+    assert _engine("auto", np.dtype(np.float32), False) == "numpy"
+    with pytest.raises(InputError) as caught:
+        _engine("numba", np.dtype(np.float32), False)
+    assert str(caught.value) == "the numba engine needs numba installed"
+
+
+def test_logits_that_look_like_probabilities_by_dtype_and_edge():
+    from confusion.scores import describe_invalid
+
+    already = "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; drop --logits"
+    rows = lambda values, dtype: np.array(values, dtype=dtype).reshape(1, 1, -1, 2)  # noqa: E731
+    assert describe_invalid(rows([[1.0, 0.0]], np.float32), np.dtype(np.float32), 0, True) == already  # 0 and 1 are probabilities
+    assert describe_invalid(rows([[0.5, 0.495]], np.float16), np.dtype(np.float16), 0, True) == already  # float16's tolerance
+    assert describe_invalid(rows([[0.5, 0.495]], np.float32), np.dtype(np.float32), 0, True) is None
+    assert describe_invalid(rows([[2.0, -1.0]], np.float64), np.dtype(np.float64), 0, True) is None  # sums to 1, not in [0, 1]
+    assert describe_invalid(rows([[1.0005, 0.0]], np.float64), np.dtype(np.float64), 0, True) is None  # above 1
+    assert describe_invalid(rows([[0, 1]], np.int64), np.dtype(np.int64), 0, True) == already  # integer logits: the default tolerance
+    assert describe_invalid(rows([[1, 1]], np.int64), np.dtype(np.int64), 0, True) is None
