@@ -774,9 +774,8 @@ def test_a_damaged_raw_run_is_named_by_the_whole_array_scorer(tmp_path):
 def test_the_engine_falls_back_to_numpy_without_numba_unless_numba_is_asked_for(monkeypatch):
     import sys
 
-    from confusion.scores import _engine
-
     import confusion
+    from confusion.scores import _engine
 
     monkeypatch.setitem(sys.modules, "confusion._kernels", None)  # as if numba were not installed
     monkeypatch.delattr(confusion, "_kernels", raising=False)
@@ -798,3 +797,49 @@ def test_logits_that_look_like_probabilities_by_dtype_and_edge():
     assert describe_invalid(rows([[1.0005, 0.0]], np.float64), np.dtype(np.float64), 0, True) is None  # above 1
     assert describe_invalid(rows([[0, 1]], np.int64), np.dtype(np.int64), 0, True) == already  # integer logits: the default tolerance
     assert describe_invalid(rows([[1, 1]], np.int64), np.dtype(np.int64), 0, True) is None
+
+
+def test_what_the_scorer_refuses_is_named_word_for_word_with_the_members_and_epochs_chosen():
+    probs = np.full((3, 2, 8, 4), 0.25, dtype=np.float32)
+    refusals = [
+        (dict(members=[3]), "members index out of range for 3 members: [3]"),
+        (dict(epochs=[0, 0]), "epochs indices repeat: [0, 0]"),
+        (dict(epochs=np.array([], dtype=int)), "no epochs selected"),
+        (dict(epochs=[]), "epochs must be integer indices, got float64"),
+        (dict(members=[0.5]), "members must be integer indices, got float64"),
+        (dict(engine="fast"), "engine must be auto, numpy or numba, got 'fast'"),
+    ]
+    for options, message in refusals:
+        with pytest.raises(InputError) as caught:
+            confusion_scores(probs, **options)
+        assert str(caught.value) == message
+    with pytest.raises(InputError) as caught:
+        confusion_scores(np.full((2, 3), True))
+    assert str(caught.value) == "probs must hold numbers, got dtype bool"
+    damaged = probs.copy()
+    damaged[2, 1, 5] *= 1.2  # member 2, epoch 1, sample 5
+    for engine in ENGINES:
+        with pytest.raises(InputError) as caught:
+            confusion_scores(damaged, members=[0, 2], epochs=[1], engine=engine)
+        assert str(caught.value) == (
+            "probabilities do not sum to 1 (sum 1.2 at member 2, epoch 1, sample 5; tolerance 0.001 for float32); if these are logits, pass --logits"
+        )
+
+
+def test_the_numba_engine_runs_the_kernel(monkeypatch):
+    import confusion._kernels as kernels
+
+    calls = []
+    real = kernels.slab_entropies
+
+    def counted(*args, **kwargs):
+        calls.append(args[3])  # rows of the block
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "slab_entropies", counted)
+    probs = np.random.default_rng(19).dirichlet(np.full(3, 0.5), size=(2, 2, 30)).astype(np.float32)
+    confusion_scores(probs, engine="numba")
+    assert sum(calls) == 30
+    calls.clear()
+    confusion_scores(probs, engine="numpy")
+    assert calls == []
