@@ -16,6 +16,8 @@ from confusion.reduced import FinalPredictions
 from confusion.store import RunStore
 from confusion.store.embeddings import DIMS
 
+from .conftest import needs_torch
+
 
 def onehot_probs(predicted, n_classes, sharp=0.9):
     probs = np.full((len(predicted), n_classes), (1 - sharp) / (n_classes - 1))
@@ -388,6 +390,7 @@ def test_views_are_refused_in_one_line(tmp_path):
     assert store.view_epochs(["val"]) == [1] and store.views("val", 0, 1).shape == (3, 1, 2)
 
 
+@needs_torch
 def test_the_trainer_records_embeddings_and_views_at_the_last_epoch(tmp_path, cli):
     result = cli("train", "--data", "digits", "--members", "2", "--epochs", "2", "--limit-train", "300", "--workers", "0", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
