@@ -60,7 +60,7 @@ report="$work/report.tsv"
 for module in "${modules[@]}"; do
   copy="$work/$module"
   rm -rf "$copy"; mkdir -p "$copy"
-  cp -r "$root/src" "$root/tests" "$root/pyproject.toml" "$root/README.md" "$copy/"
+  cp -r "$root/src" "$root/tests" "$root/docs" "$root/pyproject.toml" "$root/README.md" "$copy/"
   find "$copy" -name __pycache__ -prune -exec rm -rf {} +
   only=""; for pattern in ${SOURCES[$module]}; do only+="\"$pattern\", "; done
   tests=""; for file in ${TESTS[$module]}; do tests+="\"$file\", "; done
@@ -70,6 +70,7 @@ for module in "${modules[@]}"; do
 source_paths = ["src"]
 only_mutate = [${only%, }]
 pytest_add_cli_args_test_selection = [${tests%, }]
+also_copy = ["docs", "README.md"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning"]
 TOML
   started=$(date +%s)
