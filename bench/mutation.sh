@@ -71,10 +71,12 @@ source_paths = ["src"]
 only_mutate = [${only%, }]
 pytest_add_cli_args_test_selection = [${tests%, }]
 also_copy = ["docs", "README.md"]
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning", "--timeout", "60"]
 TOML
   started=$(date +%s)
   echo "mutation.sh: $module (${SOURCES[$module]}) against ${TESTS[$module]}"
+  # A mutant that makes a writer wait for a lock forever fails its test after 60 s
+  # (pytest-timeout; no test of these files takes 20), not after mutmut's own, longer timeout.
   # Tests that start a process (`python -m confusion.cli`, a lock holder) import the mutated
   # package too (a .pth file of the venv; mutmut drops a PYTHONPATH entry), and the mutant
   # under test reaches them through mutmut's environment variable.

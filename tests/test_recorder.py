@@ -418,3 +418,43 @@ def test_rows_buffered_past_the_flush_size_are_written_in_place(run, monkeypatch
                 writer.log("val", 1, probs[member, 0, part], index=part)
             writer.end_epoch(1)
     np.testing.assert_allclose(score_run(RunStore.open(path), "val").confusion, by_hand(probs[:, :1]), atol=1e-6)
+
+
+def test_views_are_logged_by_position_as_logits_and_in_the_epoch_being_logged(tmp_path):
+    """log_views (issue 25): rows given with index land at their samples, logits go through a
+    softmax, a refused call names the epoch, and views belong to the epoch being logged."""
+    from confusion.scores import softmax
+
+    rng = np.random.default_rng(20)
+    plain = rng.dirichlet(np.ones(3), size=(2, 6))
+    views = rng.normal(size=(2, 6, 2, 3))  # logits of 2 views
+    recorder = Recorder.create(tmp_path / "run", n_classes=3, members=2, splits={"val": np.zeros(6, int)})
+    order = np.array([4, 0, 5, 2, 1, 3])
+    for member in range(2):
+        with recorder.member(member) as writer:
+            writer.log_views("val", 1, views[member, order[:3]], index=order[:3], logits=True)  # views may come first
+            writer.log("val", 1, plain[member])
+            writer.log_views("val", 1, views[member, order[3:]], index=order[3:], logits=True)
+            writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    for member in range(2):
+        np.testing.assert_allclose(store.views("val", member, 1), softmax(views[member]), rtol=0, atol=1e-3)  # stored as float16
+    with recorder.member(0) as writer:
+        writer.log("val", 2, plain[0])
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 3, softmax(views[0]))
+        assert str(caught.value) == "member 0 is still logging epoch 2; call end_epoch(2) before logging epoch 3"
+        negative = softmax(views[0]).copy()
+        negative[1, 0, 2] = -0.5
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 2, negative)
+        assert str(caught.value).startswith("negative probability -0.5 at member 0, epoch 2, sample ")
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 2, [[[0.5, 0.5, 0.0]], [[1.0]]])
+        assert str(caught.value).startswith("outputs is not an array: ")
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 2, softmax(views[0, :2]), index=np.array([0, 6]))
+        assert str(caught.value) == "index holds positions outside 0..5 of split 'val'"
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 2, softmax(views[0, :2]), index=np.array([0]))
+        assert str(caught.value) == "index must be (2,) integer sample positions, got int64 (1,)"
