@@ -34,7 +34,7 @@ declare -A TESTS=(
   [scores]="tests/test_scores.py tests/test_cli_score.py"
   [topk]="tests/test_topk.py"
   [reduced]="tests/test_reduced_record.py tests/test_difficulty.py tests/test_store.py"
-  [difficulty]="tests/test_difficulty.py"
+  [difficulty]="tests/test_difficulty.py tests/test_signals.py"
   [store-commit]="tests/test_store.py tests/test_recorder.py tests/test_signals.py"
   [analyses]="tests/test_analyses.py"
 )
@@ -71,11 +71,11 @@ source_paths = ["src"]
 only_mutate = [${only%, }]
 pytest_add_cli_args_test_selection = [${tests%, }]
 also_copy = ["docs", "README.md"]
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning", "--timeout", "60"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-x", "-W", "ignore::DeprecationWarning", "--timeout", "30"]
 TOML
   started=$(date +%s)
   echo "mutation.sh: $module (${SOURCES[$module]}) against ${TESTS[$module]}"
-  # A mutant that makes a writer wait for a lock forever fails its test after 60 s
+  # A mutant that makes a writer wait for a lock forever fails its test after 30 s
   # (pytest-timeout; no test of these files takes 20), not after mutmut's own, longer timeout.
   # Tests that start a process (`python -m confusion.cli`, a lock holder) import the mutated
   # package too (a .pth file of the venv; mutmut drops a PYTHONPATH entry), and the mutant

@@ -287,3 +287,86 @@ def test_the_documented_table_of_scores_is_the_catalogue():
         assert documented[name] == expected, name
     assert {name for name, info in SCORES.items() if info.needs_labels} == set(WITH_LABELS)
     assert {name: info.harder for name, info in SCORES.items() if info.harder == "lower"} == {"cartography_confidence": "lower", "margin": "lower"}
+
+
+def test_every_column_is_float64_and_hardness_casts_what_it_is_given(table):
+    """The table's score columns, `hardness` and a plug-in score's `values` are float64 whatever
+    the inputs' dtype (a float16 record, integer counts, an empty column)."""
+    from confusion.difficulty import Block, FromRecord, LabelScore
+
+    for name in SCORES:
+        assert table[name].dtype == np.float64, name
+    got = hardness(np.array([1, 2]), "margin")
+    assert got.dtype == np.float64 and got.tolist() == [-1.0, -2.0]
+    assert hardness(np.array([1, 2]), "flips").dtype == np.float64
+    with pytest.raises(InputError) as caught:
+        hardness(np.zeros(2), "vibes")
+    assert str(caught.value) == f"unknown difficulty score 'vibes'; choose from {', '.join(SCORES)}"
+
+    class Counted(FromRecord):
+        def compute(self, block):
+            return np.arange(len(block.labels))  # integers
+
+    class Labelled(LabelScore):
+        def compute(self, block):
+            return np.arange(len(block.labels))
+
+    block = Block({}, np.array([0, -1, 2]), np.array([1]))
+    assert Counted().values(block).dtype == np.float64
+    got = Labelled().values(block)
+    assert got.dtype == np.float64 and np.isnan(got[1]) and got[[0, 2]].tolist() == [0.0, 1.0]
+
+
+def test_a_sample_that_never_changes_is_stable_from_the_first_epoch_beside_one_that_does(tmp_path):
+    steady_then_moving = np.array([[[[0.9, 0.1], [0.9, 0.1]], [[0.8, 0.2], [0.2, 0.8]], [[0.7, 0.3], [0.3, 0.7]]]])
+    import_predictions(steady_then_moving, tmp_path / "run")
+    table = difficulty_scores(RunStore.open(tmp_path / "run"), "val")
+    assert table["stable_epoch"].tolist() == [1.0, 2.0] and table["flips"].tolist() == [0.0, 1.0]
+
+
+def test_names_are_refused_word_for_word_and_an_empty_list_is_not_all(table, tmp_path):
+    from confusion.errors import ParameterError
+
+    store = RunStore.open(tmp_path / "run")
+    for names, shown in ((["nope", "margin"], "['nope']"), ([], "[]")):
+        with pytest.raises(ParameterError) as caught:
+            difficulty_scores(store, "val", names=names)
+        assert str(caught.value) == f"names must name difficulty scores ({', '.join(SCORES)}), got {shown}"
+
+
+def test_a_run_with_no_committed_epoch_is_one_line(tmp_path):
+    from confusion import Recorder
+
+    Recorder.create(tmp_path / "run", n_classes=2, members=1, splits={"val": np.array([0, 1])})
+    store = RunStore.open(tmp_path / "run")
+    with pytest.raises(InputError) as caught:
+        difficulty_scores(store, "val")
+    assert str(caught.value) == f"{store.path} has no committed epoch yet; nothing to score"
+
+
+@pytest.mark.parametrize("keep", ["raw", "reduced"])
+def test_the_record_is_read_block_by_block_with_progress_and_only_the_fields_asked_for(tmp_path, monkeypatch, keep):
+    """`progress` gets each block's sample count; a reduced run reads only the fields of the
+    scores asked for; block by block gives the numbers of one block."""
+    import confusion.difficulty as difficulty
+    from confusion.difficulty import REGISTRY
+
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(3), size=(2, 3, 50)).astype(np.float16)
+    import_predictions(probs, tmp_path / "run", labels=rng.integers(0, 3, 50), keep=keep)
+    store = RunStore.open(tmp_path / "run")
+    whole = difficulty_scores(store, "val", names=["flips", "margin"])
+    asked = []
+    reading = RunStore.record_blocks
+
+    def spy(self, split, block_bytes, fields=None):
+        asked.append(None if fields is None else list(fields))
+        return reading(self, split, block_bytes, fields)
+
+    monkeypatch.setattr(RunStore, "record_blocks", spy)
+    monkeypatch.setattr(difficulty, "BLOCK_BYTES", 200)  # several blocks of a few samples
+    seen = []
+    blocks = difficulty_scores(store, "val", names=["flips", "margin"], progress=seen.append)
+    assert asked == [sorted(set(REGISTRY["flips"].fields) | set(REGISTRY["margin"].fields))]
+    assert len(seen) > 2 and sum(seen) == 50 and all(count > 0 for count in seen)
+    pd.testing.assert_frame_equal(blocks, whole)

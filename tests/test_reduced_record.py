@@ -11,6 +11,7 @@ import zarr
 from confusion import reduced
 from confusion.errors import InputError, ParameterError, RunStoreError
 from confusion.reduced import FinalPredictions, check_record, summarize
+from confusion.scores import InvalidProbabilities
 
 RNG = np.random.default_rng(11)
 
@@ -72,7 +73,7 @@ def test_summarize_by_hand_and_as_the_raw_formulas():
         bad = probs.copy()
         bad[0, 1, 3, 0] = -0.5
         summarize(bad, labels)
-    check_record(record, 6, labels=labels)  # a real record passes every rule
+    check_record(record, 6, labels=labels, where="run/val")  # a real record passes every rule
 
 
 @pytest.mark.parametrize(
@@ -113,12 +114,12 @@ def test_values_at_the_edges_of_their_ranges_pass():
         "member_argmax": np.array([[[0, 5]]]),
         "ensemble_argmax": np.array([[0, 5]]),
     }
-    check_record(dict(record), 6, all_members=False)
+    check_record(dict(record), 6, all_members=False, where="run/val")
     for name, (index, step) in {"member_sumsq": ((0, 0, 0), 1e-6), "ensemble_top1": ((0, 1), 1e-6)}.items():
         broken = {k: v.copy() for k, v in record.items()}
         broken[name][index] += step
         with pytest.raises(RunStoreError, match=name):
-            check_record(broken, 6, all_members=False)
+            check_record(broken, 6, all_members=False, where="run/val")
 
 
 def test_fields_that_contradict_each_other_are_damage():
@@ -127,25 +128,25 @@ def test_fields_that_contradict_each_other_are_damage():
     record = {k: v.astype(np.float64) for k, v in summarize(probs, labels).items()}
     zeroed = dict(record, member_entropy=np.zeros_like(record["member_entropy"]))  # a zero-filled chunk
     with pytest.raises(RunStoreError, match="member_entropy of a committed"):
-        check_record(zeroed, 6)
+        check_record(zeroed, 6, where="run/val")
     squares = dict(record, member_sumsq=np.full_like(record["member_sumsq"], 1 / 6))  # says uniform; the entropies say not
     with pytest.raises(RunStoreError, match="member_sumsq of a committed"):
-        check_record(squares, 6)
+        check_record(squares, 6, where="run/val")
     lower = {k: v for k, v in record.items() if k != "ensemble_top1"}
     lower["ensemble_entropy"] = record["member_entropy"].mean(0) * 0.5  # below the members' mean: breaks eq. 2's concavity
     with pytest.raises(RunStoreError, match="ensemble_entropy of a committed"):
-        check_record(lower, 6)
-    check_record(lower, 6, all_members=False)  # a subset of members says nothing about the average
+        check_record(lower, 6, where="run/val")
+    check_record(lower, 6, all_members=False, where="run/val")  # a subset of members says nothing about the average
     small = dict(record, member_label=np.full_like(record["member_label"], 0.05), member_other=np.full_like(record["member_other"], 0.05))
     with pytest.raises(RunStoreError, match="member_other of a committed"):
-        check_record(small, 6)  # no class reaches 1/C
+        check_record(small, 6, where="run/val")  # no class reaches 1/C
     flipped = dict(record, member_argmax=(record["member_argmax"] + 1) % 6)
     with pytest.raises(RunStoreError, match="member_argmax of a committed"):
-        check_record(flipped, 6, labels=labels)
-    check_record(flipped, 6)  # without labels the arg-max cannot be checked against them
+        check_record(flipped, 6, labels=labels, where="run/val")
+    check_record(flipped, 6, where="run/val")  # without labels the arg-max cannot be checked against them
     one_hot = np.zeros((2, 1, 3, 4), dtype=np.float32)
     one_hot[..., 1] = 1.0
-    check_record(summarize(one_hot, np.full(3, 1)), 4, labels=np.full(3, 1))  # zero entropy is the truth here
+    check_record(summarize(one_hot, np.full(3, 1)), 4, labels=np.full(3, 1), where="run/val")  # zero entropy is the truth here
 
 
 def test_final_predictions_by_hand():
@@ -184,9 +185,9 @@ def test_the_record_in_zarr_arrays_is_read_back_and_its_damage_named(tmp_path):
         np.testing.assert_array_equal(got, expected[name][..., 5:45].astype(got.dtype))
     one = reduced.read(group, "member_entropy", np.array([1]), 0, 50, members=[1], where="run/val")
     np.testing.assert_array_equal(one, expected["member_entropy"][[1]][:, [1]].astype(np.float32))
-    assert reduced.read(group, "member_entropy", np.array([], dtype=int), 0, 7).shape == (2, 0, 7)
-    assert reduced.read(group, "member_entropy", np.array([], dtype=int), 0, 7, members=[0]).shape == (1, 0, 7)
-    assert reduced.read(group, "ensemble_top1", np.array([], dtype=int), 0, 7).shape == (0, 7)
+    assert reduced.read(group, "member_entropy", np.array([], dtype=int), 0, 7, where="run/val").shape == (2, 0, 7)
+    assert reduced.read(group, "member_entropy", np.array([], dtype=int), 0, 7, members=[0], where="run/val").shape == (1, 0, 7)
+    assert reduced.read(group, "ensemble_top1", np.array([], dtype=int), 0, 7, where="run/val").shape == (0, 7)
     reduced.resize(group, 3)  # a third slot, not written yet: it reads as missing
     assert group["member_label"].shape == (2, 3, 50) and group["ensemble_argmax"].shape == (3, 50)
     for name in ("member_entropy", "ensemble_argmax"):
@@ -196,3 +197,195 @@ def test_the_record_in_zarr_arrays_is_read_back_and_its_damage_named(tmp_path):
     with pytest.raises(RunStoreError) as caught:
         reduced.read(group, "nothing", np.array([0]), 0, 50, where="run/val")
     assert str(caught.value) == "run/val: the reduced record nothing is damaged (KeyError)"
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10, 1000])
+def test_the_record_invariants_hold_for_every_valid_record(n_classes):
+    """`reduced.check_record` never refuses what real probabilities give: confident and uniform
+    rows, float16 rounding, and rows that sum to 1 only within the float16 tolerance."""
+    rng = np.random.default_rng(n_classes)
+    shape = (3, 4, 400)
+    sharp = rng.dirichlet(np.full(n_classes, 0.05), size=shape)
+    flat = rng.dirichlet(np.full(n_classes, 50.0), size=shape)
+    onehot = np.eye(n_classes)[rng.integers(0, n_classes, shape)]
+    for probs in (sharp, flat, onehot, np.full(shape + (n_classes,), 1 / n_classes)):
+        for scale in (1.0, 0.992, 1.008):  # float16 rows may sum to 1 +- 1e-2
+            stored = (probs * scale).astype(np.float16)
+            labels = rng.integers(-1, n_classes, shape[2])
+            check_record(summarize(stored, labels), n_classes, labels=labels, where="run/val")
+
+
+# ----------------------------------------------------------------------------- issue 29: the mutants that survived
+def test_the_arrays_are_named_uncompressed_chunked_by_sample_and_resized_by_slot(tmp_path):
+    group = zarr.open_group(tmp_path / "split.zarr", mode="w")
+    reduced.create_arrays(group, n_members=3, n_slots=2, n_samples=50, n_classes=6)
+    for name in reduced.FIELDS:
+        array = group[name]
+        member = name in reduced.MEMBER_FIELDS
+        assert array.metadata.dimension_names == (("member", "epoch", "sample") if member else ("epoch", "sample")), name
+        assert array.compressors == () and array.chunks == ((1, 1, 50) if member else (1, 50)), name
+        assert (array.fill_value == np.iinfo(array.dtype).max) if array.dtype.kind in "iu" else np.isnan(array.fill_value), name
+    reduced.resize(group, 5)
+    assert group["member_sumsq"].shape == (3, 5, 50) and group["ensemble_top1"].shape == (5, 50)
+
+
+def test_summarize_takes_any_float_dtype_gives_fixed_dtypes_and_refuses_rows_off_one():
+    probs = _probs(members=2, epochs=2, samples=10)
+    labels = RNG.integers(-1, 6, 10)
+    as_float32 = summarize(probs, labels)
+    for name, value in summarize(probs.astype(np.float64), labels).items():  # cast to float32 first
+        np.testing.assert_array_equal(value, as_float32[name], err_msg=name)
+    for name, value in as_float32.items():
+        assert value.dtype == (np.int64 if name.endswith("argmax") else np.float32), name
+    off = probs.copy()
+    off[0, 1, 3] *= 1.05  # non-negative and finite, but the row sums to 1.05
+    with pytest.raises(InvalidProbabilities) as caught:
+        summarize(off, labels)
+    assert str(caught.value) == "predictions of epoch slot 1 are not probabilities (NaN, negative, or rows off 1 by 0.05)"
+
+
+class _Reader:
+    """A raw (members, slots, samples, classes) array that records how many samples each read takes."""
+
+    def __init__(self, values):
+        self.values, self.shape, self.widths = values, values.shape, []
+
+    def __getitem__(self, index):
+        got = self.values[index]
+        self.widths.append(got.shape[2])
+        return got
+
+
+def test_an_epoch_is_reduced_block_by_block_within_whole_chunks(tmp_path, monkeypatch):
+    """Chunks of 13 samples (CHUNK_SAMPLES 16 over 50 samples) read in blocks of BLOCK_BYTES //
+    (2 M C) samples: the same record as one pass, and no read wider than a block."""
+    monkeypatch.setattr(reduced, "CHUNK_SAMPLES", 16)
+    probs = _probs(members=2, epochs=2, samples=50)
+    labels = RNG.integers(-1, 6, 50)
+    expected = summarize(probs, labels)
+    for block in (1, 5):
+        monkeypatch.setattr(reduced, "BLOCK_BYTES", block * 2 * 2 * 6)
+        group = zarr.open_group(tmp_path / f"split-{block}.zarr", mode="w")
+        reduced.create_arrays(group, n_members=2, n_slots=2, n_samples=50, n_classes=6)
+        assert group["member_entropy"].chunks == (1, 1, 13)
+        reader = _Reader(probs)
+        for slot in (0, 1):
+            reduced.reduce_slot(group, reader, slot, labels, 6)
+        assert max(reader.widths) == block and sum(reader.widths) == 2 * 50
+        for name in reduced.FIELDS:
+            np.testing.assert_array_equal(group[name][...], expected[name].astype(group[name].dtype), err_msg=name)
+
+
+def test_reads_of_no_slot_of_a_later_slot_and_of_every_missing_field(tmp_path):
+    group = zarr.open_group(tmp_path / "split.zarr", mode="w")
+    reduced.create_arrays(group, n_members=3, n_slots=2, n_samples=20, n_classes=6)
+    probs = _probs(members=3, epochs=1, samples=20)
+    labels = np.zeros(20, dtype=int)
+    raw = np.concatenate([probs, probs], axis=1)
+    reduced.reduce_slot(group, raw, 0, labels, 6)  # slot 1 never written
+    empty = reduced.read(group, "member_label", np.array([], dtype=int), 4, 9, where="run/val")
+    assert empty.shape == (3, 0, 5) and empty.dtype == np.float16
+    assert reduced.read(group, "ensemble_argmax", np.array([], dtype=int), 4, 9, where="run/val").dtype == np.uint16
+    for name in reduced.FIELDS:  # slot 0 alone reads whole; the unwritten slot beside it is not read
+        assert reduced.read(group, name, np.array([0]), 0, 20, where="run/val").shape[-2:] == (1, 20), name
+    for name in set(reduced.FIELDS) - {"member_label"}:  # NaN there is an unknown label
+        with pytest.raises(RunStoreError) as caught:
+            reduced.read(group, name, np.array([1]), 0, 20, where="run/val")
+        assert str(caught.value) == f"run/val: the reduced record {name} of a committed epoch is missing (its chunk files are damaged)"
+    with pytest.raises(RunStoreError) as caught:
+        reduced.read(group, "member_entropy", np.array([0, 7]), 0, 20, where="run/val")  # a slot past the end
+    assert str(caught.value) == "run/val: the reduced record member_entropy is damaged (IndexError)"
+
+
+BOUNDS_6 = {  # README: entropies in [0, ln C], probabilities in [0, 1], top probabilities and sums of squares in [1/C, 1],
+    # each widened for float16 rows that sum to 1 +- 1e-2 (sums) and float32 rounding (slack)
+    "member_entropy": (-2 * 1e-2 - 1e-3, 1.01 * math.log(6) + 1e-3),
+    "ensemble_entropy": (-2 * 1e-2 - 1e-3, 1.01 * math.log(6) + 1e-3),
+    "member_sumsq": (0.98 / 6 - 1e-3, 1.01**2 + 1e-3),
+    "ensemble_top1": (0.98 / 6 - 1e-3, 1.01 + 1e-3),
+    "member_label": (-1e-3, 1.01),
+    "member_other": (-1e-3, 1.01),
+}
+
+
+@pytest.mark.parametrize("field", sorted(BOUNDS_6))
+def test_each_range_holds_to_its_bound_and_breaks_just_past_it(field):
+    low, high = BOUNDS_6[field]
+    shape = (1, 1, 2) if field in reduced.MEMBER_FIELDS else (1, 2)
+    check_record({field: np.array([low + 1e-9, high - 1e-9]).reshape(shape)}, 6, where="run/val")
+    for value in (low - 1e-6, high + 1e-6):
+        with pytest.raises(RunStoreError) as caught:
+            check_record({field: np.array([value, 0.5]).reshape(shape)}, 6, where="run/val")
+        assert str(caught.value) == f"run/val: the reduced record {field} of a committed epoch is damaged (it holds values no probabilities give)"
+    for name in ("member_argmax", "ensemble_argmax"):
+        shape = (1, 1, 2) if name in reduced.MEMBER_FIELDS else (1, 2)
+        check_record({name: np.array([0, 5]).reshape(shape)}, 6, where="run/val")
+        for value in (-1, 6):
+            with pytest.raises(RunStoreError, match=name):
+                check_record({name: np.array([value, 0]).reshape(shape)}, 6, where="run/val")
+
+
+@pytest.mark.parametrize("entropy, other", [("member_entropy", "member_sumsq"), ("ensemble_entropy", "ensemble_top1")])
+def test_an_entropy_below_what_its_top_or_squares_allow_is_damage_at_the_bound(entropy, other):
+    """Shannon entropy >= -ln sum p^2 >= -ln max p, less 3e-2 (1 + H) + 1e-3 for float16 rows."""
+    shape = (1, 1, 1) if entropy.startswith("member") else (1, 1)
+    for value, near_floor in ((0.5, False), (0.17, True)):  # 0.17: just above 1/6, the clamp at 1/(2C) does not bind
+        edge = (-math.log(value) - 3e-2 - 1e-3) / 1.03
+        record = {entropy: np.full(shape, edge + 1e-7), other: np.full(shape, value)}
+        check_record(record, 6, where="run/val", all_members=False)
+        record[entropy] = np.full(shape, edge - 1e-6)
+        with pytest.raises(RunStoreError) as caught:
+            check_record(record, 6, where="run/val", all_members=False)
+        assert str(caught.value) == f"run/val: the reduced record {other} of a committed epoch is damaged (it holds values no probabilities give)"
+        if near_floor:
+            record[entropy] = np.full(shape, 1.5)  # within 1/(2C) it would pass: the bound is -ln 0.17, not -ln(1/3)
+            with pytest.raises(RunStoreError, match=other):
+                check_record(record, 6, where="run/val", all_members=False)
+    record = {entropy: np.zeros(shape), other: np.full(shape, 0.5)}  # a zero-filled entropy chunk is named as such
+    with pytest.raises(RunStoreError, match=f"record {entropy} of"):
+        check_record(record, 6, where="run/val", all_members=False)
+
+
+def test_the_largest_probability_and_the_arg_max_agree_with_the_label_or_are_damage():
+    floor = 0.98 / 6 - 1e-3  # the top probability of a distribution is at least 1/C, less float16 error
+    both = {"member_label": np.full((1, 1, 2), floor + 1e-7), "member_other": np.full((1, 1, 2), 0.1)}
+    check_record(both, 6, where="run/val")  # the label's probability is the largest, just over the floor
+    check_record({"member_label": np.full((1, 1, 2), 0.05)}, 6, where="run/val")  # one field alone: nothing to tie
+    both["member_other"] = np.full((1, 1, 2), floor - 1e-6)
+    both["member_label"] = np.full((1, 1, 2), floor - 1e-6)
+    with pytest.raises(RunStoreError) as caught:
+        check_record(both, 6, where="run/val")
+    assert str(caught.value) == "run/val: the reduced record member_other of a committed epoch is damaged (it holds values no probabilities give)"
+    labels = np.array([0, 3])
+    consistent = {"member_argmax": np.array([[[0, 1]]]), "member_label": np.array([[[0.6, 0.2]]]), "member_other": np.array([[[0.3, 0.7]]])}
+    check_record(consistent, 6, where="run/val", labels=labels)
+    for sample, argmax in ((0, 2), (1, 3)):  # right but not the largest (label 0); the largest but called wrong
+        broken = {k: v.copy() for k, v in consistent.items()}
+        broken["member_argmax"][0, 0, sample] = argmax
+        with pytest.raises(RunStoreError) as caught:
+            check_record(broken, 6, where="run/val", labels=labels)
+        assert (
+            str(caught.value) == "run/val: the reduced record member_argmax of a committed epoch is damaged (it holds values no probabilities give)"
+        )
+    lower = {"member_entropy": np.full((2, 1, 1), 1.0), "ensemble_entropy": np.full((1, 1), 0.9)}
+    with pytest.raises(RunStoreError) as caught:
+        check_record(lower, 6, where="run/val")
+    assert str(caught.value) == "run/val: the reduced record ensemble_entropy of a committed epoch is damaged (it holds values no probabilities give)"
+
+
+def test_final_predictions_average_the_members_in_float64_and_keep_every_field_by_sample():
+    probs = np.array([[[0.5, 0.5], [0.9, 0.1]], [[0.3, 0.7], [0.6, 0.4]], [[0.2, 0.8], [0.3, 0.7]]], dtype=np.float16)  # 3 members
+    final = FinalPredictions.from_probs(probs)
+    exact = probs.astype(np.float64).mean(axis=0)
+    assert final.ensemble_top1.dtype == np.float64
+    np.testing.assert_array_equal(final.ensemble_top1, exact.max(axis=1))
+    part = final.samples([1])
+    np.testing.assert_array_equal(part.entropy, final.entropy[:, [1]])
+
+
+def test_the_small_saving_note_for_one_member_and_at_exactly_half():
+    assert reduced.small_saving(24, 1) is None  # 24 bytes <= half of 48
+    assert reduced.small_saving(23, 1) == (
+        "--keep reduced saves little at 23 classes: 24.0 bytes per member, epoch and sample against 46 raw, and a small run's "
+        "fixed overhead can make it larger; it halves the store from about 24 classes up"
+    )

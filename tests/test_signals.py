@@ -435,3 +435,99 @@ def test_every_report_puts_the_ceiling_per_model(tmp_path, cli):
     expected = error_ceiling(score_run(store, "val").confusion, store.final_predictions("val"), other.final_predictions("val"), labels, threshold=0.8)
     assert ceiling == pytest.approx(expected)
     assert "shared confident error share" in (tmp_path / "report/index.html").read_text()
+
+
+# ----------------------------------------------------------------------------- combined, kept and refitted
+def test_combined_is_fitted_on_every_labelled_sample_with_the_settings_asked_for_and_kept(tmp_path, monkeypatch):
+    store = signal_run(tmp_path)
+    labels = store.labels("val")
+    assert (labels == 0).any()
+    fit = fit_combined_run(store, folds=3, k=3)
+    table = difficulty_scores(store, "val", names=fit.features, k=3)
+    features = table[fit.features].to_numpy()[labels >= 0]  # class 0 counts as a label
+    np.testing.assert_allclose(fit.mean, features.mean(axis=0), rtol=1e-12)
+    assert fit.calibration == "val" and fit.target == "ensemble" and fit.folds == 3 and fit.extra == {"k": 3}
+    assert fit.recorded_epochs == store.recorded_epochs == [1, 2]
+    assert CombinedFit.load(tmp_path / "run") == fit
+
+    def refused(self, run):
+        raise OSError("read-only")
+
+    monkeypatch.setattr(CombinedFit, "save", refused)
+    assert fit_combined_run(store, folds=3, k=3) == fit  # a read-only run is still scored
+
+
+def test_combined_needs_two_labelled_samples_per_fold(tmp_path):
+    from confusion.combined import folds_of
+    from confusion.importing import import_predictions
+
+    candidates = np.array([f"s{i}" for i in range(40)])
+    fold = folds_of(candidates, 2)
+    ids = np.concatenate([candidates[fold == 0][:2], candidates[fold == 1][:2], candidates[:4]])  # 4 labelled, then 4 not
+    ids = np.concatenate([ids[:4], [f"u{i}" for i in range(4)]])
+    labels = np.array([0, 1, 0, 1, -1, -1, -1, -1])
+    predicted = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # one error and one right in each fold
+    probs = np.stack([onehot_probs(predicted, 2, sharp=s) for s in (0.9, 0.7)])[:, None]  # 2 members, 1 epoch
+    import_predictions(probs, tmp_path / "run", labels=labels, sample_ids=list(ids))
+    fit = fit_combined_run(RunStore.open(tmp_path / "run"), folds=2, save=False)
+    assert fit.features == ["confusion"] and not (tmp_path / "run/combined.json").exists()
+    labels[3] = -1
+    import_predictions(probs, tmp_path / "three", labels=labels, sample_ids=list(ids))
+    with pytest.raises(InputError) as caught:
+        fit_combined_run(RunStore.open(tmp_path / "three"), folds=2)
+    assert str(caught.value) == "combined is fitted on the labels of split 'val', and it has 3 labelled samples"
+
+
+def test_combined_values_use_the_kept_fit_and_refit_a_stale_one_as_it_was_fitted(tmp_path, monkeypatch):
+    import confusion.difficulty as difficulty
+    from confusion.difficulty import combined_values
+
+    store = signal_run(tmp_path)
+    other = tmp_path / "other"
+    labels = store.labels("val")
+    Recorder.create(other, n_classes=2, members=1, splits={"val": labels}, ids={"val": store.sample_ids("val")})
+    with Recorder.open(other).member(0) as writer:
+        writer.log("val", 1, onehot_probs(np.where(np.arange(len(labels)) % 4 == 0, 1 - labels, labels), 2))
+        writer.end_epoch(1)
+    fit = fit_combined_run(store, folds=3, k=4, target=other)
+    table = difficulty_scores(store, "val", names=fit.features, k=4)
+    features = table[fit.features].to_numpy()
+    ids = store.sample_ids("val")
+    fitting = []
+    refit = difficulty.fit_combined_run
+    monkeypatch.setattr(difficulty, "fit_combined_run", lambda *args, **kwargs: fitting.append(kwargs) or refit(*args, **kwargs))
+    crossed = combined_values(store, "val")  # the kept fit, cross-fitted on its own calibration split
+    np.testing.assert_allclose(crossed, fit.apply(features, ids, calibration=True), rtol=1e-12)
+    assert not np.allclose(crossed, fit.apply(features, ids, calibration=False)) and fitting == []
+    pool = difficulty_scores(store, "pool", names=fit.features, k=4)
+    np.testing.assert_allclose(
+        combined_values(store, "pool"), fit.apply(pool[fit.features].to_numpy(), store.sample_ids("pool"), calibration=False), rtol=1e-12
+    )
+    computing = []
+    monkeypatch.setattr(difficulty, "difficulty_scores", lambda *args, **kwargs: computing.append(kwargs) or [][0])
+    known = {name: table[name].to_numpy() for name in fit.features}
+    np.testing.assert_array_equal(combined_values(store, "val", known=known), crossed)  # nothing recomputed
+    assert computing == []
+    monkeypatch.undo()
+    monkeypatch.setattr(difficulty, "fit_combined_run", lambda *args, **kwargs: fitting.append(kwargs) or refit(*args, **kwargs))
+
+    path = tmp_path / "run/combined.json"
+    kept = json.loads(path.read_text())
+    assert len(kept["features"]) == 2
+    for stale in ({"recorded_epochs": [1]}, {"features": kept["features"][::-1]}):
+        path.write_text(json.dumps({**kept, **stale}))
+        fitting.clear()
+        np.testing.assert_allclose(combined_values(store, "val"), crossed, rtol=1e-12)  # refitted as it was
+        assert fitting == [{"calibration": "val", "folds": 3, "target": str(other.resolve()), "k": 4}]
+        assert json.loads(path.read_text()) == kept
+    import shutil
+
+    shutil.rmtree(other)  # the target run is gone: the refit predicts the run's own errors
+    path.write_text(json.dumps({**kept, "recorded_epochs": [1]}))
+    fitting.clear()
+    combined_values(store, "val", k=7)
+    assert fitting == [{"calibration": "val", "folds": 3, "target": "ensemble", "k": 4}]
+    path.unlink()  # no fit kept: the defaults, with the k asked for
+    fitting.clear()
+    combined_values(store, "val", k=7)
+    assert fitting == [{"k": 7}] and CombinedFit.load(tmp_path / "run").extra == {"k": 7}

@@ -212,7 +212,7 @@ def reduce_slot(group, reader, slot: int, labels: np.ndarray, n_classes: int) ->
 
 
 # --------------------------------------------------------------------------- reading it
-def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str = "") -> np.ndarray:
+def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str) -> np.ndarray:
     """Rows `start:stop` of field `name` of a split's group at epoch slots `slots` (and `members`)."""
     try:
         array = group[name]
@@ -221,7 +221,7 @@ def read(group, name: str, slots: np.ndarray, start: int, stop: int, members=Non
     return read_array(array, name, slots, start, stop, members, where=where)
 
 
-def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str = "") -> np.ndarray:
+def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, members=None, *, where: str) -> np.ndarray:
     """Rows `start:stop` of reduced array `name` at epoch slots `slots` (and `members`), checked for damage."""
     slots = np.asarray(slots, dtype=np.intp)
     try:
@@ -247,9 +247,7 @@ def read_array(array, name: str, slots: np.ndarray, start: int, stop: int, membe
     return values
 
 
-def check_record(
-    record: dict[str, np.ndarray], n_classes: int, *, where: str = "", all_members: bool = True, labels: np.ndarray | None = None
-) -> None:
+def check_record(record: dict[str, np.ndarray], n_classes: int, *, where: str, all_members: bool = True, labels: np.ndarray | None = None) -> None:
     """Refuse a block of the reduced record no probabilities could give: a chunk zero-filled or
     overwritten after it was committed (the raw store's row sums catch the same damage there).
 

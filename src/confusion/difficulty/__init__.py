@@ -309,7 +309,7 @@ def fit_combined_run(
         predicted = store.final_predictions(calibration).ensemble_argmax
         target_name = "ensemble"
     else:
-        predicted, target_name = _other_run_predictions(store, Path(target), calibration, ids)
+        predicted, target_name = _other_run_predictions(Path(target), calibration, ids)
     names = combined_features(store, calibration)
     table = difficulty_scores(store, calibration, names=names, k=k)
     features = table[names].to_numpy(np.float64)[labelled]
@@ -330,7 +330,7 @@ def fit_combined_run(
     return fit
 
 
-def _other_run_predictions(store: RunStore, other_path: Path, calibration: str, ids: np.ndarray) -> tuple[np.ndarray, str]:
+def _other_run_predictions(other_path: Path, calibration: str, ids: np.ndarray) -> tuple[np.ndarray, str]:
     """Another run's final ensemble prediction of each calibration sample, joined by sample id."""
     other = RunStore.open(other_path)
     if calibration not in other.splits:
