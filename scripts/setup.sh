@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
 packages=(dataset-fashion-mnist libtcmalloc-minimal4)
-[ "$mode" = test ] && packages+=(chromium)
+[ "$mode" = test ] && packages+=(chromium libmagic1)  # libmagic1: datagnosis (the peers extra) reads it through augly
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

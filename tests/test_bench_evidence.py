@@ -53,3 +53,29 @@ def test_cleanlab_flags_the_sample_whose_label_the_ensemble_confidently_contradi
     assert found["cleanlab find_label_issues"][7] == 1 and found["cleanlab find_label_issues"].sum() == 1
     for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
         assert np.argmax(found[f"cleanlab {method}"]) == 7
+
+
+def test_datagnosis_plugins_train_on_the_split_and_find_its_flipped_label(tmp_path):
+    """bench/peers.py --datagnosis: each plugin trains through datagnosis' own loop on the
+    labelled samples, and its scores come back aligned with the split (the flipped label is
+    among the hardest), higher = harder, NaN where the label is unknown."""
+    pytest.importorskip("datagnosis")
+    import argparse
+
+    import torch
+    from peers import DATAGNOSIS, check_plugins, datagnosis_scores
+
+    from confusion.datasets import load_dataset
+
+    torch.set_num_threads(1)
+    split = load_dataset("fashion-mnist").splits["val"].subset(np.arange(200))
+    split.labels[5] = (split.labels[5] + 1) % 10  # a wrong label
+    split.labels[9] = -1
+    found = datagnosis_scores(split, 10, arch="cnn-s", epochs=5, workspace=tmp_path, plugins=("data_maps", "aum", "el2n"), lr=3e-3)
+    assert list(found) == ["datagnosis data_maps", "datagnosis aum", "datagnosis el2n"]
+    for name, values in found.items():
+        assert np.isnan(values[9]) and np.isfinite(np.delete(values, 9)).all(), name
+        assert (values > values[5]).sum() < 10, name  # the flipped label within the hardest 5%
+    assert check_plugins("all") == DATAGNOSIS and check_plugins("el2n, aum") == ("el2n", "aum")
+    with pytest.raises(argparse.ArgumentTypeError, match="got 'grand'"):
+        check_plugins("grand")
