@@ -843,3 +843,86 @@ def test_the_numba_engine_runs_the_kernel(monkeypatch):
     calls.clear()
     confusion_scores(probs, engine="numpy")
     assert calls == []
+
+
+class _Done:
+    """A finished task of `_SyncClient`."""
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _SyncClient:
+    """What `score_run` uses of a dask.distributed Client, run here: scatter, submit, nthreads."""
+
+    def __init__(self, threads, fail=False):
+        self.threads, self.fail, self.scattered, self.submitted = threads, fail, [], []
+
+    def nthreads(self):
+        return {"tcp://a": self.threads}
+
+    def scatter(self, value, **options):
+        self.scattered.append(options)
+        return ("scattered", value)
+
+    def submit(self, function, shared, start, stop, **options):
+        assert shared[0] == "scattered" and options == {"pure": False}
+        self.submitted.append((start, stop))
+        if self.fail:
+            return _Done(error=MemoryError("worker killed"))
+        return _Done(function(shared[1], start, stop))
+
+
+def test_a_cluster_gets_a_task_per_block_of_whole_chunks_and_gives_the_same_numbers(tmp_path, monkeypatch):
+    """With a client, one task per block of whole chunks, at least 4 per worker thread where the
+    split allows; results placed by their rows whatever order they finish in; the numbers of
+    scoring in this process; a task that fails is one line naming the run."""
+    import sys
+    import types
+
+    from confusion.errors import RunStoreError
+    from confusion.importing import import_predictions
+    from confusion.runscores import score_run, score_table
+    from confusion.store import RunStore
+    from confusion.store import format as store_format
+
+    monkeypatch.setattr(store_format, "CHUNK_BYTES", 2 * 4 * 10)  # chunks of 10 samples at 4 classes
+    probs = np.random.default_rng(7).dirichlet(np.ones(4), size=(2, 3, 95))
+    import_predictions(probs, tmp_path / "run")
+    store = RunStore.open(tmp_path / "run")
+    here = score_run(store, "val", cache=False)
+    finished_last_first = types.ModuleType("distributed")
+    finished_last_first.as_completed = lambda futures: list(futures)[::-1]
+    monkeypatch.setitem(sys.modules, "distributed", finished_last_first)
+    client, seen = _SyncClient(threads=2), []
+    there = score_run(store, "val", cache=False, client=client, progress=seen.append)
+    assert client.scattered == [{"broadcast": True, "hash": False}]
+    assert client.submitted == [(start, min(95, start + 10)) for start in range(0, 95, 10)]  # ceil(95 / 8) = 12: one chunk
+    assert sorted(seen) == [5] + [10] * 9
+    np.testing.assert_array_equal(there.per_epoch, here.per_epoch)
+    np.testing.assert_array_equal(there.per_epoch_expected, here.per_epoch_expected)
+    one = _SyncClient(threads=1)
+    score_run(store, "val", cache=False, client=one)
+    assert one.submitted == [(0, 20), (20, 40), (40, 60), (60, 80), (80, 95)]  # ceil(95 / 4) = 24: two whole chunks
+    many = _SyncClient(threads=8)
+    table = score_table(store, client=many)  # ceil(95 / 32) = 3, under a chunk: one chunk a task
+    assert many.submitted == client.submitted
+    np.testing.assert_allclose(table["confusion"].to_numpy(), here.confusion, rtol=0, atol=1e-12)
+    with pytest.raises(RunStoreError) as caught:
+        score_run(store, "val", cache=False, client=_SyncClient(threads=2, fail=True))
+    assert str(caught.value) == f"{store.path}: split 'val': a scoring task failed on the Dask cluster (MemoryError: worker killed)"
+
+
+def test_slab_addresses_are_unsigned_byte_addresses_of_each_member_and_epoch():
+    from confusion._kernels import slab_addresses
+
+    data = np.zeros((3, 4, 10, 5), dtype=np.float32)
+    got = slab_addresses(data, np.array([0, 2]), np.array([1, 3]), 7)  # int64 indices, as the readers pass them
+    assert got.dtype == np.uint64
+    expected = [[data.ctypes.data + ((m * 4 + e) * 10 + 7) * 5 * 4 for e in (1, 3)] for m in (0, 2)]
+    assert got.tolist() == expected
