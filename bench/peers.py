@@ -14,7 +14,9 @@ datagnosis (`--datagnosis`) scores per-sample hardness from training dynamics, b
 samples its own training loop fits: it cannot read a recording. So each of its plugins trains
 the scoring ensemble's architecture (cnn-s on the demo) on val with val's labels, through
 datagnosis' loop, and scores val: the setting these methods were written for (the hardness of
-a model's own training samples). They read every scored sample's label, more than cleanlab.
+a model's own training samples), in the split's fixed order (several plugins read per-sample
+values through the training loader, whose shuffling misaligns them). They read every scored
+sample's label, as cleanlab does.
 Each plugin trains once (minutes per plugin on 2 cores at 10,000 images and 5 epochs).
 """
 
@@ -32,10 +34,10 @@ from confusion._runtime import cpu_description
 
 METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 # datagnosis 0.0.3's plugins that run beside torch 2.14 (its `grand` fails to import there)
-# data_maps and data_iq read every sample's probabilities at each epoch's end through the training
-# loader, which shuffles: their per-sample averages mix samples. They train in the split's fixed
-# (seeded, class-mixed) order instead, which keeps them aligned.
-UNALIGNED = ("data_maps", "data_iq")
+# data_maps, data_iq, vog, prototypicality, conf_agree and allsh read each sample's values
+# through the training loader, which shuffles: their scores land on other samples (measured:
+# transfer AUROC 0.50, chance). Every plugin trains in the split's fixed (class-mixed) order
+# instead, which keeps them aligned.
 DATAGNOSIS = (
     "data_maps",
     "data_iq",
@@ -109,8 +111,7 @@ def datagnosis_scores(
             **({"total_samples": len(known)} if name == "forgetting" else {}),
         )
         handler = DataHandler(x, y, batch_size=batch_size)
-        if name in UNALIGNED:
-            handler.dataloader = handler.dataloader_unshuffled
+        handler.dataloader = handler.dataloader_unshuffled
         plugin.fit(datahandler=handler, use_caches_if_exist=False, workspace=workspace / name)
         found = plugin.scores
         values = np.asarray(found[0] if isinstance(found, tuple) else found, dtype=np.float64).reshape(-1)
