@@ -84,7 +84,11 @@ TOML
   # numba's default threading layer here is GNU OpenMP, which aborts a forked child that runs a
   # parallel kernel ("fork() called from a process already using GNU OpenMP"): mutmut forks one
   # child per mutant, so the kernels use numba's own workqueue layer, which survives a fork.
-  (cd "$copy" && NUMBA_THREADING_LAYER=workqueue "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
+  # BLAS thread pools do not survive the fork either: a forked child's OpenBLAS threads spin, so
+  # a mutant whose tests fit a regression or search neighbours used up mutmut's CPU-time limit
+  # and read as a "timeout" (every mutant of store-commit's log_embeddings did). One thread each.
+  (cd "$copy" && NUMBA_THREADING_LAYER=workqueue OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+    "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
   grep -q "failed to collect stats" "$copy/mutmut.log" && echo "mutation.sh: $module: the tests fail before any mutant (see $copy/mutmut.log)" >&2
   seconds=$(( $(date +%s) - started ))
   (cd "$copy" && "$venv/bin/mutmut" results --all true 2>/dev/null) | sed "s/^ *//" > "$copy/results.txt"
