@@ -458,3 +458,90 @@ def test_views_are_logged_by_position_as_logits_and_in_the_epoch_being_logged(tm
         with pytest.raises(InputError) as caught:
             writer.log_views("val", 2, softmax(views[0, :2]), index=np.array([0]))
         assert str(caught.value) == "index must be (2,) integer sample positions, got int64 (1,)"
+
+
+def test_a_reduced_run_commits_every_ready_epoch_at_once_with_its_record_and_drops_the_raw_chunks(tmp_path, monkeypatch):
+    """The slots a killed process left ended but not committed are committed together by the
+    next commit: the reduced record of each, from the raw rows every member wrote, then the raw
+    chunk files of those slots deleted."""
+    from confusion.reduced import FIELDS, summarize
+
+    rng = np.random.default_rng(5)
+    sizes = {"train": 30, "val": 20}
+    probs = {split: rng.dirichlet(np.ones(C), size=(2, 3, n)).astype(np.float16) for split, n in sizes.items()}
+    labels = {"train": rng.integers(0, C, 30), "val": rng.integers(-1, C, 20)}
+    Recorder.create(tmp_path / "run", n_classes=C, members=2, splits=labels, keep="reduced")
+    for member in (0, 1):
+        if member == 1:  # its process dies after each member file, before it commits
+            monkeypatch.setattr(RunStore, "commit_ready", lambda self: [])
+        with Recorder.open(tmp_path / "run").member(member) as writer:
+            for epoch in (1, 2, 3):
+                for split in sizes:
+                    writer.log(split, epoch, probs[split][member, epoch - 1])
+                writer.end_epoch(epoch)
+    monkeypatch.undo()
+    store = RunStore.open(tmp_path / "run", mode="a")
+    assert store.recorded_epochs == [] and store.commit_ready() == [1, 2, 3]
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1, 2, 3]
+    for split in sizes:
+        expected = summarize(probs[split], labels[split])
+        for name in FIELDS:
+            stored = store._group[split][name]
+            np.testing.assert_array_equal(stored[...], expected[name].astype(stored.dtype), err_msg=f"{split} {name}")
+        raw = tmp_path / "run" / "predictions.zarr" / split / "probs"
+        assert [p for p in raw.rglob("*") if p.is_file() and p.name != "zarr.json"] == [], split
+    np.testing.assert_allclose(score_run(store, "val").confusion, by_hand(probs["val"]), rtol=0, atol=1e-6)
+
+
+def test_embeddings_are_flattened_begin_their_epoch_and_are_named_in_a_refusal(run):
+    path, _, probs = run
+    wide = np.random.default_rng(2).normal(size=(N, 2, 3)).astype(np.float32)  # a feature map: 6 values a sample
+    with Recorder.open(path).member(0) as writer:
+        with pytest.raises(InputError) as caught:
+            writer.log_embeddings("val", 1, [[0.5, 0.5], [1.0]])
+        assert str(caught.value).startswith("embeddings is not an array: ")
+        with pytest.raises(InputError) as caught:
+            writer.log("val", 1, probs[0, 0, :2], index=[[0, 1], [2]])
+        assert str(caught.value).startswith("index is not an array: ")
+        writer.log("val", 1, probs[0, 0])
+        with pytest.raises(InputError) as caught:  # embeddings belong to the epoch being logged
+            writer.log_embeddings("val", 2, wide)
+        assert str(caught.value) == "member 0 is still logging epoch 1; call end_epoch(1) before logging epoch 2"
+        writer.log_embeddings("val", 1, wide)
+        writer.end_epoch(1)
+        writer.log_embeddings("val", 2, wide[:, :1])  # embeddings first: they begin epoch 2
+        with pytest.raises(InputError) as caught:
+            writer.log("val", 3, probs[0, 2])
+        assert str(caught.value) == "member 0 is still logging epoch 2; call end_epoch(2) before logging epoch 3"
+    for member in (1, 2):
+        with Recorder.open(path).member(member) as writer:
+            writer.log("val", 1, probs[member, 0])
+            writer.log_embeddings("val", 1, wide)
+            writer.end_epoch(1)
+    store = RunStore.open(path)
+    np.testing.assert_array_equal(store.embeddings("val", 0, 1), wide.reshape(N, 6).astype(np.float16))
+
+
+def test_float16_rows_within_their_tolerance_pass_and_a_refusal_names_the_member_and_the_hint(run):
+    path, _, probs = run
+    off = probs[1, 0].astype(np.float16)
+    off[:, 0] += np.float16(0.004)  # float16 rows may sum to 1 +- 1e-2; float32 ones to 1 +- 1e-3
+    total = float(off[0].astype(np.float32).sum())
+    with Recorder.open(path).member(1) as writer:
+        writer.log("val", 1, off[:10], index=np.arange(10))
+        with pytest.raises(InputError) as caught:
+            writer.log("val", 1, off[10:20].astype(np.float32), index=np.arange(10, 20))
+        assert str(caught.value) == (
+            f"probabilities do not sum to 1 (sum {off[10].astype(np.float32).sum():.6g} at member 1, epoch 1, sample 10; "
+            "tolerance 0.001 for float32); if these are logits, pass logits=True"
+        )  # the sample by its position in the split, not in the batch
+        with pytest.raises(InputError) as caught:
+            writer.log("val", 1, probs[1, 0, 20:30] * 4 - 2, index=np.arange(20, 30))
+        assert str(caught.value).startswith("negative probability ") and str(caught.value).endswith(
+            "at member 1, epoch 1, sample 20, class 0 (are these logits? pass logits=True)"
+        )
+        with pytest.raises(InputError) as caught:
+            writer.log("val", 1, probs[1, 0, 20:30], index=np.arange(20, 30), logits=True)
+        assert str(caught.value) == "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; pass logits=False"
+    assert total > 1.003

@@ -342,6 +342,7 @@ def describe_invalid(
     logits: bool,
     members: Sequence[int] | np.ndarray | None = None,
     epochs: Sequence[int] | np.ndarray | None = None,
+    samples: Sequence[int] | np.ndarray | None = None,
 ) -> str | None:
     """Name the first problem in a block of probabilities, or None.
 
@@ -357,6 +358,9 @@ def describe_invalid(
         Whether the values are logits (only NaN and inf are problems then).
     members, epochs : sequence of int, optional
         The numbers to report for the block's member and epoch rows.
+    samples : sequence of int, optional
+        The number to report for each of the block's samples (rows logged by index); default
+        `first_sample` onwards.
 
     Returns
     -------
@@ -367,7 +371,7 @@ def describe_invalid(
     def _where(m: int, t: int, n: int) -> str:
         member = members[m] if members is not None else m
         epoch = epochs[t] if epochs is not None else t
-        return f"member {member}, epoch {epoch}, sample {first_sample + n}"
+        return f"member {member}, epoch {epoch}, sample {samples[n] if samples is not None else first_sample + n}"
 
     if logits:  # -inf is a masked class (probability 0); NaN and +inf are not logits
         bad = np.isnan(block) | (block == np.inf)

@@ -223,7 +223,7 @@ class MemberWriter:
                 raise InputError(f"split {split!r} was logged in order (no index) this epoch; log all of it that way")
             positions = self._positions(split, index, rows.shape[0])
         if validate:
-            self._check_probabilities(rows, logits, epoch)
+            self._check_probabilities(rows, logits, epoch, positions)
         epoch = self._begin(epoch)  # only now: a refused call leaves the writer as it was
         if index is None:
             self._cursor[split] = int(positions[-1]) + 1 if len(positions) else (cursor or 0)
@@ -291,14 +291,16 @@ class MemberWriter:
         if values.dtype.kind != "f":
             raise InputError(f"view outputs must be floating point, got dtype {values.dtype}")
         rows = values.reshape(-1, values.shape[2])
-        self._check_probabilities(rows, logits, epoch)
-        probs = (softmax(rows) if logits else rows).reshape(values.shape[0], -1)
         positions = None if index is None else self._positions(split, index, values.shape[0])
+        rows_of = np.arange(values.shape[0]) if positions is None else positions  # each row's sample (its batch row, without index)
+        self._check_probabilities(rows, logits, epoch, np.repeat(rows_of, values.shape[1]))
+        probs = (softmax(rows) if logits else rows).reshape(values.shape[0], -1)
         self._views.log(split, self._begin(epoch), probs, positions)
 
-    def _check_probabilities(self, rows: np.ndarray, logits: bool, epoch: int) -> None:
-        """(rows, classes) probabilities, or logits with `logits`: no NaN, none negative, rows summing to 1."""
-        problem = describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch])
+    def _check_probabilities(self, rows: np.ndarray, logits: bool, epoch: int, positions: np.ndarray | None) -> None:
+        """(rows, classes) probabilities, or logits with `logits`: no NaN, none negative, rows summing
+        to 1; a refusal names the sample by its position in the split (`positions`, one per row)."""
+        problem = describe_invalid(rows[None, None], rows.dtype, 0, logits, [self.member], [epoch], positions)
         if problem:
             raise InputError(problem.replace("pass --logits", "pass logits=True").replace("drop --logits", "pass logits=False"))
 
