@@ -545,3 +545,83 @@ def test_float16_rows_within_their_tolerance_pass_and_a_refusal_names_the_member
             writer.log("val", 1, probs[1, 0, 20:30], index=np.arange(20, 30), logits=True)
         assert str(caught.value) == "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; pass logits=False"
     assert total > 1.003
+
+
+def test_empty_batches_logits_and_the_flush_size_as_counted(run, monkeypatch):
+    """An empty batch leaves the in-order cursor where it was; logits are stored as their
+    softmax; the buffer is flushed once the rows held reach FLUSH_BYTES (2 bytes a value)."""
+    from confusion.store.commit import MemberWriter
+
+    path, _, probs = run
+    logits = np.log(probs[0, 0]) + 3.0  # the same softmax as probs
+    monkeypatch.setattr(MemberWriter, "FLUSH_BYTES", 3 * 10 * C * 2)  # three batches of 10 rows
+    with Recorder.open(path).member(0) as writer:
+        writer.log("val", 1, logits[:0], logits=True)  # empty first (no "probabilities already"): the next batch is still row 0
+        held = []
+        for start in range(0, 50, 10):
+            writer.log("val", 1, logits[start : start + 10], logits=True)
+            held.append(writer._buffered)
+        assert held == [100, 200, 0, 100, 200]
+        writer.log("val", 1, logits[50:50], logits=True)  # empty in the middle: the cursor stays at 50
+        writer.log("val", 1, logits[50:], logits=True)
+        writer.end_epoch(1)
+    stored = RunStore.open(path).probs_reader("val")[0:1, 0:1, :][0, 0]
+    np.testing.assert_allclose(np.asarray(stored, dtype=np.float64), probs[0, 0], atol=1e-3)
+
+
+def test_the_member_file_the_lock_and_refusals_of_an_end_word_for_word(tmp_path, run):
+    path, _, probs = run
+    other = tmp_path / "other"
+    Recorder.create(other, n_classes=C, members=1, splits={"val": np.zeros(N, int), "train": np.zeros(4, int)})
+    with Recorder.open(path).member(0) as writer, Recorder.open(other).member(0) as elsewhere:  # a lock per run, in the run
+        writer.log("val", 1, probs[0, 0])
+        writer.end_epoch(1, info={"loss": float("nan"), "acc": np.float32(0.5)})
+        elsewhere.log("val", 1, probs[0, 0])
+        with pytest.raises(InputError) as caught:
+            elsewhere.end_epoch(1)
+        assert str(caught.value) == "member 0, epoch 1: 4 of 4 rows of split 'train' were never logged; log every sample before end_epoch"
+    member_file = json.loads((path / "members" / "member-0.json").read_text())
+    assert member_file["member"] == 0 and member_file["ended"] == [1] and member_file["info"]["1"]["acc"] == 0.5
+    assert member_file["info"]["1"]["loss"] != member_file["info"]["1"]["loss"]  # NaN kept
+    assert not list(tmp_path.glob(".member-*")) and not list(path.parent.glob(".member-*"))
+    with Recorder.open(path).member(1) as writer:
+        writer.log("val", 1, probs[1, 0])
+        (path / "members" / "member-1.json").write_text(json.dumps({"member": 1, "ended": [1], "info": {}}))  # edited meanwhile
+        with pytest.raises(InputError) as caught:
+            writer.end_epoch(1)
+        assert str(caught.value) == "member 1 already ended epoch 1 (its member file says so)"
+    with Recorder.open(path).member(2) as writer, pytest.raises(InputError) as caught:
+        writer.log("val", 2, probs[2, 0])
+    assert str(caught.value) == ("member 0 recorded epoch 1 in this place (recording 1); every member must record the same epochs, not epoch 2")
+
+
+def test_info_takes_tensor_like_values_as_their_lists():
+    from confusion.store.commit import json_info
+
+    class Tensor:  # what json_info reads of a torch tensor
+        def __init__(self, values):
+            self.values = values
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def tolist(self):
+            return self.values
+
+    assert json_info({"loss": Tensor(0.25), "per_class": Tensor([1.0, 2.0]), "nan": float("nan")})["per_class"] == [1.0, 2.0]
+    assert json_info({"loss": Tensor(0.25)}) == {"loss": 0.25}
+    assert json_info(None) is None
+
+
+def test_a_top_k_run_has_no_member_writer(tmp_path):
+    from confusion.importing import import_topk
+
+    probs = np.random.default_rng(4).dirichlet(np.ones(6), size=(1, 2, 10))
+    order = np.argsort(-probs, axis=-1)[..., :3]
+    import_topk((np.take_along_axis(probs, order, axis=-1), order), tmp_path / "topk", n_classes=6)
+    with pytest.raises(InputError) as caught:
+        Recorder.open(tmp_path / "topk").member(0)
+    assert str(caught.value) == f"{tmp_path / 'topk'} holds top-k logs; it is written by `confusion import --topk`, not by a member writer"

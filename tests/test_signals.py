@@ -107,8 +107,11 @@ def test_an_epoch_with_some_embeddings_missing_is_not_ended(tmp_path):
         writer.log("train", 1, onehot_probs(np.zeros(4, int), 2))
         writer.log("val", 1, onehot_probs(np.zeros(5, int), 2))
         writer.log_embeddings("val", 1, np.ones((5, 3), np.float32))
-        with pytest.raises(InputError, match="4 of 4 embedding rows of split 'train' were never logged"):
+        with pytest.raises(InputError) as caught:
             writer.end_epoch(1)
+        assert str(caught.value) == (
+            "member 0, epoch 1: 4 of 4 embedding rows of split 'train' were never logged; log embeddings of every sample of every split, or of none"
+        )
         writer.log_embeddings("train", 1, np.ones((2, 4), np.float32)[:, :3])
         with pytest.raises(InputError, match="2 of 4 embedding rows of split 'train'"):
             writer.end_epoch(1)

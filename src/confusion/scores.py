@@ -383,7 +383,7 @@ def describe_invalid(
             m, t, n = np.argwhere(masked)[0]
             return f"every class's logit is -inf at {_where(m, t, n)}"
         tolerance = SUM_TOLERANCE.get(dtype, 1e-3)
-        if ((block >= 0) & (block <= 1)).all() and (np.abs(block.sum(axis=-1, dtype=np.float64) - 1.0) <= tolerance).all():
+        if block.size and ((block >= 0) & (block <= 1)).all() and (np.abs(block.sum(axis=-1, dtype=np.float64) - 1.0) <= tolerance).all():
             return "these are probabilities already (every row lies in [0, 1] and sums to 1), not logits; drop --logits"
         return None
     finite = np.isfinite(block)

@@ -152,7 +152,7 @@ class EmbeddingLog:
             if missing:
                 raise InputError(
                     f"member {self.member}, epoch {epoch}: {missing} of {n} {self.what} rows of split {split!r} were never logged; "
-                    f"log {self.what} of every sample of every split, or of none"
+                    f"log {self.what}s of every sample of every split, or of none"
                 )
 
     def finish(self, epoch: int) -> None:
