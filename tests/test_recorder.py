@@ -625,3 +625,68 @@ def test_a_top_k_run_has_no_member_writer(tmp_path):
     with pytest.raises(InputError) as caught:
         Recorder.open(tmp_path / "topk").member(0)
     assert str(caught.value) == f"{tmp_path / 'topk'} holds top-k logs; it is written by `confusion import --topk`, not by a member writer"
+
+
+class _FakeTensor:
+    """What to_numpy reads of a torch tensor: detach, cpu, numpy, is_floating_point, dtype, float."""
+
+    class _Dtype:
+        def __init__(self, itemsize):
+            self.itemsize = itemsize
+
+    def __init__(self, values, itemsize, floating=True):
+        self.values, self.dtype, self.floating, self.calls = np.asarray(values), self._Dtype(itemsize), floating, []
+
+    def detach(self):
+        self.calls.append("detach")
+        return self
+
+    def is_floating_point(self):
+        return self.floating
+
+    def float(self):
+        self.calls.append("float")
+        return _FakeTensor(self.values.astype(np.float32), 4)
+
+    def cpu(self):
+        self.calls.append("cpu")
+        return self
+
+    def numpy(self):
+        return self.values
+
+
+def test_tensors_are_detached_moved_and_bf16_widened_and_other_arrays_taken_as_they_are():
+    from confusion.store.commit import to_numpy
+
+    bf16 = _FakeTensor([[0.5, 0.5]], itemsize=2)  # no numpy dtype: widened to float32 first
+    assert to_numpy(bf16, "outputs").dtype == np.float32 and bf16.calls == ["detach", "float"]
+    wide = _FakeTensor(np.array([[0.25, 0.75]], dtype=np.float64), itemsize=8)
+    assert to_numpy(wide, "outputs").dtype == np.float64 and wide.calls == ["detach", "cpu"]
+    full = _FakeTensor(np.array([[0.25, 0.75]], dtype=np.float32), itemsize=4)
+    assert to_numpy(full, "outputs").dtype == np.float32 and full.calls == ["detach", "cpu"]
+    counts = _FakeTensor(np.array([1, 2], dtype=np.int16), itemsize=2, floating=False)
+    assert to_numpy(counts, "index").dtype == np.int16 and counts.calls == ["detach", "cpu"]
+
+    class OnlyCpu(list):  # a cpu attribute alone does not make a tensor
+        cpu = None
+
+    assert to_numpy(OnlyCpu([1.0, 2.0]), "outputs").tolist() == [1.0, 2.0]
+
+
+def test_wide_views_are_kept_whole_and_a_closed_writer_flushes_nothing(tmp_path):
+    """Views are class probabilities, never projected like embeddings, however wide (5 views x
+    20 classes = 100 values a sample, over the 64 axes embeddings keep)."""
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(20), size=12)
+    views = rng.dirichlet(np.ones(20), size=(12, 5))
+    Recorder.create(tmp_path / "run", n_classes=20, members=1, splits={"val": np.zeros(12, int)})
+    writer = Recorder.open(tmp_path / "run").member(0)
+    writer.log("val", 1, probs)
+    writer.log_views("val", 1, views)
+    writer.end_epoch(1)
+    writer.close()
+    assert writer.closed
+    writer.flush()  # nothing held: nothing to write, no error
+    writer.close()
+    np.testing.assert_array_equal(RunStore.open(tmp_path / "run").views("val", 0, 1), views.astype(np.float16))
