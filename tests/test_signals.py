@@ -534,3 +534,26 @@ def test_combined_values_use_the_kept_fit_and_refit_a_stale_one_as_it_was_fitted
     fitting.clear()
     combined_values(store, "val", k=7)
     assert fitting == [{"k": 7}] and CombinedFit.load(tmp_path / "run").extra == {"k": 7}
+
+
+def test_combined_reads_the_views_where_the_run_keeps_them_and_a_named_combined_is_refused_without_labels(tmp_path):
+    from confusion.difficulty import combined_features, label_free_score
+
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 3, 40)
+    Recorder.create(tmp_path / "run", n_classes=3, members=2, splits={"val": labels})
+    for member in range(2):
+        with Recorder.open(tmp_path / "run").member(member) as writer:
+            writer.log("val", 1, rng.dirichlet(np.ones(3), size=40))
+            writer.log_views("val", 1, rng.dirichlet(np.ones(3), size=(40, 2)))
+            writer.end_epoch(1)
+    store = RunStore.open(tmp_path / "run")
+    assert combined_features(store, "val") == ["confusion", "view_confusion"]  # no train split: no neighbours
+    unlabeled = tmp_path / "unlabeled"
+    Recorder.create(unlabeled, n_classes=3, members=1, splits={"val": 40})
+    with Recorder.open(unlabeled).member(0) as writer:
+        writer.log("val", 1, rng.dirichlet(np.ones(3), size=40))
+        writer.end_epoch(1)
+    with pytest.raises(InputError) as caught:  # asked for by name, not a column of NaN
+        label_free_score(RunStore.open(unlabeled), "val", "combined")
+    assert str(caught.value) == "combined is fitted on the labels of split 'val', and it has 0 labelled samples"
