@@ -370,3 +370,12 @@ def test_the_record_is_read_block_by_block_with_progress_and_only_the_fields_ask
     assert asked == [sorted(set(REGISTRY["flips"].fields) | set(REGISTRY["margin"].fields))]
     assert len(seen) > 2 and sum(seen) == 50 and all(count > 0 for count in seen)
     pd.testing.assert_frame_equal(blocks, whole)
+
+
+def test_what_a_run_cannot_give_is_an_empty_column_and_a_note_word_for_word(table):
+    assert table.attrs["notes"] == [
+        "knn_disagreement, untrust: empty, the run keeps no embeddings (train with --embeddings last)",
+        "view_disagreement, view_confusion: empty, the run keeps no test-time views at its last epoch (train images with --views auto)",
+        "combined: empty, combined is fitted on the labels of split 'val', and it has 2 labelled samples",
+    ]
+    assert table[["knn_disagreement", "untrust", "view_disagreement", "view_confusion", "combined"]].isna().all().all()

@@ -557,3 +557,64 @@ def test_combined_reads_the_views_where_the_run_keeps_them_and_a_named_combined_
     with pytest.raises(InputError) as caught:  # asked for by name, not a column of NaN
         label_free_score(RunStore.open(unlabeled), "val", "combined")
     assert str(caught.value) == "combined is fitted on the labels of split 'val', and it has 0 labelled samples"
+
+
+def test_the_kept_signals_reach_the_table_with_the_k_asked_for(tmp_path):
+    from confusion.views import view_scores
+
+    store = signal_run(tmp_path)
+    table = difficulty_scores(store, "val", k=3)
+    np.testing.assert_array_equal(table["knn_disagreement"].to_numpy(), neighbourhood(store, "val", k=3).knn_disagreement)
+    assert CombinedFit.load(tmp_path / "run").extra == {"k": 3}  # fitted now, with the k asked for
+    rng = np.random.default_rng(10)
+    labels = rng.integers(0, 3, 40)
+    Recorder.create(tmp_path / "views", n_classes=3, members=2, splits={"val": labels, "pool": 30})
+    for member in range(2):
+        with Recorder.open(tmp_path / "views").member(member) as writer:
+            for split, n in (("val", 40), ("pool", 30)):
+                writer.log(split, 1, rng.dirichlet(np.ones(3), size=n))
+                writer.log_views(split, 1, rng.dirichlet(np.ones(3), size=(n, 2)))
+            writer.end_epoch(1)
+    views = RunStore.open(tmp_path / "views")
+    found = view_scores(views, "val")
+    table = difficulty_scores(views, "val")
+    np.testing.assert_array_equal(table["view_confusion"].to_numpy(), found.view_confusion)
+    np.testing.assert_array_equal(table["view_disagreement"].to_numpy(), found.view_disagreement)
+    alone = difficulty_scores(views, "val", names=["view_confusion"])  # no neighbourhood score asked for
+    np.testing.assert_array_equal(alone["view_confusion"].to_numpy(), found.view_confusion)
+    from confusion.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        fit_combined_run(views, calibration="test")
+    assert str(caught.value) == f"calibration must be a split of {views.path} (val, pool), got 'test'"
+
+
+def test_combined_is_fitted_on_the_calibration_split_named_and_a_fit_without_k_takes_the_one_asked_for(tmp_path, monkeypatch):
+    import confusion.difficulty as difficulty
+    from confusion.difficulty import combined_values
+
+    store = signal_run(tmp_path)
+    rng = np.random.default_rng(11)
+    other = tmp_path / "other"
+    labels = store.labels("val")
+    Recorder.create(other, n_classes=2, members=1, splits={"check": labels}, ids={"check": store.sample_ids("val")})
+    with Recorder.open(other).member(0) as writer:
+        writer.log("check", 1, onehot_probs(np.where(rng.random(len(labels)) < 0.2, 1 - labels, labels), 2))
+        writer.end_epoch(1)
+    fit = fit_combined_run(RunStore.open(other), calibration="check", folds=2, save=False)
+    assert fit.calibration == "check"
+    path = tmp_path / "run/combined.json"
+    fit_combined_run(store, k=4)
+    kept = json.loads(path.read_text())
+    path.write_text(json.dumps({**kept, "extra": {}}))  # a fit kept without its k
+    fitted = CombinedFit.load(tmp_path / "run")
+    pool = difficulty_scores(store, "pool", names=fitted.features, k=5)
+    np.testing.assert_allclose(
+        combined_values(store, "pool", k=5), fitted.apply(pool[fitted.features].to_numpy(), store.sample_ids("pool"), calibration=False), rtol=1e-12
+    )
+    fitting = []
+    refit = difficulty.fit_combined_run
+    monkeypatch.setattr(difficulty, "fit_combined_run", lambda *args, **kwargs: fitting.append(kwargs) or refit(*args, **kwargs))
+    path.write_text(json.dumps({**kept, "extra": {}, "recorded_epochs": [1]}))  # and stale
+    combined_values(store, "val", k=6)
+    assert fitting == [{"calibration": "val", "folds": len(kept["fold_coef"]), "target": "ensemble", "k": 6}]
