@@ -87,7 +87,10 @@ TOML
   # BLAS thread pools do not survive the fork either: a forked child's OpenBLAS threads spin, so
   # a mutant whose tests fit a regression or search neighbours used up mutmut's CPU-time limit
   # and read as a "timeout" (every mutant of store-commit's log_embeddings did). One thread each.
-  (cd "$copy" && NUMBA_THREADING_LAYER=workqueue OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+  # Its own temporary folder: pytest prunes old numbered folders under $TMPDIR/pytest-of-USER,
+  # so a test suite run beside it would delete the folders of mutmut's tests (and they its).
+  mkdir -p "$copy/tmp"
+  (cd "$copy" && TMPDIR="$copy/tmp" NUMBA_THREADING_LAYER=workqueue OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
     "$venv/bin/mutmut" run --max-children "$jobs" > "$copy/mutmut.log" 2>&1) || true
   grep -q "failed to collect stats" "$copy/mutmut.log" && echo "mutation.sh: $module: the tests fail before any mutant (see $copy/mutmut.log)" >&2
   seconds=$(( $(date +%s) - started ))
