@@ -926,3 +926,14 @@ def test_slab_addresses_are_unsigned_byte_addresses_of_each_member_and_epoch():
     assert got.dtype == np.uint64
     expected = [[data.ctypes.data + ((m * 4 + e) * 10 + 7) * 5 * 4 for e in (1, 3)] for m in (0, 2)]
     assert got.tolist() == expected
+
+
+def test_invalid_rows_logged_by_index_are_named_by_their_sample_and_an_empty_block_of_logits_passes():
+    from confusion.scores import describe_invalid
+
+    block = np.full((1, 1, 3, 2), 0.5, dtype=np.float32)
+    block[0, 0, 2, 0] = -0.5
+    assert describe_invalid(block, block.dtype, 0, False, [4], [2], samples=[70, 11, 38]) == (
+        "negative probability -0.5 at member 4, epoch 2, sample 38, class 0 (are these logits? pass --logits)"
+    )
+    assert describe_invalid(np.empty((1, 1, 0, 2), dtype=np.float32), np.dtype(np.float32), 0, True) is None
