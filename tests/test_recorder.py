@@ -690,3 +690,29 @@ def test_wide_views_are_kept_whole_and_a_closed_writer_flushes_nothing(tmp_path)
     writer.flush()  # nothing held: nothing to write, no error
     writer.close()
     np.testing.assert_array_equal(RunStore.open(tmp_path / "run").views("val", 0, 1), views.astype(np.float16))
+
+
+def test_a_refused_view_names_its_sample_with_or_without_index_and_a_committed_reduced_epoch_is_not_reduced_again(tmp_path, monkeypatch):
+    from confusion.reduced import summarize
+
+    rng = np.random.default_rng(8)
+    views = rng.dirichlet(np.ones(4), size=(6, 3))  # 6 samples x 3 views x 4 classes
+    views[4, 2] = [1.5, -0.5, 0.0, 0.0]
+    Recorder.create(tmp_path / "run", n_classes=4, members=2, splits={"val": np.zeros(6, int)}, keep="reduced")
+    with Recorder.open(tmp_path / "run").member(0) as writer:
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 1, views)
+        assert "at member 0, epoch 1, sample 4, class 1" in str(caught.value)
+        with pytest.raises(InputError) as caught:
+            writer.log_views("val", 1, views[[4, 0]], index=np.array([5, 1]))
+        assert "at member 0, epoch 1, sample 5, class 1" in str(caught.value)
+    probs = rng.dirichlet(np.ones(4), size=(2, 2, 6)).astype(np.float16)
+    for member in (0, 1):  # member 1 ends epoch 1 (committed), then epoch 2 (committed on its own)
+        with Recorder.open(tmp_path / "run").member(member) as writer:
+            for epoch in (1, 2):
+                writer.log("val", epoch, probs[member, epoch - 1])
+                writer.end_epoch(epoch)
+    store = RunStore.open(tmp_path / "run")
+    assert store.recorded_epochs == [1, 2]
+    expected = summarize(probs, np.zeros(6, int))
+    np.testing.assert_array_equal(store._group["val"]["member_entropy"][...], expected["member_entropy"])
