@@ -618,3 +618,124 @@ def test_combined_is_fitted_on_the_calibration_split_named_and_a_fit_without_k_t
     path.write_text(json.dumps({**kept, "extra": {}, "recorded_epochs": [1]}))  # and stale
     combined_values(store, "val", k=6)
     assert fitting == [{"calibration": "val", "folds": len(kept["fold_coef"]), "target": "ensemble", "k": 6}]
+
+
+# ----------------------------------------------------------------------------- --keep reduced
+def twin_runs(tmp_path, embed_epochs=(2,)):
+    """The same rows recorded raw and `--keep reduced`: 2 members x 2 epochs, embeddings and views
+    (at `embed_epochs`) of a labelled train and val and an unlabeled pool."""
+    rng = np.random.default_rng(12)
+    sizes, n_classes = {"train": 80, "val": 50, "pool": 30}, 3
+    labels = {"train": rng.integers(0, 3, 80), "val": rng.integers(0, 3, 50), "pool": np.full(30, -1)}
+    rows = {
+        (member, epoch, split): (
+            rng.dirichlet(np.ones(3), size=n),
+            rng.normal(size=(n, 5)).astype(np.float32),
+            rng.dirichlet(np.ones(3), size=(n, 2)),
+        )
+        for member in range(2)
+        for epoch in (1, 2)
+        for split, n in sizes.items()
+    }
+    for keep in ("raw", "reduced"):
+        Recorder.create(tmp_path / keep, n_classes=n_classes, members=2, splits=labels, keep=keep)
+        for member in range(2):
+            with Recorder.open(tmp_path / keep).member(member) as writer:
+                for epoch in (1, 2):
+                    for split in sizes:
+                        probs, embedding, views = rows[member, epoch, split]
+                        writer.log(split, epoch, probs)
+                        if epoch in embed_epochs:
+                            writer.log_embeddings(split, epoch, embedding)
+                            writer.log_views(split, epoch, views)
+                    writer.end_epoch(epoch)
+    return RunStore.open(tmp_path / "raw"), RunStore.open(tmp_path / "reduced")
+
+
+def test_a_reduced_run_keeps_the_neighbourhood_and_view_scores_not_the_embeddings_and_views(tmp_path):
+    raw, kept = twin_runs(tmp_path)
+    assert not list((tmp_path / "reduced").glob("penultimate/member-*/epoch-*")) and not list((tmp_path / "reduced").glob("views/member-*/epoch-*"))
+    assert sorted(p.name for p in (tmp_path / "reduced/signals/epoch-2").iterdir()) == [
+        f"{split}.{kind}.npz" for split in ("pool", "train", "val") for kind in ("neighbours", "views")
+    ]
+    assert len(list((tmp_path / "raw").glob("penultimate/member-*/epoch-2/*.npy"))) == 6  # a raw run keeps them
+    columns = ["knn_disagreement", "untrust", "view_disagreement", "view_confusion"]
+    for split in ("train", "val", "pool"):
+        assert kept.signal_epochs(split, "neighbours") == [2]
+        expected, found = difficulty_scores(raw, split, k=15), difficulty_scores(kept, split, k=15)
+        for column in columns:  # the same kernels on the same rows, and the same arg-max
+            np.testing.assert_array_equal(found[column].to_numpy(), expected[column].to_numpy(), err_msg=f"{split} {column}")
+        np.testing.assert_allclose(found["combined"].to_numpy(), expected["combined"].to_numpy(), atol=1e-6)
+    with pytest.raises(InputError) as caught:  # only k = 15 is kept
+        difficulty_scores(kept, "val", k=3)
+    assert str(caught.value) == (
+        f"{kept.path} was recorded with --keep reduced, which keeps the neighbourhood scores at k = 15 instead of the embeddings; "
+        "k = 3 needs them (record with --keep raw)"
+    )
+
+
+def test_a_reduced_runs_neighbourhood_scores_compare_with_the_ensemble_of_their_own_epoch(tmp_path):
+    raw, kept = twin_runs(tmp_path, embed_epochs=(1,))
+    assert kept.signal_epochs("val", "neighbours") == [1] and kept.signal_epochs("val", "views") == [1]
+    from confusion.signalmath import member_neighbourhood
+    from confusion.views import view_epoch
+
+    assert view_epoch(kept, "val") is None and view_epoch(raw, "val") is None  # views of an earlier epoch are not read
+    found = neighbourhood(kept, "val")
+    assert found.epoch == 1
+    # By hand from the raw run's embeddings at epoch 1 and the ensemble's arg-max *at epoch 1*.
+    at_one = raw.probs("val")[:, 0].astype(np.float64).mean(axis=0).argmax(axis=1)
+    labels = raw.labels("train")
+    expected = np.zeros((2, 50))
+    for member in range(2):
+        reference = raw.embeddings("train", member, 1).astype(np.float32)
+        expected += np.array(member_neighbourhood(reference, labels, raw.embeddings("val", member, 1), at_one, 15)) / 2
+    np.testing.assert_array_equal(found.knn_disagreement, expected[0])
+    np.testing.assert_array_equal(found.untrust, expected[1])
+
+
+def test_replacing_a_split_drops_what_was_kept_of_its_old_samples(tmp_path, cli):
+    raw, kept = twin_runs(tmp_path)
+    probs = np.random.default_rng(13).dirichlet(np.ones(3), size=(2, 2, 30)).astype(np.float32)
+    np.save(tmp_path / "pool.npy", probs)
+    for run in ("raw", "reduced"):
+        result = cli("import", "--probs", tmp_path / "pool.npy", "--split", "pool", "--overwrite", "--out", tmp_path / run)
+        assert result.exit_code == 0, result.stderr
+    assert RunStore.open(tmp_path / "raw").embedding_epochs(["pool"]) == [] and RunStore.open(tmp_path / "raw").view_epochs(["pool"]) == []
+    kept = RunStore.open(tmp_path / "reduced")
+    assert kept.signal_epochs("pool", "neighbours") == [] and kept.signal_epochs("pool", "views") == []
+    assert kept.signal_epochs("val", "neighbours") == [2]  # the other splits keep theirs
+    with pytest.raises(InputError, match=r"keeps no embeddings of split 'pool' and a train split, nor their neighbourhood scores \(--keep reduced\)"):
+        neighbourhood(kept, "pool")
+    table = difficulty_scores(kept, "pool")
+    assert table["knn_disagreement"].isna().all() and table["confusion"].notna().all()
+    # A replaced train split takes every split's neighbourhood scores with it: they were its samples'.
+    np.save(tmp_path / "train.npy", np.random.default_rng(14).dirichlet(np.ones(3), size=(2, 2, 80)).astype(np.float32))
+    np.save(tmp_path / "train-labels.npy", kept.labels("train"))
+    result = cli(
+        "import",
+        "--probs",
+        tmp_path / "train.npy",
+        "--labels",
+        tmp_path / "train-labels.npy",
+        "--split",
+        "train",
+        "--overwrite",
+        "--out",
+        tmp_path / "reduced",
+    )
+    assert result.exit_code == 0, result.stderr
+    kept = RunStore.open(tmp_path / "reduced")
+    assert kept.signal_epochs("val", "neighbours") == [] and kept.signal_epochs("val", "views") == [2]
+
+
+def test_a_damaged_kept_signal_file_is_one_line(tmp_path):
+    _, kept = twin_runs(tmp_path)
+    (tmp_path / "reduced/signals/epoch-2/val.views.npz").write_bytes(b"not numpy")
+    with pytest.raises(RunStoreError, match=r"val.views.npz is damaged \(.*\); the epoch's views scores are lost"):
+        kept.signals("val", "views", 2)
+    from confusion._files import write_npz_atomic
+
+    write_npz_atomic(tmp_path / "reduced/signals/epoch-2/val.neighbours.npz", knn_disagreement=np.full(50, 1.5), untrust=np.zeros(50), k=np.int64(15))
+    with pytest.raises(RunStoreError, match=r"holds a damaged knn_disagreement \(float64 \(50,\), for 50 samples\)"):
+        neighbourhood(kept, "val")

@@ -16,6 +16,11 @@ untrust is the trust score of Jiang et al. (2018), turned into a 0..1 hardness. 
 labels are read, never a scored sample's: the scores are label-free for every split but train,
 where a sample's own label is excluded with the sample. Nearest neighbours are scikit-learn's
 exact brute-force search, block by block of queries, so memory stays bounded by `BLOCK_BYTES`.
+
+A run kept `--keep reduced` keeps these scores (at k = `K`) instead of the embeddings: they are
+computed as each epoch with embeddings is committed (`confusion.store.signals`), with y_hat the
+ensemble's arg-max at that epoch. That is the final prediction above wherever the embeddings are
+of the last epoch (the trainer's default, `--embeddings last`), so the scores are the same.
 """
 
 from __future__ import annotations
@@ -31,13 +36,12 @@ import numpy as np
 
 from ._files import write_npz_atomic
 from .errors import InputError, ParameterError
+from .signalmath import BLOCK_BYTES, K, member_neighbourhood, own_positions
 from .store import RunReads
 from .store.format import CACHE_DIR
 
 __all__ = ["BLOCK_BYTES", "K", "Neighbourhood", "check_k", "neighbourhood", "neighbourhood_epoch"]
 
-K = 15
-BLOCK_BYTES = 128 * 2**20  # distances of one block of queries to every training sample
 REFERENCE = "train"
 
 
@@ -102,6 +106,9 @@ def neighbourhood_epoch(store: RunReads, split: str) -> int | None:
     int or None
         A training epoch.
     """
+    if store.layout.keeps_signals:
+        epochs = store.signal_epochs(split, "neighbours")
+        return epochs[-1] if epochs else None
     if REFERENCE not in store.splits:
         return None
     epochs = store.embedding_epochs(sorted({split, REFERENCE}))
@@ -138,10 +145,13 @@ def neighbourhood(store: RunReads, split: str, *, k: int = K, cache: bool = True
     k = check_k(k)
     epoch = neighbourhood_epoch(store, split)
     if epoch is None:
+        kept = ", nor their neighbourhood scores (--keep reduced)" if store.layout.keeps_signals else ""
         raise InputError(
-            f"{store.path} keeps no embeddings of split {split!r} and a train split; the neighbourhood scores need them "
+            f"{store.path} keeps no embeddings of split {split!r} and a train split{kept}; the neighbourhood scores need them "
             "(record with `confusion train --embeddings last`, or a writer's log_embeddings)"
         )
+    if store.layout.keeps_signals:
+        return _kept(store, split, k, epoch)
     path = _cache_path(store, split, k, epoch) if cache else None
     cached = _read_cache(path)
     if cached is not None:
@@ -156,8 +166,8 @@ def neighbourhood(store: RunReads, split: str, *, k: int = K, cache: bool = True
     for member in range(store.n_members):
         reference = np.asarray(store.embeddings(REFERENCE, member, epoch)[labelled], dtype=np.float32)
         queries = store.embeddings(split, member, epoch)
-        own = _own_positions(labelled, n) if split == REFERENCE else None
-        d, u = _member_scores(reference, reference_labels[labelled], queries, predicted, k, own, progress)
+        own = own_positions(labelled, n) if split == REFERENCE else None
+        d, u = member_neighbourhood(reference, reference_labels[labelled], queries, predicted, k, own, progress)
         disagreement += d / store.n_members
         untrust += u / store.n_members
     if path is not None:
@@ -165,74 +175,15 @@ def neighbourhood(store: RunReads, split: str, *, k: int = K, cache: bool = True
     return Neighbourhood(disagreement, untrust, epoch, k)
 
 
-def _own_positions(labelled: np.ndarray, n: int) -> np.ndarray:
-    """For each train sample, its row among the labelled reference rows (-1: not one of them)."""
-    own = np.full(n, -1, dtype=np.int64)
-    own[labelled] = np.arange(len(labelled))
-    return own
-
-
-def _member_scores(
-    reference: np.ndarray,
-    labels: np.ndarray,
-    queries: np.ndarray,
-    predicted: np.ndarray,
-    k: int,
-    own: np.ndarray | None,
-    progress: Callable[[int], None] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One member's knn_disagreement and untrust of every query."""
-    from sklearn.neighbors import NearestNeighbors
-
-    extra = 1 if own is not None else 0  # a training sample is found as its own nearest neighbour
-    search = NearestNeighbors(n_neighbors=k + extra, algorithm="brute").fit(reference)
-    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    per_class = {c: NearestNeighbors(n_neighbors=min(1 + extra, len(rows)), algorithm="brute").fit(reference[rows]) for c, rows in by_class.items()}
-    n = len(queries)
-    block = max(1, BLOCK_BYTES // (4 * max(1, len(reference))))
-    disagreement, untrust = np.empty(n), np.empty(n)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        rows = np.asarray(queries[start:stop], dtype=np.float32)
-        distances, index = search.kneighbors(rows)
-        if own is not None:
-            distances, index = _without_self(distances, index, own[start:stop], k)
-        guess = predicted[start:stop]
-        other = labels[index] != guess[:, None]
-        disagreement[start:stop] = other.mean(axis=1)
-        d_other = np.where(other, distances, np.inf).min(axis=1)
-        d_other = np.where(np.isfinite(d_other), d_other, distances[:, -1])
-        d_pred = np.full(stop - start, np.inf)
-        for c in np.unique(guess):
-            at = np.flatnonzero(guess == c)
-            if c not in per_class:
-                continue  # no training sample of the predicted class: untrust 1
-            found, which = per_class[c].kneighbors(rows[at])
-            if own is not None:  # skip the sample itself where it is the nearest of its class
-                is_self = by_class[c][which] == own[start:stop][at, None]
-                found = np.where(is_self, np.inf, found)
-            d_pred[at] = found.min(axis=1)
-        untrust[start:stop] = _ratio(d_pred, d_other)
-        if progress is not None:
-            progress(stop - start)
-    return disagreement, untrust
-
-
-def _ratio(d_pred: np.ndarray, d_other: np.ndarray) -> np.ndarray:
-    """d_pred / (d_pred + d_other): 1 where the predicted class has no training sample, 0.5 where
-    both distances are 0."""
-    total = d_pred + d_other
-    finite = np.isfinite(d_pred) & (total > 0)
-    out = np.where(np.isinf(d_pred), 1.0, 0.5)
-    out[finite] = d_pred[finite] / total[finite]
-    return out
-
-
-def _without_self(distances: np.ndarray, index: np.ndarray, own: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest other than each query itself (found among k + 1)."""
-    keep = index != own[:, None]
-    keep[keep.sum(axis=1) > k, -1] = False  # not found among them: drop the farthest
-    return distances[keep].reshape(len(index), k), index[keep].reshape(len(index), k)
+def _kept(store: RunReads, split: str, k: int, epoch: int) -> Neighbourhood:
+    """The scores a run kept `--keep reduced` derived when it committed `epoch`."""
+    kept = store.signals(split, "neighbours", epoch)
+    if int(kept["k"]) != k:
+        raise InputError(
+            f"{store.path} was recorded with --keep reduced, which keeps the neighbourhood scores at k = {int(kept['k'])} "
+            f"instead of the embeddings; k = {k} needs them (record with --keep raw)"
+        )
+    return Neighbourhood(kept["knn_disagreement"], kept["untrust"], epoch, k)
 
 
 def _cache_path(store: RunReads, split: str, k: int, epoch: int) -> Path:

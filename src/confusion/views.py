@@ -8,7 +8,8 @@ probabilities f_v^i(x) on views v = 1..V:
     view_disagreement(x) = 1/(M V) sum_i sum_v [argmax f_v^i(x) != y_i(x)]       0..1
     view_confusion(x)    = entropy of 1/(M V) sum_i sum_v f_v^i(x), in bits      0..log2 C
 
-No label is read.
+No label is read. A run kept `--keep reduced` keeps these two scores of an epoch with views
+instead of the views themselves (`confusion.store.signals`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .scores import entropy
+from .signalmath import view_statistics
 from .store import RunReads
 
 __all__ = ["ViewScores", "view_epoch", "view_scores"]
-
-BLOCK = 65_536  # samples read at a time
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def view_epoch(store: RunReads, split: str) -> int | None:
     int or None
         The epoch, only if it is the run's last committed one.
     """
-    epochs = store.view_epochs([split])
+    epochs = store.signal_epochs(split, "views") if store.layout.keeps_signals else store.view_epochs([split])
     return epochs[-1] if epochs and store.recorded_epochs and epochs[-1] == store.recorded_epochs[-1] else None
 
 
@@ -90,17 +89,10 @@ def view_scores(store: RunReads, split: str) -> ViewScores:
             f"{store.path} keeps no test-time views of split {split!r} at its last epoch; the view scores need them "
             "(record with `confusion train --views auto` on images, or a writer's log_views)"
         )
+    if store.layout.keeps_signals:  # derived as the epoch was committed (`confusion.store.signals`)
+        kept = store.signals(split, "views", epoch)
+        return ViewScores(kept["view_disagreement"], kept["view_confusion"], epoch)
     plain = store.final_predictions(split).argmax  # (members, samples)
-    n, members = store.n_samples(split), store.n_members
-    disagreement, average = np.zeros(n), None
-    for member in range(members):
-        probs = store.views(split, member, epoch)
-        if average is None:
-            average = np.zeros((n, probs.shape[2]))
-        for start in range(0, n, BLOCK):
-            block = np.asarray(probs[start : start + BLOCK], dtype=np.float64)
-            disagreement[start : start + BLOCK] += (block.argmax(axis=2) != plain[member, start : start + BLOCK, None]).mean(axis=1) / members
-            average[start : start + BLOCK] += block.mean(axis=1) / members
-    assert average is not None
-    average /= average.sum(axis=1, keepdims=True)  # float16 rows sum to 1 within rounding
-    return ViewScores(disagreement, entropy(average, base=2.0), epoch)
+    views = [store.views(split, member, epoch) for member in range(store.n_members)]
+    disagreement, confusion = view_statistics(views, plain)
+    return ViewScores(disagreement, confusion, epoch)

@@ -193,11 +193,14 @@ KEEP_HELP = (
     "and largest-other probabilities and sum of squares, and the ensemble's entropy, arg-max and top probability: "
     "14 + 10/M bytes, over 100x smaller at C = 1,000). Every score, difficulty statistic, report number and hard set "
     "is the same from either; reduced refuses, with one line, scores of a subset of members other than all or one "
-    "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions)."
+    "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions). Reduced "
+    "also keeps the neighbourhood scores (at k = 15) and view scores instead of the embeddings and views they read "
+    "(16 bytes per sample and embedded epoch)."
 )
 EMBEDDINGS_HELP = (
     "Record each member's embeddings (the input of its classifier head) for every split, at the last recorded epoch "
     "(last), at every recorded epoch (all) or never (none). Kept on the train split's first 64 principal axes, float16: "
     "128 bytes per member, sample and embedded epoch; they give the neighbourhood scores (knn_disagreement, untrust) "
-    "and `combined`, and come from the recording pass itself (no extra pass, except over train with --record-train in-loop)."
+    "and `combined`, and come from the recording pass itself (no extra pass, except over train with --record-train in-loop). "
+    "With --keep reduced only those scores are kept."
 )

@@ -7,6 +7,7 @@
 - `commit`: `MemberWriter` and the commit rule, capacity;
 - `splits`: adding and replacing splits after the epochs are committed;
 - `embeddings`: the members' embeddings and test-time views, committed with their epoch;
+- `signals`: the scores a reduced run keeps of them instead;
 - `layouts`: what a run keeps of each prediction, one class per layout (`Raw`, `Reduced`, `TopK`);
 - `chunks`: the chunk-file reader and writer;
 - `locks`: the run's file locks.

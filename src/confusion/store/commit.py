@@ -64,7 +64,7 @@ def commit_ready(store: RunStore) -> list[int]:
             new.append(int(ended[0][slot]))
             slot += 1
         if new:
-            store.layout.before_commit(store, range(len(committed), slot), store.splits)
+            store.layout.before_commit(store, range(len(committed), slot), store.splits, committed + new)
             committed.extend(new)
             store.save_meta()
             store.layout.after_commit(store, len(committed), store.splits)

@@ -24,6 +24,8 @@ damaged or foreign directory from a run.
                               cache, `confusion.text.default_cache`, or given its folder)
     RUN/penultimate/member-M/epoch-E/<split>.npy   the members' embeddings (`store.embeddings`)
     RUN/views/member-M/epoch-E/<split>.npy         their predictions on test-time views
+    RUN/signals/epoch-E/<split>.{neighbours,views}.npz   their scores, in a run kept reduced
+                              instead of them (`store.signals`)
     RUN/combined.json         the fit of the `combined` score (`confusion.combined`), JSON
     RUN/.lock                 held (flock) by a command that owns the whole run (train, import)
     RUN/.member-M.lock        held (flock) by the one process writing member M

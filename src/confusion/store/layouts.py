@@ -23,6 +23,8 @@ import numpy as np
 from .. import reduced
 from ..errors import InputError, RunStoreError
 from ..scores import LN2, InvalidProbabilities, confusion_scores
+from ..signalmath import K
+from . import signals
 from .chunks import ChunkFileReader, Rows
 from .format import LAYOUT_NAMES, chunk_samples, damaged
 
@@ -46,6 +48,7 @@ class Layout:
     keeps_record: ClassVar[bool] = True  # the per-epoch record (`record_blocks`) can be read
     bounded: ClassVar[bool] = False  # scores are point estimates with guaranteed bounds
     scores_in_nats: ClassVar[bool] = True  # `score_rows` gives nats whatever the base asked
+    keeps_signals: ClassVar[bool] = False  # embeddings and views are kept as their scores (`store.signals`)
     n_parts: ClassVar[int] = 2  # per-epoch arrays `score_rows` returns
 
     def run_entries(self) -> dict[str, Any]:
@@ -90,14 +93,8 @@ class Layout:
         ----------
         group : zarr.Group
             The split's group.
-        n_members : int
-            M.
-        capacity : int
-            Epoch slots.
-        n_samples : int
-            Samples in the split.
-        n_classes : int
-            C.
+        n_members, capacity, n_samples, n_classes : int
+            M, the epoch slots, the split's samples and C.
         """
 
     def resize(self, group: Any, slots: int) -> None:
@@ -127,7 +124,7 @@ class Layout:
             Where the layout does not keep every probability.
         """
 
-    def before_commit(self, store: RunReads, slots: range, splits: Sequence[str]) -> None:
+    def before_commit(self, store: RunReads, slots: range, splits: Sequence[str], epochs: Sequence[int]) -> None:
         """Write what the layout derives from epoch slots `slots` before run.json lists them.
 
         Parameters
@@ -138,6 +135,8 @@ class Layout:
             The slots about to be committed.
         splits : sequence of str
             The split groups to derive it for.
+        epochs : sequence of int
+            The training epoch of every slot up to the last of `slots`.
         """
 
     def after_commit(self, store: RunReads, committed: int, splits: Sequence[str]) -> None:
@@ -164,7 +163,7 @@ class Layout:
             The split group (a new split, or the staging group of a replaced one).
         """
         committed = len(store.recorded_epochs)
-        self.before_commit(store, range(committed), [group])
+        self.before_commit(store, range(committed), [group], store.recorded_epochs)
         self.after_commit(store, committed, [group])
 
     def final_predictions(self, store: RunReads, split: str) -> reduced.FinalPredictions:
@@ -337,6 +336,7 @@ class Reduced(Layout):
 
     name = "reduced"
     fields = reduced.FIELDS
+    keeps_signals = True
     committed_arrays = ("member_entropy", "ensemble_entropy")
 
     def creation_note(self, n_classes: int, n_members: int) -> str | None:
@@ -354,20 +354,21 @@ class Reduced(Layout):
             f"(it keeps the ensemble of all members and each member alone); record with --keep raw for this"
         )
 
-    def before_commit(self, store: RunReads, slots: range, splits: Sequence[str]) -> None:
-        """Write the reduced record of each slot of each split group from its raw chunks."""
+    def before_commit(self, store: RunReads, slots: range, splits: Sequence[str], epochs: Sequence[int]) -> None:
+        """Write each slot's reduced record from its raw chunks, then its embeddings' and views' scores."""
         for slot in slots:
             for group in splits:
-                array = store._group[group]["probs"]
-                reader = ChunkFileReader.wrap(array, committed=slot + 1)  # a raw chunk that is missing is damage
+                reader = ChunkFileReader.wrap(store._group[group]["probs"], committed=slot + 1)  # a missing raw chunk is damage
                 labels = np.asarray(store._group[group]["labels"][:], dtype=np.int64)
                 try:
                     reduced.reduce_slot(store._group[group], reader, slot, labels, store.n_classes)
                 except InvalidProbabilities as error:
                     raise damaged(f"{store.path}: split {group!r}", error) from None
+            signals.derive(store, slot, int(epochs[slot]), list(splits), K)
 
     def after_commit(self, store: RunReads, committed: int, splits: Sequence[str]) -> None:
-        """Delete the raw chunk files of the committed slots (local stores; elsewhere they stay)."""
+        """Delete the committed slots' embeddings and views, and their raw chunks where the store is local."""
+        signals.drop_inputs(store.path, store.recorded_epochs[:committed])
         for group in splits:
             reader = ChunkFileReader.wrap(store._group[group]["probs"])
             if not isinstance(reader, ChunkFileReader):

@@ -17,6 +17,7 @@ from .chunks import ChunkFileReader, chunk_missing, missing_chunk
 from .embeddings import EMBEDDINGS_DIR, VIEWS_DIR, embedding_epochs, read_embeddings
 from .format import ARRAYS, META_DIR, WRITTEN, strings
 from .layouts import Layout, layout_of
+from .signals import read_signals, signal_epochs
 
 __all__ = ["RunReads"]
 
@@ -423,6 +424,47 @@ class RunReads:
         if rows.shape[1] % self.n_classes:
             raise RunStoreError(f"{self.path}: the views of split {split!r} are {rows.shape[1]} wide, not a multiple of {self.n_classes} classes")
         return rows.reshape(rows.shape[0], -1, self.n_classes)
+
+    def signal_epochs(self, split: str, kind: str) -> list[int]:
+        """The committed epochs whose neighbourhood or view scores of `split` a run kept
+        `--keep reduced` holds (it keeps them instead of the embeddings and views).
+
+        Parameters
+        ----------
+        split : str
+            The split.
+        kind : str
+            "neighbours" or "views".
+
+        Returns
+        -------
+        list of int
+            Training epochs, in order.
+        """
+        self._split_group(split)
+        return signal_epochs(self.path, self.recorded_epochs, split, kind)
+
+    def signals(self, split: str, kind: str, epoch: int) -> dict[str, np.ndarray]:
+        """The neighbourhood or view scores of `split` kept at a committed `epoch`.
+
+        Parameters
+        ----------
+        split : str
+            The split.
+        kind : str
+            "neighbours" (knn_disagreement, untrust and k) or "views" (view_disagreement,
+            view_confusion).
+        epoch : int
+            A training epoch from `signal_epochs`.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Each score, float64 (samples,).
+        """
+        if epoch not in self.signal_epochs(split, kind):
+            raise InputError(f"{self.path} holds no {kind} scores of split {split!r} at epoch {epoch}")
+        return read_signals(self.path, epoch, split, kind, self.n_samples(split))
 
     def _kept_epochs(self, splits: Sequence[str], folder: str) -> list[int]:
         for split in splits:

@@ -17,6 +17,7 @@ from .._files import write_json_atomic
 from ..errors import InputError
 from .format import ARRAYS, RUN_FILE, WRITTEN, SplitData, open_group
 from .locks import commit_lock
+from .signals import forget_split
 
 if TYPE_CHECKING:
     from .run import RunStore
@@ -83,6 +84,7 @@ def replace_split(store: RunStore, name: str, split: SplitData, fill: Callable[[
         store.write_metadata(name, split.ids, split.meta)
     with commit_lock(store.path):
         store.refresh()
+        forget_split(store.path, name)  # embeddings, views and their scores of the old samples
         shutil.rmtree(root / old, ignore_errors=True)
         os.rename(root / name, root / old)  # a crash from here on is finished or undone by `recover_swaps`
         os.rename(root / staging, root / name)
