@@ -195,7 +195,7 @@ KEEP_HELP = (
     "is the same from either; reduced refuses, with one line, scores of a subset of members other than all or one "
     "(e.g. 2 of 3 seeds) and anything that reads class probabilities (evaluating a run's stored predictions). Reduced "
     "also keeps the neighbourhood scores (at k = 15) and view scores instead of the embeddings and views they read "
-    "(16 bytes per sample and embedded epoch)."
+    "(32 bytes per sample and embedded epoch)."
 )
 EMBEDDINGS_HELP = (
     "Record each member's embeddings (the input of its classifier head) for every split, at the last recorded epoch "
