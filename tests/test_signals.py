@@ -739,3 +739,15 @@ def test_a_damaged_kept_signal_file_is_one_line(tmp_path):
     write_npz_atomic(tmp_path / "reduced/signals/epoch-2/val.neighbours.npz", knn_disagreement=np.full(50, 1.5), untrust=np.zeros(50), k=np.int64(15))
     with pytest.raises(RunStoreError, match=r"holds a damaged knn_disagreement \(float64 \(50,\), for 50 samples\)"):
         neighbourhood(kept, "val")
+
+
+def test_another_k_on_a_reduced_run_is_refused_before_any_work(tmp_path, cli):
+    twin_runs(tmp_path)
+    for command in (["difficulty", tmp_path / "reduced", "--k", 3, "--out", tmp_path / "table.csv"], ["combine", tmp_path / "reduced", "--k", 3]):
+        result = cli(*command)
+        assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+            f"confusion: error: {tmp_path / 'reduced'} was recorded with --keep reduced, which keeps the neighbourhood scores at k = 15 "
+            "instead of the embeddings; k = 3 needs them (record with --keep raw)"
+        ]
+    assert not (tmp_path / "table.csv").exists() and not (tmp_path / "reduced/combined.json").exists()
+    assert cli("difficulty", tmp_path / "raw", "--k", 3, "--out", tmp_path / "table.csv").exit_code == 0  # a raw run keeps the embeddings

@@ -40,7 +40,7 @@ from .signalmath import BLOCK_BYTES, K, member_neighbourhood, own_positions
 from .store import RunReads
 from .store.format import CACHE_DIR
 
-__all__ = ["BLOCK_BYTES", "K", "Neighbourhood", "check_k", "neighbourhood", "neighbourhood_epoch"]
+__all__ = ["BLOCK_BYTES", "K", "Neighbourhood", "check_k", "check_kept_k", "neighbourhood", "neighbourhood_epoch"]
 
 REFERENCE = "train"
 
@@ -88,6 +88,30 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1000:
         raise ParameterError(f"{{k}} must be a whole number of neighbours from 1 to 1000, got {k!r}", "k")
     return int(k)
+
+
+def check_kept_k(store: RunReads, k: int) -> None:
+    """Refuse, before any work, a k other than the one a run kept `--keep reduced` kept its
+    neighbourhood scores at (it keeps the scores, not the embeddings).
+
+    Parameters
+    ----------
+    store : RunReads
+        The run.
+    k : int
+        Neighbours asked for.
+
+    Raises
+    ------
+    InputError
+        Naming the kept k.
+    """
+    if store.layout.keeps_signals:
+        for split in store.splits:
+            epoch = neighbourhood_epoch(store, split)
+            if epoch is not None:
+                _kept(store, split, k, epoch)
+                return
 
 
 def neighbourhood_epoch(store: RunReads, split: str) -> int | None:

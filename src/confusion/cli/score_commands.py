@@ -277,7 +277,9 @@ def difficulty(
     run: Annotated[Path, typer.Argument(help="Run directory (from `train`, `import` or a Recorder).")],
     out: Annotated[Path, typer.Option(help="Table to write (.csv or .parquet): sample, split, label (-1 = unknown), then one column per score.")],
     split: Annotated[list[str] | None, typer.Option(help="Only this split (repeatable). Default: every split.")] = None,
-    k: Annotated[int, typer.Option(help="Neighbours (training samples) of knn_disagreement and untrust, 1 to 1000.")] = 15,
+    k: Annotated[
+        int, typer.Option(help="Neighbours (training samples) of knn_disagreement and untrust, 1 to 1000 (a --keep reduced run keeps k = 15 only).")
+    ] = 15,
 ):
     """Many difficulty scores from one recording, one column each (higher = harder unless noted):
     confusion, expected_entropy, disagreement, last_epoch_entropy, member_entropy, single_model_entropy
@@ -294,12 +296,13 @@ def difficulty(
     import pandas as pd
 
     from ..difficulty import SCORES, difficulty_scores
-    from ..neighbours import check_k
+    from ..neighbours import check_k, check_kept_k
     from ..store import RunStore
 
     table_path(out)
     check_k(k)
     store = RunStore.open(run)
+    check_kept_k(store, k)
     chosen = store.chosen_splits(split)
     with term.progress_bar(sum(store.n_samples(s) for s in chosen), "difficulty", "samples") as advance:
         tables = [difficulty_scores(store, name, k=k, progress=advance) for name in chosen]
@@ -328,7 +331,7 @@ def combine(
             help="Whose errors it predicts: 'ensemble' (this run's final ensemble) or the directory of another run holding the same calibration samples (a cheap model of another family, e.g. a zoo's sklearn:logreg run)."
         ),
     ] = "ensemble",
-    k: Annotated[int, typer.Option(help="Neighbours of knn_disagreement and untrust, 1 to 1000.")] = 15,
+    k: Annotated[int, typer.Option(help="Neighbours of knn_disagreement and untrust, 1 to 1000 (a --keep reduced run keeps k = 15 only).")] = 15,
 ):
     """Fit `combined`, a logistic regression over the run's label-free scores that predicts errors, on a
     labelled calibration split, and keep it in RUN/combined.json (JSON, no pickle). `difficulty`, `hardset
@@ -338,12 +341,13 @@ def combine(
     all of them."""
     from ..combined import COMBINED_FILE, check_folds
     from ..difficulty import fit_combined_run
-    from ..neighbours import check_k
+    from ..neighbours import check_k, check_kept_k
     from ..store import RunStore
 
     check_folds(folds)
     check_k(k)
     store = RunStore.open(run)
+    check_kept_k(store, k)
     if target != "ensemble":
         RunStore.open(target)  # not a run: one line now
     fit = fit_combined_run(store, calibration=calibration, folds=folds, target=target, k=k)
