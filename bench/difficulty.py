@@ -1,10 +1,12 @@
 """Which difficulty score of a cheap ensemble predicts other models' errors? The evidence table.
 
     .venv/bin/python bench/difficulty.py --demo demo-output          # the full demo's runs and zoo
+    .venv/bin/python bench/difficulty.py --demo bbc-demo             # `confusion demo --data bbc-news --out bbc-demo`
     .venv/bin/python bench/difficulty.py --data mnist-5k --out runs/bench-mnist5k   # trains everything
 
 For every difficulty score of the scoring run (cnn-s, 3 seeds, every epoch recorded; its
-embeddings and test-time views at the last epoch) it prints the AUROC for each other model's
+embeddings and test-time views at the last epoch; on a text or feature demo mlp-s heads, with
+embeddings and no views) it prints the AUROC for each other model's
 top-1 errors on the validation split (one event per member and sample at that model's last
 epoch), the mean over models with a 95% bootstrap interval (samples resampled), how many models
 it beats their own 1 - max probability on (what you could rank by if you could afford to run
@@ -47,6 +49,18 @@ def train_everything(data: str, out: Path) -> tuple[Path, list[Path], list[Path]
     return out / "cnn-s", [out / "cnn-m"], [out / "zoo" / run_name(a) for a in ZOO]
 
 
+def demo_preset(demo: Path):
+    """The full preset a finished demo folder was run with: images (cnn-s, cnn-m, the image zoo),
+    or text and feature vectors (mlp-s, mlp-l, the heads' zoo), read from its scoring run."""
+    from confusion.demo import FULL, preset_for
+
+    for arch in ("cnn-s", "mlp-s"):
+        run = demo / "runs" / arch / "run.json"
+        if run.is_file():
+            return preset_for(json.loads(run.read_text())["dataset"]["name"], quick=False)
+    return FULL
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, help="a finished `confusion demo` output folder")
@@ -63,10 +77,9 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.demo:
-        from confusion.demo import FULL
-
-        reference, compare = args.demo / "runs" / "cnn-s", [args.demo / "runs" / "cnn-m"]
-        models = [args.demo / "zoo" / run_name(a) for a in FULL.zoo_archs]
+        preset = demo_preset(args.demo)
+        reference, compare = args.demo / "runs" / preset.small_arch, [args.demo / "runs" / preset.large_arch]
+        models = [args.demo / "zoo" / run_name(a) for a in preset.zoo_archs]
         out, label = args.demo / "report-difficulty", f"demo {args.demo}"
         zoo = args.demo / "zoo"
     else:

@@ -751,3 +751,17 @@ def test_another_k_on_a_reduced_run_is_refused_before_any_work(tmp_path, cli):
         ]
     assert not (tmp_path / "table.csv").exists() and not (tmp_path / "reduced/combined.json").exists()
     assert cli("difficulty", tmp_path / "raw", "--k", 3, "--out", tmp_path / "table.csv").exit_code == 0  # a raw run keeps the embeddings
+
+
+def test_a_combined_fitted_on_few_errors_says_so(tmp_path):
+    raw, _ = twin_runs(tmp_path)
+    table = difficulty_scores(raw, "pool")
+    fit = CombinedFit.load(tmp_path / "raw")
+    assert fit.n_calibration == 50 and 0 < fit.n_errors < 50
+    assert (
+        f"combined: fitted on {fit.n_errors} errors among 50 samples of 'val'; under 50 its order is unstable and confusion is the safer score"
+        in table.attrs["notes"]
+    )
+    many = signal_run(tmp_path / "many", n_val=600)
+    notes = difficulty_scores(many, "val").attrs["notes"]
+    assert CombinedFit.load(tmp_path / "many/run").n_errors >= 50 and not any("errors among" in note for note in notes)
