@@ -10,6 +10,8 @@ from confusion import Recorder
 from confusion.analyses import auroc
 from confusion.store import RunStore
 
+from .conftest import needs_torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from evidence import Model, evidence, rank_average, weighted_auroc
 
@@ -79,3 +81,20 @@ def test_datagnosis_plugins_train_on_the_split_and_find_its_flipped_label(tmp_pa
     assert check_plugins("all") == DATAGNOSIS and check_plugins("el2n, aum") == ("el2n", "aum")
     with pytest.raises(argparse.ArgumentTypeError, match="got 'grand'"):
         check_plugins("grand")
+
+
+@needs_torch
+def test_the_probes_extra_views_move_pixels_as_named():
+    import torch
+    from signal_probes import EXTRA_VIEWS, shifted, warped
+
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5)
+    right = shifted(x, 1, 0)  # one pixel to the right, the left column zero
+    assert right[0, 0, :, 0].eq(0).all() and torch.equal(right[0, 0, :, 1:], x[0, 0, :, :-1])
+    up_left = EXTRA_VIEWS["up-left"](x)  # two up and two left, the last two rows and columns zero
+    assert torch.equal(up_left[0, 0, :3, :3], x[0, 0, 2:, 2:]) and up_left[0, 0, 3:].eq(0).all() and up_left[0, 0, :, 3:].eq(0).all()
+    flip_down = EXTRA_VIEWS["flip-down"](x)  # mirrored, then two down
+    assert torch.equal(flip_down[0, 0, 2:], x.flip(-1)[0, 0, :-2]) and flip_down[0, 0, :2].eq(0).all()
+    torch.testing.assert_close(warped(x), x)  # no rotation, no zoom: the image itself
+    torch.testing.assert_close(warped(x, 90.0)[0, 0, 2, 2], x[0, 0, 2, 2])  # the centre stays where it is
+    assert not torch.allclose(warped(x, 10.0), x) and not torch.allclose(warped(x, scale=1.1), x)
