@@ -13,6 +13,10 @@ character 2-5-grams, C = 1 and 4: 4 members), trained on the same train tweets, 
 entropy of their average alone and joined with the MiniLM members' last epoch (equal weight per
 member, and the TF-IDF members at a quarter of the weight): does a text ensemble of MiniLM heads
 plus TF-IDF models track human disagreement better?
+
+`--neighbours` adds the label ambiguity around each tweet: the entropy of the labels of its
+k = 15, 50 and 100 nearest training tweets and their mean confusion, in the members' embeddings
+and in the MiniLM space, alone and rank-averaged with confusion (training labels only).
 """
 
 from __future__ import annotations
@@ -68,6 +72,49 @@ def tfidf_scores(store, tweets: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def neighbour_scores(store, run: Path, confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Label ambiguity around each val tweet (see --neighbours): in the members' embeddings (the
+    member average) and in the MiniLM space (cosine), the entropy of the k nearest training
+    tweets' labels and their mean confusion, alone and rank-averaged with confusion."""
+    from scipy.stats import rankdata
+    from sklearn.neighbors import NearestNeighbors
+
+    from confusion.datasets import load_for_run
+    from confusion.runscores import score_run
+
+    labels, train_confusion = store.labels("train"), score_run(store, "train").confusion
+    ks = (15, 50, 100)
+
+    def statistics(index: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for k in ks:
+            shares = np.stack([(labels[index[:, :k]] == c).mean(axis=1) for c in range(store.n_classes)], axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[f"label entropy of the {k} nearest"] = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1)
+            out[f"mean confusion of the {k} nearest"] = train_confusion[index[:, :k]].mean(axis=1)
+        return out
+
+    found: dict[str, np.ndarray] = {}
+    epoch = store.embedding_epochs(["train", "val"])[-1]
+    for member in range(store.n_members):
+        reference = np.asarray(store.embeddings("train", member, epoch), dtype=np.float32)
+        _, index = (
+            NearestNeighbors(n_neighbors=max(ks), algorithm="brute")
+            .fit(reference)
+            .kneighbors(np.asarray(store.embeddings("val", member, epoch), dtype=np.float32))
+        )
+        for name, values in statistics(index).items():
+            found[f"members' embeddings: {name}"] = found.get(f"members' embeddings: {name}", 0.0) + values / store.n_members
+    dataset = load_for_run(store.meta["config"], run=run)
+    train_x, val_x = (np.asarray(dataset.splits[s].images, dtype=np.float32) for s in ("train", "val"))
+    train_x /= np.linalg.norm(train_x, axis=1, keepdims=True)
+    val_x /= np.linalg.norm(val_x, axis=1, keepdims=True)
+    _, index = NearestNeighbors(n_neighbors=max(ks), algorithm="brute").fit(train_x).kneighbors(val_x)
+    found.update({f"MiniLM space: {name}": values for name, values in statistics(index).items()})
+    found.update({f"rank average of confusion and {name}": rankdata(confusion) + rankdata(values) for name, values in list(found.items())})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-tweets"))
@@ -75,6 +122,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--boot", type=int, default=200, help="bootstrap draws (count)")
     parser.add_argument("--tfidf", action="store_true", help="also score with TF-IDF + logistic regression members beside the MiniLM ones")
+    parser.add_argument("--neighbours", action="store_true", help="also score the label ambiguity of each tweet's nearest training tweets")
     args = parser.parse_args()
     from scipy.stats import spearmanr
 
@@ -108,7 +156,10 @@ def main() -> None:
         rho = spearmanr(values, disagreement).statistic
         boot = [spearmanr(values[d], disagreement[d]).statistic for d in draws]
         rows.append((rho, name, np.percentile(boot, 2.5), np.percentile(boot, 97.5), auroc(values, least)))
-    for name, values in (tfidf_scores(store, tweets) if args.tfidf else {}).items():
+    extra = tfidf_scores(store, tweets) if args.tfidf else {}
+    if args.neighbours:
+        extra.update(neighbour_scores(store, run, table["confusion"].to_numpy()))
+    for name, values in extra.items():
         boot = [spearmanr(values[d], disagreement[d]).statistic for d in draws]
         rows.append((spearmanr(values, disagreement).statistic, name, np.percentile(boot, 2.5), np.percentile(boot, 97.5), auroc(values, least)))
     for rho, name, low, high, area in sorted(rows, reverse=True):
