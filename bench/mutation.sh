@@ -29,6 +29,7 @@ declare -A SOURCES=(
   [difficulty]="src/confusion/difficulty/*"
   [store-commit]="src/confusion/store/commit.py"
   [analyses]="src/confusion/analyses.py"
+  [signals]="src/confusion/signalmath.py src/confusion/neighbours.py src/confusion/views.py src/confusion/store/signals.py"
 )
 declare -A TESTS=(
   [scores]="tests/test_scores.py tests/test_cli_score.py"
@@ -37,8 +38,9 @@ declare -A TESTS=(
   [difficulty]="tests/test_difficulty.py tests/test_signals.py"
   [store-commit]="tests/test_store.py tests/test_recorder.py tests/test_signals.py"
   [analyses]="tests/test_analyses.py"
+  [signals]="tests/test_signals.py tests/test_signalmath.py"
 )
-modules=("$@"); [ "${#modules[@]}" -gt 0 ] || modules=(scores topk reduced difficulty store-commit analyses)
+modules=("$@"); [ "${#modules[@]}" -gt 0 ] || modules=(scores topk reduced difficulty store-commit analyses signals)
 for module in "${modules[@]}"; do
   [ -n "${SOURCES[$module]:-}" ] || { echo "mutation.sh: unknown module $module (one of: ${!SOURCES[*]})" >&2; exit 2; }
 done

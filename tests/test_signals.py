@@ -204,8 +204,20 @@ def test_neighbourhood_needs_embeddings_and_says_how_to_get_them(tmp_path):
             writer.log(split, 1, onehot_probs(np.zeros(n, int), 2))
         writer.end_epoch(1)
     store = RunStore.open(tmp_path / "run")
-    with pytest.raises(InputError, match="--embeddings last"):
+    with pytest.raises(InputError) as caught:
         neighbourhood(store, "val")
+    assert str(caught.value) == (
+        f"{store.path} keeps no embeddings of split 'val' and a train split; the neighbourhood scores need them "
+        "(record with `confusion train --embeddings last`, or a writer's log_embeddings)"
+    )
+    from confusion.views import view_scores
+
+    with pytest.raises(InputError) as caught:
+        view_scores(store, "val")
+    assert str(caught.value) == (
+        f"{store.path} keeps no test-time views of split 'val' at its last epoch; the view scores need them "
+        "(record with `confusion train --views auto` on images, or a writer's log_views)"
+    )
     table = difficulty_scores(store, "val")  # every score: the neighbourhood ones empty, and why
     assert table["knn_disagreement"].isna().all() and table["untrust"].isna().all()
     assert any("keeps no embeddings" in note for note in table.attrs["notes"])
