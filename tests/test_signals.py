@@ -777,3 +777,17 @@ def test_a_combined_fitted_on_few_errors_says_so(tmp_path):
     many = signal_run(tmp_path / "many", n_val=600)
     notes = difficulty_scores(many, "val").attrs["notes"]
     assert CombinedFit.load(tmp_path / "many/run").n_errors >= 50 and not any("errors among" in note for note in notes)
+
+
+def test_the_few_errors_note_starts_below_50_errors(monkeypatch):
+    from types import SimpleNamespace
+
+    import confusion.difficulty as difficulty
+
+    store = SimpleNamespace(path="run")
+    for errors, expected in ((49, 1), (50, 0)):
+        fit = SimpleNamespace(n_errors=errors, n_calibration=400, calibration="val")
+        monkeypatch.setattr(difficulty.CombinedFit, "load", staticmethod(lambda path, fit=fit: fit))
+        assert len(difficulty.few_errors_note(store)) == expected
+    monkeypatch.setattr(difficulty.CombinedFit, "load", staticmethod(lambda path: None))
+    assert difficulty.few_errors_note(store) == []
