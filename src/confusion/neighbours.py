@@ -36,13 +36,11 @@ import numpy as np
 
 from ._files import write_npz_atomic
 from .errors import InputError, ParameterError
-from .signalmath import BLOCK_BYTES, K, member_neighbourhood, own_positions
+from .signalmath import BLOCK_BYTES, REFERENCE, K, ensemble_neighbourhood
 from .store import RunReads
 from .store.format import CACHE_DIR
 
 __all__ = ["BLOCK_BYTES", "K", "Neighbourhood", "check_k", "check_kept_k", "neighbourhood", "neighbourhood_epoch"]
-
-REFERENCE = "train"
 
 
 @dataclass(frozen=True)
@@ -185,15 +183,9 @@ def neighbourhood(store: RunReads, split: str, *, k: int = K, cache: bool = True
     if len(labelled) <= k:
         raise InputError(f"the neighbourhood scores need more than k = {k} labelled training samples; {store.path} has {len(labelled)}")
     predicted = store.final_predictions(split).ensemble_argmax
-    n = store.n_samples(split)
-    disagreement, untrust = np.zeros(n), np.zeros(n)
-    for member in range(store.n_members):
-        reference = np.asarray(store.embeddings(REFERENCE, member, epoch)[labelled], dtype=np.float32)
-        queries = store.embeddings(split, member, epoch)
-        own = own_positions(labelled, n) if split == REFERENCE else None
-        d, u = member_neighbourhood(reference, reference_labels[labelled], queries, predicted, k, own, progress)
-        disagreement += d / store.n_members
-        untrust += u / store.n_members
+    disagreement, untrust = ensemble_neighbourhood(
+        lambda name, member: store.embeddings(name, member, epoch), reference_labels, split, predicted, store.n_members, k, progress
+    )
     if path is not None:
         _write_cache(path, disagreement, untrust)
     return Neighbourhood(disagreement, untrust, epoch, k)

@@ -15,9 +15,10 @@ import numpy as np
 
 from .scores import entropy
 
-__all__ = ["BLOCK_BYTES", "K", "member_neighbourhood", "own_positions", "view_statistics"]
+__all__ = ["BLOCK_BYTES", "K", "REFERENCE", "ensemble_neighbourhood", "member_neighbourhood", "own_positions", "view_statistics"]
 
 K = 15  # neighbours of the neighbourhood scores, by default
+REFERENCE = "train"  # the split whose samples are the neighbours
 BLOCK_BYTES = 128 * 2**20  # distances of one block of queries to every training sample
 VIEW_BLOCK = 65_536  # samples of the views read at a time
 
@@ -40,6 +41,50 @@ def own_positions(labelled: np.ndarray, n: int) -> np.ndarray:
     own = np.full(n, -1, dtype=np.int64)
     own[labelled] = np.arange(len(labelled))
     return own
+
+
+def ensemble_neighbourhood(
+    embeddings: Callable[[str, int], np.ndarray],
+    labels: np.ndarray,
+    split: str,
+    predicted: np.ndarray,
+    members: int,
+    k: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The member averages of knn_disagreement and untrust of every sample of `split`.
+
+    Parameters
+    ----------
+    embeddings : callable
+        ``embeddings(split, member)``: that member's embeddings of that split, (samples, dims).
+    labels : ndarray of int, shape (training samples,)
+        The train split's labels, -1 where unknown (those samples are no one's neighbour).
+    split : str
+        The scored split; where it is the train split, no sample is its own neighbour.
+    predicted : ndarray of int, shape (samples,)
+        The ensemble's predicted class of each scored sample.
+    members : int
+        M.
+    k : int
+        Neighbours.
+    progress : callable, optional
+        Called with the number of samples of each block searched (once per member).
+
+    Returns
+    -------
+    tuple of ndarray of float64, shape (samples,)
+        (knn_disagreement, untrust).
+    """
+    labelled = np.flatnonzero(labels >= 0)
+    own = own_positions(labelled, len(labels)) if split == REFERENCE else None
+    disagreement, untrust = np.zeros(len(predicted)), np.zeros(len(predicted))
+    for member in range(members):
+        reference = np.asarray(embeddings(REFERENCE, member)[labelled], dtype=np.float32)
+        d, u = member_neighbourhood(reference, labels[labelled], embeddings(split, member), predicted, k, own, progress)
+        disagreement += d / members
+        untrust += u / members
+    return disagreement, untrust
 
 
 def member_neighbourhood(

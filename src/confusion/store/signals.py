@@ -27,7 +27,7 @@ import numpy as np
 from .. import reduced
 from .._files import write_npz_atomic
 from ..errors import RunStoreError
-from ..signalmath import member_neighbourhood, own_positions, view_statistics
+from ..signalmath import REFERENCE, ensemble_neighbourhood, view_statistics
 from .embeddings import EMBEDDINGS_DIR, VIEWS_DIR, embedding_epochs, read_embeddings
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "SIGNALS_DIR", "derive", "drop_inputs", "forget_split", "read_signals", "signal_epochs"]
 
 SIGNALS_DIR = "signals"
-REFERENCE = "train"  # the neighbours are training samples
 KINDS = {"neighbours": ("knn_disagreement", "untrust"), "views": ("view_disagreement", "view_confusion")}
 SHARE_SCORES = ("knn_disagreement", "untrust", "view_disagreement")  # 0..1
 
@@ -70,17 +69,11 @@ def derive(store: RunReads, slot: int, epoch: int, groups: list[str], k: int) ->
         group = store._group[split]
         if REFERENCE in store.splits and embedding_epochs(run, members, [epoch], sorted({split, REFERENCE})):
             labels = store.labels(REFERENCE)
-            labelled = np.flatnonzero(labels >= 0)
-            if len(labelled) > k:
+            if np.count_nonzero(labels >= 0) > k:
                 predicted = reduced.read(group, "ensemble_argmax", np.array([slot]), 0, n, where=where)[0].astype(np.int64)
-                own = own_positions(labelled, n) if split == REFERENCE else None
-                disagreement, untrust = np.zeros(n), np.zeros(n)
-                for member in range(members):
-                    reference = np.asarray(read_embeddings(run, member, epoch, REFERENCE, len(labels))[labelled], dtype=np.float32)
-                    queries = read_embeddings(run, member, epoch, split, n)
-                    d, u = member_neighbourhood(reference, labels[labelled], queries, predicted, k, own)
-                    disagreement += d / members
-                    untrust += u / members
+                disagreement, untrust = ensemble_neighbourhood(
+                    lambda name, member: read_embeddings(run, member, epoch, name, store.n_samples(name)), labels, split, predicted, members, k
+                )
                 write_npz_atomic(_path(run, epoch, split, "neighbours"), knn_disagreement=disagreement, untrust=untrust, k=np.int64(k))
         if embedding_epochs(run, members, [epoch], [split], VIEWS_DIR):
             plain = reduced.read(group, "member_argmax", np.array([slot]), 0, n, where=where)[:, 0].astype(np.int64)
