@@ -112,26 +112,35 @@ def view_probabilities(run: Path, store) -> tuple[tuple[str, ...], np.ndarray]:
     return names, np.stack(members)
 
 
-def neighbourhood_statistics(store, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Per k: the member average of the k nearest training samples' label entropy (nats) and mean confusion."""
+def label_statistics(
+    index: np.ndarray, labels: np.ndarray, train_confusion: np.ndarray, ks: tuple[int, ...], n_classes: int
+) -> dict[str, np.ndarray]:
+    """Per k, from each query's nearest training samples (`index`, nearest first): the entropy of
+    their labels (nats) and their mean confusion."""
+    out = {}
+    for k in ks:
+        shares = np.stack([(labels[index[:, :k]] == c).mean(axis=1) for c in range(n_classes)], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"label entropy of the {k} nearest"] = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1)
+        out[f"mean confusion of the {k} nearest"] = train_confusion[index[:, :k]].mean(axis=1)
+    return out
+
+
+def embedding_statistics(store, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """`label_statistics` of the val samples in each member's stored embeddings, member average."""
     from sklearn.neighbors import NearestNeighbors
 
     from confusion.runscores import score_run
 
     epoch = store.embedding_epochs(["train", "val"])[-1]
     labels, train_confusion = store.labels("train"), score_run(store, "train").confusion
-    n, out = store.n_samples("val"), {}
+    out: dict[str, np.ndarray] = {}
     for member in range(store.n_members):
         reference = np.asarray(store.embeddings("train", member, epoch), dtype=np.float32)
         queries = np.asarray(store.embeddings("val", member, epoch), dtype=np.float32)
         _, index = NearestNeighbors(n_neighbors=max(ks), algorithm="brute").fit(reference).kneighbors(queries)
-        for k in ks:
-            shares = np.stack([(labels[index[:, :k]] == c).mean(axis=1) for c in range(store.n_classes)], axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                label_entropy = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1)
-            out[f"kNN label entropy, k = {k}"] = out.get(f"kNN label entropy, k = {k}", np.zeros(n)) + label_entropy / store.n_members
-            smoothed = train_confusion[index[:, :k]].mean(axis=1)
-            out[f"neighbours' mean confusion, k = {k}"] = out.get(f"neighbours' mean confusion, k = {k}", np.zeros(n)) + smoothed / store.n_members
+        for name, values in label_statistics(index, labels, train_confusion, ks, store.n_classes).items():
+            out[name] = out.get(name, 0.0) + values / store.n_members
     return out
 
 
@@ -162,7 +171,7 @@ def main() -> None:
         scores[f"rank average of confusion, knn_disagreement and view_confusion of {label}"] = rank_average(*base, value)
     everything = views.astype(np.float64).mean(axis=(0, 2))
     scores[f"view_confusion, all {len(names)} views"] = entropy(everything / everything.sum(axis=1, keepdims=True), base=2.0)[in_ref]
-    for name, value in neighbourhood_statistics(store, (15, 50)).items():
+    for name, value in embedding_statistics(store, (15, 50)).items():
         scores[name] = value[in_ref]
         scores[f"rank average of confusion, view_confusion and {name}"] = rank_average(scores["confusion"], scores["view_confusion"], value[in_ref])
     found = evidence(scores, models, boot=args.boot)

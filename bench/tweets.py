@@ -77,40 +77,21 @@ def neighbour_scores(store, run: Path, confusion: np.ndarray) -> dict[str, np.nd
     member average) and in the MiniLM space (cosine), the entropy of the k nearest training
     tweets' labels and their mean confusion, alone and rank-averaged with confusion."""
     from scipy.stats import rankdata
+    from signal_probes import embedding_statistics, label_statistics
     from sklearn.neighbors import NearestNeighbors
 
     from confusion.datasets import load_for_run
     from confusion.runscores import score_run
 
-    labels, train_confusion = store.labels("train"), score_run(store, "train").confusion
     ks = (15, 50, 100)
-
-    def statistics(index: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for k in ks:
-            shares = np.stack([(labels[index[:, :k]] == c).mean(axis=1) for c in range(store.n_classes)], axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[f"label entropy of the {k} nearest"] = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(axis=1)
-            out[f"mean confusion of the {k} nearest"] = train_confusion[index[:, :k]].mean(axis=1)
-        return out
-
-    found: dict[str, np.ndarray] = {}
-    epoch = store.embedding_epochs(["train", "val"])[-1]
-    for member in range(store.n_members):
-        reference = np.asarray(store.embeddings("train", member, epoch), dtype=np.float32)
-        _, index = (
-            NearestNeighbors(n_neighbors=max(ks), algorithm="brute")
-            .fit(reference)
-            .kneighbors(np.asarray(store.embeddings("val", member, epoch), dtype=np.float32))
-        )
-        for name, values in statistics(index).items():
-            found[f"members' embeddings: {name}"] = found.get(f"members' embeddings: {name}", 0.0) + values / store.n_members
+    found = {f"members' embeddings: {name}": values for name, values in embedding_statistics(store, ks).items()}
     dataset = load_for_run(store.meta["config"], run=run)
     train_x, val_x = (np.asarray(dataset.splits[s].images, dtype=np.float32) for s in ("train", "val"))
     train_x /= np.linalg.norm(train_x, axis=1, keepdims=True)
     val_x /= np.linalg.norm(val_x, axis=1, keepdims=True)
     _, index = NearestNeighbors(n_neighbors=max(ks), algorithm="brute").fit(train_x).kneighbors(val_x)
-    found.update({f"MiniLM space: {name}": values for name, values in statistics(index).items()})
+    labels, train_confusion = store.labels("train"), score_run(store, "train").confusion
+    found.update({f"MiniLM space: {name}": values for name, values in label_statistics(index, labels, train_confusion, ks, store.n_classes).items()})
     found.update({f"rank average of confusion and {name}": rankdata(confusion) + rankdata(values) for name, values in list(found.items())})
     return found
 
