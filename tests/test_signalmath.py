@@ -140,17 +140,19 @@ def test_the_scores_say_their_epoch_raw_and_reduced(tmp_path):
         assert (found.epoch, found.k) == (2, 15)
 
 
-def test_a_reduced_run_with_embeddings_and_no_views_and_too_few_labels(tmp_path):
+@pytest.mark.parametrize("labelled, kept", [(15, []), (16, [1])])
+def test_a_reduced_run_with_embeddings_and_no_views_and_just_too_few_or_enough_labels(tmp_path, labelled, kept):
     rng = np.random.default_rng(15)
-    labels = {"train": np.r_[np.zeros(8, int), np.ones(7, int)], "val": np.full(6, -1)}  # 15 labelled: not more than k
+    train = np.r_[np.zeros(labelled - 7, int), np.ones(7, int)]  # class 0 counts as labelled: more than k = 15 from 16 on
+    labels = {"train": train, "val": np.full(6, -1)}
     Recorder.create(tmp_path / "run", n_classes=2, members=1, splits=labels, keep="reduced")
     with Recorder.open(tmp_path / "run").member(0) as writer:
-        for split, n in (("train", 15), ("val", 6)):
+        for split, n in (("train", labelled), ("val", 6)):
             writer.log(split, 1, rng.dirichlet(np.ones(2), size=n))
             writer.log_embeddings(split, 1, rng.normal(size=(n, 3)).astype(np.float32))
         writer.end_epoch(1)
     store = RunStore.open(tmp_path / "run")
-    assert store.signal_epochs("val", "neighbours") == [] and store.signal_epochs("val", "views") == []
+    assert store.signal_epochs("val", "neighbours") == kept and store.signal_epochs("val", "views") == []
     assert not list((tmp_path / "run").glob("penultimate/member-*/epoch-*"))
 
 
